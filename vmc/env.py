@@ -1,0 +1,309 @@
+"""``vmc/SuperTuxKart-v0``: one kart on a SuperTuxKart track, seen through its own camera.
+
+Observation: the kart camera's image, ``Box(0, 255, (H, W, 3), uint8)`` (64x64 by default),
+rendered by the game at that size (no resizing in Python), without the minimap overlay.
+
+Action: ``Box([-1, 0, 0], [1, 1, 1])`` = (steer, acceleration, brake); brake is on above 0.5. With
+``nitro``, ``drift`` or ``items`` turned on, one more entry each in that order, on above 0.5.
+
+Reward: 1000 x the new fraction of the lap covered (progress along the centre line beyond the best
+so far), minus 0.1 per step (0.1 s of game time). Terminated when the lap is done, when the kart made
+no progress for ``stuck_steps`` steps, or when it was far off the track for ``offtrack_steps`` steps;
+truncated after ``max_steps``. ``reset`` runs the start countdown (about 5 s of game time) so that
+the first observation is the moment the kart can drive.
+
+``info`` carries privileged state for analysis only (see :meth:`SuperTuxKartEnv.step`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any, Optional
+
+import gymnasium as gym
+import numpy as np
+
+from vmc import game
+from vmc.assets import ensure_assets
+from vmc.track import LapProgress, TrackGeometry, race_tracks
+
+CONTROLLERS = ("player", "ai")
+
+
+@dataclass
+class EnvConfig:
+    """Everything that defines an environment; saved with every dataset and checkpoint."""
+
+    track: str = "lighthouse"
+    """Race track name: any of :func:`list_tracks`."""
+    width: int = 64
+    """Observation width in pixels; the game renders at this size."""
+    height: int = 64
+    """Observation height in pixels."""
+    renderer: str = "softpipe"
+    """OpenGL renderer: ``softpipe`` (Mesa, no stalls, the default), ``llvmpipe`` (Mesa's default, faster
+    per frame but stalls for seconds on some frames), ``system`` (leave the GL choice alone, e.g. a GPU) or
+    ``none`` (physics only: observations are black)."""
+    graphics: str = "ld"
+    """pystk2 graphics preset: ``ld``, ``sd`` or ``hd``."""
+    controller: str = "player"
+    """``player``: the action drives the kart; ``ai``: the game's own AI drives and actions are ignored
+    (the AI's action is reported in ``info['action']``)."""
+    max_steps: int = 1000
+    """Episode is truncated after this many steps (0.1 s each)."""
+    stuck_steps: int = 60
+    """Terminate after this many consecutive steps without new progress (0 disables)."""
+    offtrack_steps: int = 30
+    """Terminate after this many consecutive steps far off the track (0 disables)."""
+    offtrack_margin: float = 5.0
+    """Metres beyond the drivable half-width at which the kart counts as far off the track."""
+    nitro: bool = False
+    """Add a nitro action entry (on above 0.5)."""
+    drift: bool = False
+    """Add a drift (skid) action entry (on above 0.5)."""
+    items: bool = False
+    """Add a fire-item action entry (on above 0.5)."""
+    kart: str = ""
+    """Kart model name (empty: the game's default)."""
+
+    def __post_init__(self) -> None:
+        if self.controller not in CONTROLLERS:
+            raise ValueError(f"unknown controller {self.controller!r}; choose one of {', '.join(CONTROLLERS)}")
+        if self.max_steps < 1:
+            raise ValueError(f"max_steps must be >= 1, got {self.max_steps}")
+        self.graphics_spec()  # validates renderer, preset and resolution
+
+    def graphics_spec(self) -> game.GraphicsSpec:
+        """The process-wide graphics set-up this config needs."""
+        return game.GraphicsSpec(self.renderer, self.width, self.height, self.graphics)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "EnvConfig":
+        """Inverse of :func:`dataclasses.asdict`, ignoring unknown keys (configs from newer versions)."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def list_tracks() -> list[str]:
+    """Names of all race tracks installed (what ``pystk2.list_tracks(NORMAL_RACE)`` returns)."""
+    return race_tracks(ensure_assets() / "data")
+
+
+def check_track(name: str) -> None:
+    """Raise ``ValueError`` naming the real tracks when ``name`` is not one."""
+    tracks = list_tracks()
+    if name not in tracks:
+        raise ValueError(f"unknown track {name!r}; race tracks are: {', '.join(tracks)}")
+
+
+_GO_PHASES = ("GO_PHASE", "MUSIC_PHASE", "RACE_PHASE")
+_COUNTDOWN_LIMIT = 300  # steps; the countdown takes about 51
+
+
+class SuperTuxKartEnv(gym.Env):
+    """A Gymnasium env around one pystk2 race. One per process (pystk2's rule)."""
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
+
+    def __init__(self, render_mode: Optional[str] = None, config: Optional[EnvConfig] = None, **kwargs: Any) -> None:
+        """Build from an :class:`EnvConfig` or its fields as keyword arguments (``track='zengarden'``)."""
+        if config is not None and kwargs:
+            raise TypeError("pass either config= or keyword fields, not both")
+        self.config = config if config is not None else EnvConfig(**kwargs)
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']}, got {render_mode!r}")
+        self.render_mode = render_mode
+        check_track(self.config.track)
+        cfg = self.config
+        self.observation_space = gym.spaces.Box(0, 255, (cfg.height, cfg.width, 3), np.uint8)
+        n_extra = int(cfg.nitro) + int(cfg.drift) + int(cfg.items)
+        low = np.array([-1.0, 0.0, 0.0] + [0.0] * n_extra, np.float32)
+        self.action_space = gym.spaces.Box(low, np.ones_like(low), dtype=np.float32)
+
+        self._pystk2 = game.init_game(cfg.graphics_spec())
+        game.acquire_race(self)
+        self._race: Any = None
+        self._fresh = False  # race created and not stepped yet: reset need not restart it
+        self._needs_new_race = True
+        self.track: Optional[TrackGeometry] = None
+        self.progress: Optional[LapProgress] = None
+        self._obs = np.zeros(self.observation_space.shape, np.uint8)
+        self._offtrack = 0
+        self._closed = False
+
+    # -- race plumbing -------------------------------------------------------------------------
+    def _new_race(self) -> None:
+        pystk2 = self._pystk2
+        self._stop_race()
+        rc = pystk2.RaceConfig()
+        rc.track = self.config.track
+        rc.num_kart = 1
+        # Two laps in the game, one in the episode: a race the game considers finished cannot be
+        # restarted properly, and the episode ends at the first crossing of the line anyway.
+        rc.laps = 2
+        rc.step_size = 0.1
+        rc.mode = pystk2.RaceConfig.RaceMode.NORMAL_RACE
+        rc.num_cameras = 0 if self.config.renderer == "none" else 1
+        rc.overlay = False
+        rc.seed = 0
+        player = rc.players[0]
+        player.controller = (
+            pystk2.PlayerConfig.Controller.AI_CONTROL if self.config.controller == "ai" else pystk2.PlayerConfig.Controller.PLAYER_CONTROL
+        )
+        if self.config.kart:
+            player.kart = self.config.kart
+        self._race = pystk2.Race(rc)
+        self._race.start()
+        track = pystk2.Track()
+        track.update()
+        self.track = TrackGeometry.from_pystk(self.config.track, track)
+        self.progress = LapProgress(self.track.length)
+        self._fresh = True
+        # The game's AI does not drive again after race.restart(); it gets a new race every episode.
+        self._needs_new_race = self.config.controller == "ai"
+
+    def _stop_race(self) -> None:
+        if self._race is not None:
+            self._race.stop()
+            self._race = None
+
+    def _game_step(self, action: Optional[Any]) -> None:
+        if self.config.controller == "ai":
+            self._race.step()
+        else:
+            self._race.step(action)
+        self._fresh = False
+
+    def _frame(self) -> np.ndarray:
+        if self.config.renderer == "none":
+            return np.zeros(self.observation_space.shape, np.uint8)
+        return np.array(self._race.render_data[0].image, dtype=np.uint8, copy=True)
+
+    def _kart_state(self) -> tuple[Any, Any]:
+        state = self._pystk2.WorldState()
+        state.update()
+        return state, state.karts[0]
+
+    # -- Gymnasium API ---------------------------------------------------------------------------
+    def reset(self, *, seed: Optional[int] = None, options: Optional[dict] = None) -> tuple[np.ndarray, dict]:
+        """Put the kart back on the start line and run the countdown.
+
+        Returns the first frame (the moment the kart can drive) and ``info``. The game's physics are
+        deterministic, so ``seed`` only seeds ``self.np_random`` (for wrappers and policies).
+        """
+        super().reset(seed=seed)
+        if self._closed:
+            raise RuntimeError("reset() on a closed environment")
+        if self._race is None or self._needs_new_race:
+            self._new_race()
+        elif not self._fresh:
+            self._race.restart()
+        idle = self._pystk2.Action()
+        for _ in range(_COUNTDOWN_LIMIT):
+            state, _ = self._kart_state()
+            if state.phase.name in _GO_PHASES:
+                break
+            self._game_step(idle)
+        self.progress.reset()
+        self._offtrack = 0
+        self._obs = self._frame()
+        state, kart = self._kart_state()
+        info = self._info(state, kart, np.zeros(3, np.float32), off_track=False, lateral=self.track.lateral_offset(kart.location)[0])
+        return self._obs, info
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
+        """Drive 0.1 s of game time.
+
+        ``info`` holds, for analysis only: ``distance`` (m down the track this lap), ``lap_fraction``
+        (best progress in [0, 1]), ``lap_time`` (s since the start), ``location`` (3,), ``velocity``
+        (3,), ``speed`` (m/s), ``position`` (race rank), ``off_track`` (bool), ``lateral`` (m from the
+        centre line), ``on_road`` (the game's flag), ``score`` (sum of rewards), ``steps``,
+        ``action`` (the (3,) action the kart really took) and ``end`` (why it ended: ``lap``,
+        ``stuck``, ``off_track``, ``max_steps``, or None).
+        """
+        if self.progress is None:
+            raise RuntimeError("call reset() before step()")
+        a = np.asarray(action, dtype=np.float32).reshape(-1)
+        if a.shape != self.action_space.shape:
+            raise ValueError(f"action must have shape {self.action_space.shape}, got {a.shape}")
+        a = np.clip(np.nan_to_num(a), self.action_space.low, self.action_space.high)
+        pa = self._pystk2.Action()
+        pa.steer, pa.acceleration, pa.brake = float(a[0]), float(a[1]), bool(a[2] > 0.5)
+        extra = iter(a[3:])
+        for flag, attr in ((self.config.nitro, "nitro"), (self.config.drift, "drift"), (self.config.items, "fire")):
+            if flag:
+                setattr(pa, attr, bool(next(extra) > 0.5))
+        self._game_step(pa)
+
+        state, kart = self._kart_state()
+        taken = a[:3]
+        if self.config.controller == "ai":
+            ai = self._race.get_kart_action(0)
+            taken = np.array([ai.steer, ai.acceleration, float(ai.brake)], np.float32)
+        reward = self.progress.update(kart.overall_distance)
+        lateral, seg = self.track.lateral_offset(kart.location)
+        off_track = lateral > 0.5 * self.track.width[seg] + self.config.offtrack_margin
+        self._offtrack = self._offtrack + 1 if off_track else 0
+
+        cfg = self.config
+        end = None
+        if self.progress.lap_done:
+            end = "lap"
+        elif cfg.stuck_steps and self.progress.steps_since_progress >= cfg.stuck_steps:
+            end = "stuck"
+        elif cfg.offtrack_steps and self._offtrack >= cfg.offtrack_steps:
+            end = "off_track"
+        terminated = end is not None
+        truncated = not terminated and self.progress.steps >= cfg.max_steps
+        if truncated:
+            end = "max_steps"
+        self._obs = self._frame()
+        info = self._info(state, kart, taken, off_track=off_track, lateral=lateral)
+        info["end"] = end
+        return self._obs, float(reward), terminated, truncated, info
+
+    def _info(self, state: Any, kart: Any, action: np.ndarray, off_track: bool, lateral: float) -> dict:
+        return {
+            "distance": float(kart.distance_down_track),
+            "lap_fraction": self.progress.best,
+            "lap_time": float(state.time),
+            "location": np.asarray(kart.location, np.float32),
+            "front": np.asarray(kart.front, np.float32),
+            "velocity": np.asarray(kart.velocity, np.float32),
+            "speed": float(kart.speed),
+            "position": int(kart.position),
+            "off_track": bool(off_track),
+            "lateral": float(lateral),
+            "on_road": bool(kart.is_on_road),
+            "score": self.progress.score,
+            "steps": self.progress.steps,
+            "action": np.asarray(action, np.float32),
+            "end": None,
+        }
+
+    def render(self) -> Optional[np.ndarray]:
+        """The latest frame (``rgb_array`` mode)."""
+        if self.render_mode == "rgb_array":
+            return self._obs.copy()
+        return None
+
+    def close(self) -> None:
+        """Stop the race and free this process's race slot (the game itself stays initialised)."""
+        if not self._closed:
+            self._stop_race()
+            game.release_race(self)
+            self._closed = True
+
+    def __del__(self) -> None:  # a forgotten env must not block the next one in the process
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+def make_env(config: EnvConfig, render_mode: Optional[str] = None) -> SuperTuxKartEnv:
+    """An unwrapped env from a config (what worker processes use)."""
+    return SuperTuxKartEnv(render_mode=render_mode, config=config)
+
+
+__all__ = ["EnvConfig", "SuperTuxKartEnv", "list_tracks", "check_track", "make_env"]

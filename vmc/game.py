@@ -1,0 +1,123 @@
+"""The one SuperTuxKart game of this process: renderer set-up, ``pystk2.init`` and race ownership.
+
+pystk2 allows one ``init`` per process (with one resolution and renderer) and one race at a time, so
+this module holds that state for the whole process and refuses, with a clear message, what pystk2
+would crash on. A CPU-parallel design runs one long-lived process per worker.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from vmc.assets import ensure_assets
+
+RENDERERS = ("softpipe", "llvmpipe", "system", "none")
+"""``softpipe`` / ``llvmpipe``: Mesa's CPU rasterisers; ``system``: whatever OpenGL the machine has
+(a GPU driver, say); ``none``: physics only, no images (``pystk2.GraphicsConfig.none()``)."""
+
+GRAPHICS_PRESETS = ("ld", "sd", "hd")
+"""pystk2's graphics presets (``GraphicsConfig.ld()`` etc.); ``ld`` is the cheapest."""
+
+
+@dataclass(frozen=True)
+class GraphicsSpec:
+    """What ``pystk2.init`` was called with; fixed for the life of the process."""
+
+    renderer: str
+    """One of :data:`RENDERERS`."""
+    width: int
+    """Rendered image width in pixels."""
+    height: int
+    """Rendered image height in pixels."""
+    preset: str
+    """One of :data:`GRAPHICS_PRESETS`."""
+
+    def __post_init__(self) -> None:
+        if self.renderer not in RENDERERS:
+            raise ValueError(f"unknown renderer {self.renderer!r}; choose one of {', '.join(RENDERERS)}")
+        if self.preset not in GRAPHICS_PRESETS:
+            raise ValueError(f"unknown graphics preset {self.preset!r}; choose one of {', '.join(GRAPHICS_PRESETS)}")
+        if not (8 <= self.width <= 4096 and 8 <= self.height <= 4096):
+            raise ValueError(f"resolution {self.width}x{self.height} out of range 8..4096")
+
+
+_spec: Optional[GraphicsSpec] = None
+_race_owner: Optional[object] = None
+
+
+def current_spec() -> Optional[GraphicsSpec]:
+    """The spec this process's game was started with, or None before the first start."""
+    return _spec
+
+
+def _configure_renderer(renderer: str) -> None:
+    # Must happen before the GL library is loaded, i.e. before pystk2.init creates the window.
+    if renderer in ("softpipe", "llvmpipe"):
+        os.environ["GALLIUM_DRIVER"] = renderer
+        os.environ["LIBGL_ALWAYS_SOFTWARE"] = "1"
+    os.environ.setdefault("XDG_RUNTIME_DIR", "/tmp")  # quiets an SDL warning on headless machines
+
+
+def init_game(spec: GraphicsSpec) -> Any:
+    """Start the game for this process (once) and return the ``pystk2`` module.
+
+    A second call with the same spec is free; with another spec it raises, since pystk2 cannot be
+    initialised twice in one process.
+    """
+    global _spec
+    if _spec is not None:
+        if spec != _spec and not (spec.renderer == "none" and _spec.renderer == "none"):
+            raise RuntimeError(
+                f"this process already runs the game as {_spec}; pystk2 allows one set-up per process, "
+                f"so {spec} needs another process"
+            )
+        import pystk2
+
+        return pystk2
+    ensure_assets()
+    if spec.renderer != "none":
+        from vmc.display import ensure_display
+
+        ensure_display()
+    _configure_renderer(spec.renderer)
+    import pystk2
+
+    if spec.renderer == "none":
+        cfg = pystk2.GraphicsConfig.none()
+    else:
+        cfg = getattr(pystk2.GraphicsConfig, spec.preset)()
+        cfg.screen_width, cfg.screen_height = spec.width, spec.height
+        cfg.display = False
+    pystk2.init(cfg)
+    # Registered after pystk2's own clean-up, so it runs before it: an env still open at exit stops
+    # its race while the game (and its X display) still exist.
+    atexit.register(_close_open_race)
+    _spec = spec
+    return pystk2
+
+
+def _close_open_race() -> None:
+    owner = _race_owner
+    if owner is not None and hasattr(owner, "close"):
+        owner.close()
+
+
+def acquire_race(owner: object) -> None:
+    """Claim this process's single race for ``owner`` (an env); raises if another owner holds it."""
+    global _race_owner
+    if _race_owner is not None and _race_owner is not owner:
+        raise RuntimeError(
+            "this process already has a SuperTuxKart race open (pystk2 allows one at a time): "
+            "close the other environment first, or use one process per environment"
+        )
+    _race_owner = owner
+
+
+def release_race(owner: object) -> None:
+    """Give the race back (no-op if ``owner`` does not hold it)."""
+    global _race_owner
+    if _race_owner is owner:
+        _race_owner = None
