@@ -17,6 +17,7 @@ the first observation is the moment the kart can drive.
 
 from __future__ import annotations
 
+import ctypes
 from dataclasses import dataclass, fields
 from typing import Any, Optional
 
@@ -25,6 +26,7 @@ import numpy as np
 
 from vmc import game
 from vmc.assets import ensure_assets
+from vmc.gameclock import GameClock
 from vmc.track import LapProgress, TrackGeometry, race_tracks
 
 CONTROLLERS = ("player", "ai")
@@ -65,6 +67,10 @@ class EnvConfig:
     """Add a fire-item action entry (on above 0.5)."""
     kart: str = ""
     """Kart model name (empty: the game's default)."""
+    reuse_race: bool = False
+    """Reset with ``race.restart()`` instead of loading the track again. Saves the load time but is
+    not reproducible: scrolling textures (sky, water) and some physics state carry over from the
+    previous episode, so equal seeds no longer give equal frames."""
 
     def __post_init__(self) -> None:
         if self.controller not in CONTROLLERS:
@@ -96,6 +102,7 @@ def check_track(name: str) -> None:
         raise ValueError(f"unknown track {name!r}; race tracks are: {', '.join(tracks)}")
 
 
+_LIBC = ctypes.CDLL(None)
 _GO_PHASES = ("GO_PHASE", "MUSIC_PHASE", "RACE_PHASE")
 _COUNTDOWN_LIMIT = 300  # steps; the countdown takes about 51
 
@@ -121,20 +128,22 @@ class SuperTuxKartEnv(gym.Env):
         self.action_space = gym.spaces.Box(low, np.ones_like(low), dtype=np.float32)
 
         self._pystk2 = game.init_game(cfg.graphics_spec())
-        game.acquire_race(self)
+        self._clock = GameClock(self._pystk2)
+        self._game_steps = 0  # game steps since the race (re)started, countdown included
         self._race: Any = None
-        self._fresh = False  # race created and not stepped yet: reset need not restart it
         self._needs_new_race = True
         self.track: Optional[TrackGeometry] = None
         self.progress: Optional[LapProgress] = None
         self._obs = np.zeros(self.observation_space.shape, np.uint8)
         self._offtrack = 0
         self._closed = False
+        self._taken = False
 
     # -- race plumbing -------------------------------------------------------------------------
     def _new_race(self) -> None:
         pystk2 = self._pystk2
         self._stop_race()
+        game.claim_race(self)
         rc = pystk2.RaceConfig()
         rc.track = self.config.track
         rc.num_kart = 1
@@ -152,15 +161,21 @@ class SuperTuxKartEnv(gym.Env):
         )
         if self.config.kart:
             player.kart = self.config.kart
+        _LIBC.srand(0)  # the scene draws from C rand() while loading (wind): same draws every race
         self._race = pystk2.Race(rc)
         self._race.start()
         track = pystk2.Track()
         track.update()
         self.track = TrackGeometry.from_pystk(self.config.track, track)
         self.progress = LapProgress(self.track.length)
-        self._fresh = True
         # The game's AI does not drive again after race.restart(); it gets a new race every episode.
         self._needs_new_race = self.config.controller == "ai"
+
+    def _race_taken(self) -> None:
+        """Another env of this process is starting a race: stop ours (pystk2 runs one at a time)."""
+        self._stop_race()
+        self.progress = None
+        self._taken = True
 
     def _stop_race(self) -> None:
         if self._race is not None:
@@ -168,11 +183,12 @@ class SuperTuxKartEnv(gym.Env):
             self._race = None
 
     def _game_step(self, action: Optional[Any]) -> None:
+        self._game_steps += 1
+        self._clock.set_ms(100 * self._game_steps)  # the frame rendered in this step shows game time
         if self.config.controller == "ai":
             self._race.step()
         else:
             self._race.step(action)
-        self._fresh = False
 
     def _frame(self) -> np.ndarray:
         if self.config.renderer == "none":
@@ -194,10 +210,12 @@ class SuperTuxKartEnv(gym.Env):
         super().reset(seed=seed)
         if self._closed:
             raise RuntimeError("reset() on a closed environment")
-        if self._race is None or self._needs_new_race:
+        if self._race is None or self._needs_new_race or not self.config.reuse_race:
             self._new_race()
-        elif not self._fresh:
+            self._taken = False
+        else:
             self._race.restart()
+        self._game_steps = 0
         idle = self._pystk2.Action()
         for _ in range(_COUNTDOWN_LIMIT):
             state, _ = self._kart_state()
@@ -222,6 +240,8 @@ class SuperTuxKartEnv(gym.Env):
         ``stuck``, ``off_track``, ``max_steps``, or None).
         """
         if self.progress is None:
+            if self._taken:
+                raise RuntimeError("another environment in this process took the game's only race; call reset() to take it back")
             raise RuntimeError("call reset() before step()")
         a = np.asarray(action, dtype=np.float32).reshape(-1)
         if a.shape != self.action_space.shape:

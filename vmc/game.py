@@ -105,14 +105,16 @@ def _close_open_race() -> None:
         owner.close()
 
 
-def acquire_race(owner: object) -> None:
-    """Claim this process's single race for ``owner`` (an env); raises if another owner holds it."""
+def claim_race(owner: object) -> None:
+    """Make ``owner`` (an env) the holder of this process's single race.
+
+    pystk2 runs one race at a time, so a previous holder is told to stop its race first (its
+    ``_race_taken()``); that env raises a clear error if stepped and takes the race back on reset.
+    """
     global _race_owner
-    if _race_owner is not None and _race_owner is not owner:
-        raise RuntimeError(
-            "this process already has a SuperTuxKart race open (pystk2 allows one at a time): "
-            "close the other environment first, or use one process per environment"
-        )
+    previous = _race_owner
+    if previous is not None and previous is not owner:
+        previous._race_taken()
     _race_owner = owner
 
 
