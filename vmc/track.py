@@ -100,8 +100,9 @@ class LapProgress:
 
     The game measures distance by the nearest piece of road, so a kart far off the road (or on a
     shortcut) can appear to jump tens or hundreds of metres ahead in one step. Progress therefore
-    follows the game's distance step by step, and a forward jump of more than ``max_gain_m`` in one
-    step is not followed (backward jumps, e.g. a rescue, are).
+    follows the game's distance step by step: a forward jump of more than ``max_gain_m`` in one step
+    is not followed, and a backward jump (a rescue, or the end of such a glitch) moves progress back
+    to the game's distance only if that is behind it.
     """
 
     def __init__(self, length: float, lap_reward: float = 1000.0, step_cost: float = 0.1, max_gain_m: float = 10.0) -> None:
@@ -117,7 +118,7 @@ class LapProgress:
         """Start a new episode: no progress, no score, no steps."""
         self.best = 0.0
         self.current = 0.0
-        self._last_raw: float | None = None
+        self._last_raw = 0.0  # karts start on (or just behind) the line
         self.score = 0.0
         self.steps = 0
         self.steps_since_progress = 0
@@ -130,10 +131,11 @@ class LapProgress:
         by millimetres against a wall does not count as moving.
         """
         raw = max(0.0, float(overall_distance))
-        if self._last_raw is not None:
-            delta = raw - self._last_raw
-            if delta <= self.max_gain_m:
-                self.current = max(0.0, self.current + delta)
+        delta = raw - self._last_raw
+        if abs(delta) <= self.max_gain_m:
+            self.current = max(0.0, self.current + delta)
+        elif delta < 0:  # a rescue, or back on the road after a glitch: never ahead of where we were
+            self.current = min(self.current, raw)
         self._last_raw = raw
         frac = min(1.0, self.current / self.length)
         gain = max(0.0, frac - self.best)

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# vmc's one entry point. Each command first sets up what is missing (quick when nothing is):
+#   Debian packages (the game's art, Xvfb, Mesa), a virtualenv in .venv, the game's asset folder.
+#
+#   ./run.sh           the main job on the small built-in default (see `python -m vmc.main --help`)
+#   ./run.sh test      the test suite (what CI runs)
+#   ./run.sh bench     the benchmarks (prints the tables that are in the README)
+#   ./run.sh setup     set-up only
+#   ./run.sh py ARGS   python inside the virtualenv, e.g. ./run.sh py -m vmc.collect --help
+set -euo pipefail
+cd "$(dirname "$0")"
+
+APT_PACKAGES=(supertuxkart-data xvfb libgl1-mesa-dri libegl1)
+VENV=.venv
+# torch is pinned first so that pip does not pull a multi-GB CUDA build where a CPU wheel is at hand.
+TORCH_SPEC="${VMC_TORCH_SPEC:-torch==2.13.0}"
+
+say() { echo "vmc: $*" >&2; }
+
+setup_apt() {
+    local missing=()
+    for p in "${APT_PACKAGES[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    local sudo=""
+    if [ "$(id -u)" -ne 0 ]; then
+        command -v sudo >/dev/null || { say "error: missing Debian packages ${missing[*]}: install them as root (apt-get install ${missing[*]})"; exit 1; }
+        sudo="sudo"
+    fi
+    say "installing Debian packages: ${missing[*]}"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+setup_venv() {
+    local stamp="$VENV/.vmc-installed" want
+    want="$(cat pyproject.toml | sha256sum | cut -c1-16) $TORCH_SPEC"
+    if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x "$VENV/bin/python" ]; then return 0; fi
+    say "installing the Python environment in $VENV"
+    [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "$TORCH_SPEC" 2>&1 | grep -v "^WARNING: Location" || true
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e ".[dev]" 2>&1 | grep -v "^WARNING: Location" || true
+    "$VENV/bin/python" -c "import pystk2, torch, gymnasium, cma, h5py" || { say "error: Python packages failed to install (see pip output above)"; exit 1; }
+    echo "$want" > "$stamp"
+}
+
+setup_assets() {
+    "$VENV/bin/python" -m vmc.assets >/dev/null
+}
+
+setup() { setup_apt; setup_venv; setup_assets; }
+
+cmd="${1:-main}"
+[ $# -gt 0 ] && shift
+case "$cmd" in
+    setup) setup ;;
+    main) setup; exec "$VENV/bin/python" -m vmc.main "$@" ;;
+    test) setup; exec "$VENV/bin/python" -m pytest "$@" ;;
+    bench) setup; "$VENV/bin/python" benchmarks/env_speed.py "$@" ;;
+    py) setup; exec "$VENV/bin/python" "$@" ;;
+    *) say "unknown command '$cmd': use main, test, bench, setup or py"; exit 2 ;;
+esac

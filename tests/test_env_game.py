@@ -1,0 +1,180 @@
+"""The environment on the real game: rendering, determinism, Gymnasium API, reference drivers."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import gymnasium
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+import vmc
+from vmc.drivers import CentreLineDriver, GameAIDriver, run_episode
+from vmc.env import EnvConfig, SuperTuxKartEnv, list_tracks
+
+from conftest import run_python
+
+pytestmark = pytest.mark.game
+
+
+def test_passes_gymnasium_check_env(lighthouse_env):
+    check_env(lighthouse_env.unwrapped)
+    assert lighthouse_env.observation_space.shape == (64, 64, 3)
+    assert lighthouse_env.action_space.shape == (3,)
+
+
+def test_frames_look_like_a_game_and_change_as_the_kart_moves(lighthouse_env):
+    obs, info = lighthouse_env.reset(seed=0)
+    assert obs.shape == (64, 64, 3) and obs.dtype == np.uint8
+    assert obs.std() > 20, "frame is (nearly) blank"
+    assert len(np.unique(obs.reshape(-1, 3), axis=0)) > 200
+    frames = [obs]
+    for _ in range(30):
+        obs, reward, terminated, truncated, info = lighthouse_env.step(np.array([0.0, 1.0, 0.0], np.float32))
+        frames.append(obs)
+    assert info["speed"] > 5.0 and info["lap_fraction"] > 0.01
+    diffs = [np.abs(a.astype(int) - b).mean() for a, b in zip(frames, frames[1:])]
+    assert np.mean(diffs) > 2.0, "frames do not change while the kart drives"
+
+
+def test_same_seed_same_frames(lighthouse_env):
+    def episode():
+        obs, _ = lighthouse_env.reset(seed=3)
+        out = [obs]
+        for t in range(20):
+            obs, *_ = lighthouse_env.step(np.array([np.sin(t / 3), 1.0, 0.0], np.float32))
+            out.append(obs)
+        return np.stack(out)
+
+    first, second = episode(), episode()
+    np.testing.assert_array_equal(first[0], second[0])
+    np.testing.assert_array_equal(first, second)
+
+
+def test_stuck_and_step_limit_end_episodes():
+    env = SuperTuxKartEnv(track="lighthouse", stuck_steps=15)
+    try:
+        env.reset(seed=0)
+        for i in range(40):
+            _, _, terminated, truncated, info = env.step(np.zeros(3, np.float32))  # never accelerates
+            if terminated or truncated:
+                break
+        assert terminated and not truncated and info["end"] == "stuck" and info["steps"] == 15
+        assert info["score"] == pytest.approx(-0.1 * 15)
+    finally:
+        env.close()
+    env = SuperTuxKartEnv(track="lighthouse", max_steps=12)
+    try:
+        env.reset(seed=0)
+        for i in range(12):
+            _, _, terminated, truncated, info = env.step(np.array([0, 1, 0], np.float32))
+        assert truncated and not terminated and info["end"] == "max_steps"
+    finally:
+        env.close()
+
+
+def test_driving_off_the_track_terminates():
+    env = SuperTuxKartEnv(track="lighthouse", offtrack_steps=10, stuck_steps=0, max_steps=300)
+    try:
+        env.reset(seed=0)
+        for i in range(300):
+            _, _, terminated, truncated, info = env.step(np.array([1.0, 1.0, 0.0], np.float32))  # circles
+            if terminated or truncated:
+                break
+        assert info["end"] == "off_track" and info["off_track"]
+    finally:
+        env.close()
+
+
+@pytest.mark.parametrize("controller,driver", [("player", CentreLineDriver()), ("ai", GameAIDriver())],
+                         ids=["centre-line", "game-ai"])
+def test_reference_drivers_finish_a_lap_of_lighthouse(controller, driver):
+    env = gymnasium.make(vmc.ENV_ID, track="lighthouse", controller=controller)
+    try:
+        result = run_episode(env, driver, seed=0)
+    finally:
+        env.close()
+    assert result.end == "lap" and result.lap_fraction == 1.0
+    assert result.score > 900
+
+
+def test_game_ai_reports_its_actions():
+    env = SuperTuxKartEnv(track="zengarden", controller="ai", max_steps=60)
+    try:
+        env.reset(seed=0)
+        actions = [env.step(np.zeros(3, np.float32))[4]["action"] for _ in range(60)]
+    finally:
+        env.close()
+    actions = np.stack(actions)
+    assert actions[:, 1].max() > 0.5  # the AI accelerates
+    assert np.abs(actions[:, 0]).max() > 0.05  # and steers
+
+
+def test_unknown_track_lists_the_real_ones():
+    with pytest.raises(ValueError, match="lighthouse") as err:
+        gymnasium.make(vmc.ENV_ID, track="lighthose")
+    assert "zengarden" in str(err.value)
+
+
+def test_track_list_matches_the_game():
+    import pystk2
+
+    SuperTuxKartEnv(track="lighthouse").close()  # the game is initialised from here on
+    assert list_tracks() == sorted(pystk2.list_tracks(pystk2.RaceConfig.RaceMode.NORMAL_RACE))
+
+
+def test_second_env_takes_the_race_and_the_first_says_so():
+    a = SuperTuxKartEnv(track="lighthouse")
+    b = SuperTuxKartEnv(track="zengarden")
+    try:
+        a.reset(seed=0)
+        b.reset(seed=0)
+        with pytest.raises(RuntimeError, match="took the game's only race"):
+            a.step(np.zeros(3, np.float32))
+        obs, *_ = a.reset(seed=0)  # and takes it back
+        assert obs.std() > 20
+    finally:
+        a.close()
+        b.close()
+
+
+def test_other_renderer_in_the_same_process_is_refused():
+    SuperTuxKartEnv(track="lighthouse").close()
+    with pytest.raises(RuntimeError, match="another process"):
+        SuperTuxKartEnv(track="lighthouse", width=96)
+
+
+def test_processes_without_display_start_their_own_xvfb():
+    code = """
+        import os, numpy as np
+        from vmc.env import SuperTuxKartEnv
+        assert 'DISPLAY' not in os.environ
+        env = SuperTuxKartEnv(track='zengarden')
+        obs, _ = env.reset(seed=0)
+        for _ in range(5):
+            obs, *_ = env.step(np.array([0, 1, 0], np.float32))
+        print(os.environ['DISPLAY'], obs.std())
+    """
+    env = {k: v for k, v in os.environ.items() if k != "DISPLAY"}
+    procs = [subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-2000:]
+    displays = [out.split()[-2] for out, _ in outs]
+    assert all(float(out.split()[-1]) > 20 for out, _ in outs)
+    assert displays[0] != displays[1]
+
+
+def test_physics_only_renderer_runs_a_lap():
+    proc = run_python("""
+        from vmc.env import SuperTuxKartEnv
+        from vmc.drivers import CentreLineDriver, run_episode
+        env = SuperTuxKartEnv(track='lighthouse', renderer='none')
+        r = run_episode(env, CentreLineDriver(), seed=0)
+        print(r.end, r.score, env.observation_space.shape)
+    """)
+    end, score, *_ = proc.stdout.strip().splitlines()[-1].split()
+    assert end == "lap" and float(score) > 900

@@ -1,0 +1,52 @@
+"""Fast unit tests of set-up errors, configs and video writing (no game)."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vmc import assets
+from vmc.env import EnvConfig
+from vmc.video import frame_strip, write_video
+
+
+def test_missing_art_says_how_to_fix(tmp_path: Path, monkeypatch):
+    monkeypatch.setenv("VMC_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("VMC_STK_ART", str(tmp_path / "no-art"))
+    with pytest.raises(assets.AssetError, match="supertuxkart-data"):
+        assets.ensure_assets()
+
+
+def test_complete_folder_needs_marker_and_art(tmp_path: Path):
+    root = tmp_path / "stk"
+    (root / "data").mkdir(parents=True)
+    (root / "data" / "stk_config.xml").write_text("<x/>")
+    for d in assets.ART_DIRS:
+        (root / "data" / d).mkdir()
+    assert not assets.is_complete(root)  # no marker yet: a half-built folder is not trusted
+    (root / assets.MARKER).write_text("done")
+    assert assets.is_complete(root)
+
+
+@pytest.mark.parametrize("bad", [{"renderer": "vulkan9"}, {"controller": "robot"}, {"graphics": "ultra"},
+                                 {"width": 2}, {"max_steps": 0}])
+def test_env_config_rejects_bad_values(bad):
+    with pytest.raises(ValueError):
+        EnvConfig(**bad)
+
+
+def test_env_config_round_trip_ignores_unknown_keys():
+    c = EnvConfig(track="zengarden", stuck_steps=7)
+    d = {**c.__dict__, "from_the_future": 1}
+    assert EnvConfig.from_dict(d) == c
+
+
+def test_video_decodes_to_the_frames(tmp_path: Path):
+    import imageio.v2 as imageio
+
+    frames = [np.full((16, 16, 3), 10 * i, np.uint8) for i in range(8)]
+    path = write_video(tmp_path / "v.mp4", frames, fps=10, scale=4)
+    back = imageio.mimread(path)
+    assert len(back) == 8 and back[0].shape == (64, 64, 3)
+    assert abs(int(back[5].mean()) - 50) <= 3
+    assert frame_strip(frames, 4).shape == (16, 64, 3)

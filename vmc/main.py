@@ -1,0 +1,75 @@
+"""The main job, ``./run.sh``: what vmc does end to end on a small default.
+
+Today (the simulator stage) it drives one lap of the track with each reference driver through the
+real game at 64x64, prints their scores and wall times, and writes what a person looks at first:
+``<out>/reference_strip.png`` (a strip of frames) and ``<out>/reference_lap.mp4`` (the centre-line
+driver's lap, upscaled). It grows into the whole pipeline (collect, train_vae, train_mdn, evolve,
+play) as those stages land.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from vmc.drivers import CentreLineDriver, Driver, GameAIDriver, run_episode
+from vmc.env import EnvConfig, SuperTuxKartEnv, check_track
+from vmc.video import frame_strip, write_video
+
+
+def drive_reference(config: EnvConfig, driver: Driver, seed: int = 0) -> tuple[dict, list[np.ndarray]]:
+    """One episode of ``driver``; returns a summary row and the frames (initial one included)."""
+    env = SuperTuxKartEnv(config=config)
+    frames: list[np.ndarray] = []
+    try:
+        t0 = time.perf_counter()
+        obs, _ = env.reset(seed=seed)
+        frames.append(obs)
+        result = run_episode(env, driver, seed=seed, on_step=lambda o, *_: frames.append(o))
+        wall = time.perf_counter() - t0
+    finally:
+        env.close()
+    row = {"score": result.score, "steps": result.steps, "end": result.end, "lap_fraction": result.lap_fraction,
+           "game_s": result.lap_time, "wall_s": wall, "steps_per_s": result.steps / wall}
+    return row, frames
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m vmc.main", description=__doc__.splitlines()[0])
+    parser.add_argument("--track", default="lighthouse", help="race track (default: lighthouse)")
+    parser.add_argument("--out", type=Path, default=Path("runs/main"), help="output folder (default: runs/main)")
+    parser.add_argument("--renderer", default="softpipe", help="softpipe (default), llvmpipe or system")
+    args = parser.parse_args(argv)
+    try:
+        check_track(args.track)
+    except ValueError as err:
+        print(f"vmc: error: {err}", file=sys.stderr)
+        return 2
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    rows = {}
+    strips = []
+    for name, driver, controller in (("centre-line", CentreLineDriver(), "player"), ("game AI", GameAIDriver(), "ai")):
+        config = EnvConfig(track=args.track, renderer=args.renderer, controller=controller)
+        rows[name], frames = drive_reference(config, driver)
+        strips.append(frame_strip(frames, 12))
+        if name == "centre-line":
+            write_video(args.out / "reference_lap.mp4", frames, fps=10, scale=4)
+
+    from PIL import Image
+
+    Image.fromarray(np.concatenate(strips, axis=0)).save(args.out / "reference_strip.png")
+    print(f"\nReference drivers on {args.track} (64x64, {args.renderer}):")
+    print(f"{'driver':<12} {'score':>7} {'steps':>6} {'end':>9} {'wall s':>7} {'steps/s':>8}")
+    for name, r in rows.items():
+        print(f"{name:<12} {r['score']:7.1f} {r['steps']:6d} {str(r['end']):>9} {r['wall_s']:7.1f} {r['steps_per_s']:8.1f}")
+    print(f"\nwrote {args.out / 'reference_strip.png'} and {args.out / 'reference_lap.mp4'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
