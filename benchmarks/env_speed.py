@@ -1,0 +1,98 @@
+"""Rendered steps per second of ``vmc/SuperTuxKart-v0``: one lap driven by the centre-line driver.
+
+For each track and renderer: the lap's wall time, median / p99 / max time of one ``env.step``
+(render included, reset excluded), steps/s of one process, and the summed steps/s of N processes
+driving at once (each process its own game, as the collectors and CMA-ES workers run). Physics only
+(``renderer=none``) is the ceiling. Every measurement runs in fresh processes (one game set-up per
+process) and is cut off after ``--lap-timeout`` seconds, so a renderer that stalls is reported as
+such instead of hanging the benchmark.
+
+    python benchmarks/env_speed.py                                   # lighthouse, softpipe, 1 and 2 procs
+    python benchmarks/env_speed.py --tracks lighthouse zengarden --renderers softpipe llvmpipe
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import platform
+import time
+
+import numpy as np
+
+
+def _lap(track: str, renderer: str, width: int, timeout: float, queue) -> None:
+    from vmc.drivers import CentreLineDriver
+    from vmc.env import SuperTuxKartEnv
+
+    env = SuperTuxKartEnv(track=track, renderer=renderer, width=width, height=width, max_steps=2000)
+    obs, info = env.reset(seed=0)
+    driver = CentreLineDriver()
+    driver.reset(env.track)
+    times = []
+    t_start = time.perf_counter()
+    end = None
+    while True:
+        action = driver.act(obs, info)
+        t0 = time.perf_counter()
+        obs, _, terminated, truncated, info = env.step(action)
+        times.append(time.perf_counter() - t0)
+        if terminated or truncated:
+            end = info["end"]
+            break
+        if time.perf_counter() - t_start > timeout:
+            end = "timeout"
+            break
+    env.close()
+    queue.put({"times": times, "end": end, "fraction": info["lap_fraction"]})
+
+
+def measure(track: str, renderer: str, procs: int, width: int, timeout: float) -> dict:
+    """Run ``procs`` laps at once, each in a fresh process; returns the summary row."""
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    workers = [ctx.Process(target=_lap, args=(track, renderer, width, timeout, queue)) for _ in range(procs)]
+    for w in workers:
+        w.start()
+    results = [queue.get(timeout=timeout + 300) for _ in workers]
+    for w in workers:
+        w.join()
+    times = np.concatenate([r["times"] for r in results])
+    lap_walls = [float(np.sum(r["times"])) for r in results]
+    return {
+        "track": track, "renderer": renderer, "procs": procs,
+        "steps": int(len(times) / procs), "lap_s": float(np.mean(lap_walls)),
+        "median_ms": 1e3 * float(np.median(times)), "p99_ms": 1e3 * float(np.percentile(times, 99)),
+        "max_ms": 1e3 * float(times.max()),
+        "steps_per_s": float(len(times) / max(lap_walls)),
+        "end": ",".join(sorted({r["end"] for r in results})),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tracks", nargs="+", default=["lighthouse"])
+    parser.add_argument("--renderers", nargs="+", default=["softpipe"], help="softpipe llvmpipe system")
+    parser.add_argument("--procs", nargs="+", type=int, default=[1, 2], help="processes at once")
+    parser.add_argument("--width", type=int, default=64, help="square image size (default 64)")
+    parser.add_argument("--lap-timeout", type=float, default=600.0, help="seconds before a lap is cut off")
+    args = parser.parse_args()
+
+    print(f"# env_speed: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, {args.width}x{args.width}")
+    header = f"| {'track':<18} | {'renderer':<9} | procs | steps | lap s | median ms | p99 ms | max ms | steps/s | end |"
+    print(header)
+    print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
+    for track in args.tracks:
+        rows = [measure(track, "none", 1, args.width, args.lap_timeout)]
+        for renderer in args.renderers:
+            for procs in args.procs:
+                rows.append(measure(track, renderer, procs, args.width, args.lap_timeout))
+        for r in rows:
+            print(f"| {r['track']:<18} | {r['renderer']:<9} | {r['procs']:5d} | {r['steps']:5d} | {r['lap_s']:5.1f} "
+                  f"| {r['median_ms']:9.1f} | {r['p99_ms']:6.1f} | {r['max_ms']:6.0f} | {r['steps_per_s']:7.1f} | {r['end']} |",
+                  flush=True)
+
+
+if __name__ == "__main__":
+    main()

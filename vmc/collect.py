@@ -1,0 +1,320 @@
+"""``python -m vmc.collect``: record driving episodes from parallel game processes to HDF5 shards.
+
+Episode ``i`` of a collection is fully determined by the command: its track is ``tracks[i % n]``,
+its seed ``seed + i``, its policy ``--policy``. Each worker process runs one long-lived game and
+writes its own shard; the parent shows one progress bar, replaces workers that die or hang, and
+writes ``manifest.json``. Re-running the same command continues up to ``--episodes`` (episodes on
+disk are never recollected); Ctrl-C lets workers stop between steps without a half-written episode.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import logging.handlers
+import multiprocessing as mp
+import os
+import queue
+import signal
+import sys
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Optional
+
+import multiprocessing_logging
+import numpy as np
+
+import vmc
+from vmc.data import Episode, ShardError, read_shard_index, shard_paths, write_episode, write_manifest
+from vmc.env import EnvConfig, check_track
+from vmc.policies import POLICIES, make_policy
+
+log = logging.getLogger("vmc.collect")
+
+
+@dataclass
+class CollectConfig:
+    """What ``python -m vmc.collect`` does; saved in the manifest."""
+
+    out: str = "data/lighthouse"
+    """Collection folder (shards + manifest.json)."""
+    tracks: list[str] = field(default_factory=lambda: ["lighthouse"])
+    """Tracks, used round-robin by episode index."""
+    episodes: int = 200
+    """Total episodes wanted in the folder (a re-run continues up to this count)."""
+    workers: int = max(1, os.cpu_count() or 1)
+    """Game processes at once (default: the number of cores)."""
+    policy: str = "mix"
+    """Driving policy: mix (default), brownian, centreline or ai."""
+    seed: int = 0
+    """Episode i is driven with seed ``seed + i``."""
+    max_steps: int = 1000
+    """Step limit per episode (truncation)."""
+    renderer: str = "softpipe"
+    """Renderer of the worker games."""
+    size: int = 64
+    """Frame width and height in pixels."""
+    episode_timeout: float = 900.0
+    """Seconds without news from a worker's episode before it is considered hung and replaced."""
+
+
+def env_config_for(cfg: CollectConfig, track: str) -> EnvConfig:
+    """The env a worker drives for an episode on ``track``."""
+    return EnvConfig(track=track, width=cfg.size, height=cfg.size, renderer=cfg.renderer, max_steps=cfg.max_steps,
+                     controller="ai" if cfg.policy == "ai" else "player")
+
+
+def record_episode(env, policy_name: str, seed: int, index: int, stop: Optional[object] = None) -> Optional[Episode]:
+    """Drive one episode and return it in memory (None if ``stop`` was set on the way)."""
+    policy = make_policy(policy_name)
+    obs, info = env.reset(seed=seed)
+    policy.reset(env.track, seed)
+    frames, actions, rewards, terms, truncs = [obs], [], [], [], []
+    dist, off, speed = [info["distance"]], [info["off_track"]], [info["speed"]]
+    while True:
+        if stop is not None and stop.is_set():
+            return None
+        action = policy.act(obs, info)
+        obs, reward, terminated, truncated, info = env.step(action)
+        frames.append(obs)
+        actions.append(info["action"])  # what the kart did (the AI's own action under controller='ai')
+        rewards.append(reward)
+        terms.append(terminated)
+        truncs.append(truncated)
+        dist.append(info["distance"])
+        off.append(info["off_track"])
+        speed.append(info["speed"])
+        if terminated or truncated:
+            break
+    return Episode(
+        observations=np.stack(frames), actions=np.asarray(actions, np.float32), rewards=np.asarray(rewards, np.float32),
+        terminations=np.asarray(terms, bool), truncations=np.asarray(truncs, bool), distance=np.asarray(dist, np.float32),
+        off_track=np.asarray(off, bool), speed=np.asarray(speed, np.float32),
+        attrs={"track": env.config.track, "policy": policy_name, "seed": seed, "index": index,
+               "score": float(info["score"]), "end": str(info["end"])},
+    )
+
+
+def _worker(wid: int, shard: str, cfg: CollectConfig, tasks, results, stop, log_queue) -> None:
+    """One game process: takes episode indices from ``tasks`` until it gets None."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
+    root = logging.getLogger()
+    root.handlers[:] = [logging.handlers.QueueHandler(log_queue)]
+    root.setLevel(logging.INFO)
+    from vmc.env import SuperTuxKartEnv
+
+    env = None
+    try:
+        while not stop.is_set():
+            try:
+                task = tasks.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            if task is None:
+                break
+            index, track, seed = task
+            results.put(("start", wid, index, 0, 0.0))
+            want = env_config_for(cfg, track)
+            if env is None or env.config != want:
+                if env is not None:
+                    env.close()
+                env = SuperTuxKartEnv(config=want)
+            episode = record_episode(env, cfg.policy, seed, index, stop)
+            if episode is None:
+                results.put(("aborted", wid, index, 0, 0.0))
+                break
+            write_episode(Path(shard), episode)
+            results.put(("done", wid, index, episode.length, float(episode.attrs["score"])))
+            log.debug("worker %d wrote episode %d (%s, %d steps, score %.1f)", wid, index, track, episode.length,
+                      episode.attrs["score"])
+    finally:
+        if env is not None:
+            env.close()
+
+
+class _Forward(logging.Handler):
+    """Hands a worker's record to the same-named logger of this process."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        logging.getLogger(record.name).handle(record)
+
+
+def _log_sink(ctx) -> multiprocessing_logging.MultiProcessingHandler:
+    """multiprocessing-logging's handler with its queue made by ``ctx`` (spawn): the library makes it
+    from the default (fork) context, which spawned workers cannot share."""
+    default = multiprocessing_logging.multiprocessing
+    multiprocessing_logging.multiprocessing = ctx
+    try:
+        return multiprocessing_logging.MultiProcessingHandler("vmc-worker-logs", sub_handler=_Forward())
+    finally:
+        multiprocessing_logging.multiprocessing = default
+
+
+class Collector:
+    """The parent: plans episodes, runs and supervises workers, writes the manifest."""
+
+    def __init__(self, cfg: CollectConfig) -> None:
+        self.cfg = cfg
+        self.out = Path(cfg.out)
+        self.ctx = mp.get_context("spawn")
+        self.run_id = time.strftime("%Y%m%dT%H%M%S")
+        self.next_wid = 0
+
+    def done_indices(self) -> set[int]:
+        """Episode indices already complete on disk; corrupt shards are set aside, named, and redone."""
+        done: set[int] = set()
+        for path in shard_paths(self.out):
+            try:
+                done.update(r.index for r in read_shard_index(path))
+            except ShardError as err:
+                aside = path.with_suffix(".h5.corrupt")
+                path.rename(aside)
+                log.error("%s; moved to %s and its episodes will be collected again", err, aside.name)
+        return done
+
+    def manifest_extra(self) -> dict:
+        return {"vmc_version": vmc.__version__, "collect_config": asdict(self.cfg),
+                "env_config": {t: asdict(env_config_for(self.cfg, t)) for t in self.cfg.tracks}}
+
+    def _spawn(self, tasks, results, stop, log_queue) -> tuple[int, mp.Process]:
+        wid = self.next_wid
+        self.next_wid += 1
+        shard = self.out / f"shard-{self.run_id}-w{wid:03d}.h5"
+        p = self.ctx.Process(target=_worker, args=(wid, str(shard), self.cfg, tasks, results, stop, log_queue),
+                             name=f"vmc-collect-{wid}", daemon=True)
+        p.start()
+        return wid, p
+
+    def run(self, progress: bool = True) -> dict:
+        """Collect until ``episodes`` are on disk (or Ctrl-C); returns the manifest dict."""
+        from tqdm import tqdm
+        from tqdm.contrib.logging import logging_redirect_tqdm
+
+        cfg = self.cfg
+        self.out.mkdir(parents=True, exist_ok=True)
+        done = self.done_indices()
+        todo = [i for i in range(cfg.episodes) if i not in done]
+        if not todo:
+            log.info("%s already holds %d episodes; nothing to do", self.out, cfg.episodes)
+            write_manifest(self.out, self.manifest_extra())
+            return self._manifest()
+        log.info("collecting %d episodes (%d already on disk) with %d workers into %s", len(todo), len(done),
+                 min(cfg.workers, len(todo)), self.out)
+
+        tasks, results, stop = self.ctx.Queue(), self.ctx.Queue(), self.ctx.Event()
+        # Worker records arrive on one queue and go through this process's own logging, so they
+        # share its handlers and the progress bar's redirection.
+        sink = _log_sink(self.ctx)
+        log_queue = sink.queue
+        for i in todo:
+            tasks.put((i, cfg.tracks[i % len(cfg.tracks)], cfg.seed + i))
+        workers: dict[int, mp.Process] = dict(self._spawn(tasks, results, stop, log_queue) for _ in range(min(cfg.workers, len(todo))))
+        current: dict[int, tuple[int, float]] = {}  # wid -> (episode index, start time)
+        remaining = set(todo)
+        steps, t0 = 0, time.monotonic()
+        bar = tqdm(total=cfg.episodes, initial=len(done), unit="ep", disable=not progress, dynamic_ncols=True)
+        interrupted = False
+        try:
+            with logging_redirect_tqdm():
+                while remaining:
+                    try:
+                        kind, wid, index, length, score = results.get(timeout=1.0)
+                        if kind == "start":
+                            current[wid] = (index, time.monotonic())
+                        elif kind == "done":
+                            current.pop(wid, None)
+                            remaining.discard(index)
+                            steps += length
+                            bar.update(1)
+                            bar.set_postfix(frames_per_s=f"{steps / (time.monotonic() - t0):.1f}", score=f"{score:.0f}")
+                    except queue.Empty:
+                        pass
+                    self._supervise(workers, current, tasks, results, stop, log_queue)
+        except KeyboardInterrupt:
+            interrupted = True
+            log.warning("interrupted: workers stop between steps; episodes on disk are kept")
+        finally:
+            stop.set() if interrupted else [tasks.put(None) for _ in workers]
+            for p in workers.values():
+                p.join(timeout=60)
+                if p.is_alive():
+                    p.terminate()
+            bar.close()
+            sink.close()
+        manifest = write_manifest(self.out, self.manifest_extra())
+        m = self._manifest()
+        elapsed = time.monotonic() - t0
+        log.info("%s: %d episodes, %d steps on disk; this run %d steps in %.0f s (%.1f frames/s)%s", manifest,
+                 m["episodes"], m["steps"], steps, elapsed, steps / max(elapsed, 1e-9),
+                 "; run the same command again to continue" if interrupted else "")
+        return m
+
+    def _manifest(self) -> dict:
+        import json
+
+        return json.loads((self.out / "manifest.json").read_text())
+
+    def _supervise(self, workers, current, tasks, results, stop, log_queue) -> None:
+        """Replace workers that died or hang, re-queueing their episode."""
+        now = time.monotonic()
+        for wid, p in list(workers.items()):
+            index, started = current.get(wid, (None, now))
+            hung = index is not None and now - started > self.cfg.episode_timeout
+            if p.is_alive() and not hung:
+                continue
+            if not p.is_alive() and index is None and p.exitcode == 0:
+                continue  # finished normally
+            if hung:
+                p.kill()
+                p.join(5)
+            log.error("worker %d %s on episode %s; re-queueing it and starting a new worker", wid,
+                      "hung" if hung else f"died (exit code {p.exitcode})", index)
+            del workers[wid]
+            current.pop(wid, None)
+            if index is not None:
+                tasks.put((index, self.cfg.tracks[index % len(self.cfg.tracks)], self.cfg.seed + index))
+            new_wid, new_p = self._spawn(tasks, results, stop, log_queue)
+            workers[new_wid] = new_p
+
+
+def parse_args(argv: Optional[list[str]] = None) -> CollectConfig:
+    d = CollectConfig()
+    p = argparse.ArgumentParser(prog="python -m vmc.collect", description=__doc__.splitlines()[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--track", nargs="+", default=d.tracks, dest="tracks", help="track(s), round-robin by episode")
+    p.add_argument("--episodes", type=int, default=d.episodes, help="total episodes wanted in --out")
+    p.add_argument("--workers", type=int, default=d.workers, help="game processes at once")
+    p.add_argument("--out", default=d.out, help="collection folder (shards + manifest.json)")
+    p.add_argument("--policy", choices=POLICIES, default=d.policy,
+                   help="mix: noisy centre-line driving with random spells; brownian: correlated random; "
+                        "centreline: noisy centre-line follower; ai: the game's AI")
+    p.add_argument("--seed", type=int, default=d.seed, help="episode i uses seed SEED+i")
+    p.add_argument("--max-steps", type=int, default=d.max_steps, help="steps before an episode is truncated")
+    p.add_argument("--renderer", default=d.renderer, help="softpipe, llvmpipe or system")
+    p.add_argument("--size", type=int, default=d.size, help="frame width and height")
+    p.add_argument("--episode-timeout", type=float, default=d.episode_timeout,
+                   help="seconds before a silent worker is considered hung and replaced")
+    a = p.parse_args(argv)
+    cfg = CollectConfig(**vars(a))
+    if cfg.episodes < 1 or cfg.workers < 1:
+        p.error("--episodes and --workers must be at least 1")
+    return cfg
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(processName)s %(levelname)s %(message)s")
+    cfg = parse_args(argv)
+    try:
+        for t in cfg.tracks:
+            check_track(t)
+        env_config_for(cfg, cfg.tracks[0])  # validates renderer and size before any process starts
+    except ValueError as err:
+        print(f"vmc.collect: error: {err}", file=sys.stderr)
+        return 2
+    Collector(cfg).run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,277 @@
+"""Rollout shards on disk: the HDF5 schema, an atomic episode writer and the reader the training
+stages use.
+
+A collection folder holds ``shard-*.h5`` files (one per worker process and run) and ``manifest.json``.
+Each shard has a root attribute ``vmc_format`` and one group per episode, ``ep_<index>``:
+
+========================  ==========================  ==========================================
+dataset                   shape / dtype               meaning
+========================  ==========================  ==========================================
+``observations``          (T+1, H, W, 3) uint8        frames; [0] is the frame after ``reset``
+``actions``               (T, 3) float32              steer, acceleration, brake taken at t
+``rewards``               (T,) float32                reward for step t
+``terminations``          (T,) bool                   ``terminated`` after step t
+``truncations``           (T,) bool                   ``truncated`` after step t
+``distance``              (T+1,) float32              privileged: metres down the track
+``off_track``             (T+1,) bool                 privileged: far off the road
+``speed``                 (T+1,) float32              privileged: m/s
+========================  ==========================  ==========================================
+
+Group attributes: ``track``, ``policy``, ``seed``, ``index``, ``score``, ``length`` (T), ``end``,
+``complete`` (written last). Frames are stored losslessly (lzf) in chunks of a few frames, so random
+frames and random windows read fast.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Optional
+
+import h5py
+import numpy as np
+
+FORMAT = "vmc-rollouts-1"
+"""Value of the root attribute ``vmc_format`` of every shard."""
+FRAME_CHUNK = 8
+"""Frames per HDF5 chunk: small enough that one random frame reads little, big enough to compress."""
+
+
+class ShardError(RuntimeError):
+    """A shard is corrupt, foreign or inconsistent; the message names the file."""
+
+
+@dataclass
+class Episode:
+    """One recorded episode in memory (see the module docstring for shapes)."""
+
+    observations: np.ndarray
+    actions: np.ndarray
+    rewards: np.ndarray
+    terminations: np.ndarray
+    truncations: np.ndarray
+    distance: np.ndarray
+    off_track: np.ndarray
+    speed: np.ndarray
+    attrs: dict = field(default_factory=dict)
+
+    @property
+    def length(self) -> int:
+        """T, the number of steps."""
+        return len(self.actions)
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` unless the arrays follow the schema (T+1 frames for T actions)."""
+        t = self.length
+        want = {"observations": t + 1, "rewards": t, "terminations": t, "truncations": t,
+                "distance": t + 1, "off_track": t + 1, "speed": t + 1}
+        for name, n in want.items():
+            if len(getattr(self, name)) != n:
+                raise ValueError(f"{name} has {len(getattr(self, name))} entries, expected {n} for {t} steps")
+        if self.observations.dtype != np.uint8 or self.observations.ndim != 4:
+            raise ValueError(f"observations must be (T+1, H, W, 3) uint8, got {self.observations.shape} {self.observations.dtype}")
+
+
+def episode_name(index: int) -> str:
+    """Group name of episode ``index``."""
+    return f"ep_{index:07d}"
+
+
+def write_episode(path: Path, episode: Episode) -> None:
+    """Append ``episode`` to the shard at ``path`` (created if needed), atomically for readers.
+
+    The group is written under a temporary name, renamed, marked ``complete`` and the file closed,
+    so a reader never trusts a half-written episode; a kill during the write can at worst leave a
+    temporary group (ignored) or a damaged file (reported by name).
+    """
+    episode.validate()
+    name = episode_name(int(episode.attrs["index"]))
+    with h5py.File(path, "a") as f:
+        f.attrs.setdefault("vmc_format", FORMAT)
+        if name in f:
+            raise ShardError(f"{path}: episode {name} already exists")
+        tmp = f"tmp_{name}"
+        if tmp in f:
+            del f[tmp]
+        g = f.create_group(tmp)
+        obs = episode.observations
+        g.create_dataset("observations", data=obs, chunks=(min(FRAME_CHUNK, len(obs)),) + obs.shape[1:], compression="lzf")
+        for key in ("actions", "rewards", "terminations", "truncations", "distance", "off_track", "speed"):
+            g.create_dataset(key, data=getattr(episode, key))
+        for k, v in episode.attrs.items():
+            g.attrs[k] = v
+        g.attrs["length"] = episode.length
+        f.move(tmp, name)
+        f[name].attrs["complete"] = True
+
+
+@dataclass(frozen=True)
+class EpisodeRef:
+    """Where one complete episode lives, and its attributes."""
+
+    shard: Path
+    name: str
+    length: int
+    index: int
+    track: str
+    policy: str
+    seed: int
+    score: float
+
+
+def read_shard_index(path: Path) -> list[EpisodeRef]:
+    """The complete episodes in one shard; raises :class:`ShardError` naming the file if unreadable."""
+    try:
+        with h5py.File(path, "r") as f:
+            if f.attrs.get("vmc_format") != FORMAT:
+                raise ShardError(f"{path}: not a vmc rollout shard (vmc_format={f.attrs.get('vmc_format')!r})")
+            refs = []
+            for name, g in f.items():
+                if not name.startswith("ep_") or not g.attrs.get("complete", False):
+                    continue
+                a = g.attrs
+                refs.append(EpisodeRef(Path(path), name, int(a["length"]), int(a["index"]), str(a["track"]),
+                                       str(a["policy"]), int(a["seed"]), float(a["score"])))
+            return refs
+    except ShardError:
+        raise
+    except (OSError, KeyError, ValueError) as err:
+        raise ShardError(f"{path}: unreadable or corrupt HDF5 shard ({type(err).__name__}: {err})") from None
+
+
+def shard_paths(folder: Path) -> list[Path]:
+    """The shard files of a collection folder, sorted."""
+    return sorted(Path(folder).glob("*.h5"))
+
+
+def load_episode(ref: EpisodeRef) -> Episode:
+    """Read a whole episode into memory."""
+    with h5py.File(ref.shard, "r") as f:
+        g = f[ref.name]
+        arrays = {k: g[k][()] for k in ("observations", "actions", "rewards", "terminations", "truncations",
+                                        "distance", "off_track", "speed")}
+        return Episode(**arrays, attrs=dict(g.attrs))
+
+
+def is_validation(ref: EpisodeRef, val_fraction: float) -> bool:
+    """Deterministic split by episode (its track and index), stable across machines and runs."""
+    h = zlib.crc32(f"{ref.track}/{ref.index}".encode()) / 2**32
+    return h < val_fraction
+
+
+class RolloutDataset:
+    """All complete episodes of a collection folder, split into train / validation by episode.
+
+    Shard files stay open for fast random reads; use as a context manager or call :meth:`close`.
+    """
+
+    def __init__(self, folder: Path, split: str = "all", val_fraction: float = 0.1) -> None:
+        if split not in ("all", "train", "val"):
+            raise ValueError(f"split must be all, train or val, got {split!r}")
+        self.folder = Path(folder)
+        paths = shard_paths(self.folder)
+        if not paths:
+            raise FileNotFoundError(f"no shards (*.h5) in {self.folder}")
+        refs = [r for p in paths for r in read_shard_index(p)]
+        if split != "all":
+            refs = [r for r in refs if is_validation(r, val_fraction) == (split == "val")]
+        self.episodes: list[EpisodeRef] = sorted(refs, key=lambda r: (r.track, r.index))
+        self._files: dict[Path, h5py.File] = {}
+        self._starts = np.cumsum([0] + [r.length + 1 for r in self.episodes])
+
+    def __enter__(self) -> "RolloutDataset":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the open shard files."""
+        for f in self._files.values():
+            f.close()
+        self._files.clear()
+
+    def _group(self, ref: EpisodeRef) -> h5py.Group:
+        if ref.shard not in self._files:
+            self._files[ref.shard] = h5py.File(ref.shard, "r")
+        return self._files[ref.shard][ref.name]
+
+    @property
+    def num_frames(self) -> int:
+        """Frames in the split (T+1 per episode)."""
+        return int(self._starts[-1])
+
+    @property
+    def num_steps(self) -> int:
+        """Steps (actions) in the split."""
+        return sum(r.length for r in self.episodes)
+
+    def frame(self, i: int) -> np.ndarray:
+        """Frame ``i`` of the split, (H, W, 3) uint8, counting the T+1 frames of each episode in order."""
+        e = int(np.searchsorted(self._starts, i, side="right")) - 1
+        return self._group(self.episodes[e])["observations"][i - self._starts[e]]
+
+    def iter_frames(self, batch_size: int, shuffle: bool = True, seed: int = 0) -> Iterator[np.ndarray]:
+        """Batches (B, H, W, 3) uint8 over every frame once. Shuffling is by chunk and within the
+        batch, so reads stay sequential inside HDF5 chunks."""
+        rng = np.random.default_rng(seed)
+        blocks = [(e, s) for e, r in enumerate(self.episodes) for s in range(0, r.length + 1, FRAME_CHUNK)]
+        if shuffle:
+            rng.shuffle(blocks)
+        buf: list[np.ndarray] = []
+        for e, s in blocks:
+            obs = self._group(self.episodes[e])["observations"]
+            buf.extend(obs[s:s + FRAME_CHUNK])
+            while len(buf) >= batch_size:
+                batch = np.stack(buf[:batch_size])
+                buf = buf[batch_size:]
+                if shuffle:
+                    batch = batch[rng.permutation(len(batch))]
+                yield batch
+        if buf:
+            yield np.stack(buf)
+
+    def sample_sequences(self, batch_size: int, seq_len: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        """Random windows: ``observations`` (B, L+1, H, W, 3), ``actions`` (B, L, 3), ``rewards`` (B, L),
+        ``dones`` (B, L) from episodes with at least ``seq_len`` steps."""
+        eligible = [r for r in self.episodes if r.length >= seq_len]
+        if not eligible:
+            raise ValueError(f"no episode has {seq_len} steps")
+        out: dict[str, list] = {"observations": [], "actions": [], "rewards": [], "dones": []}
+        for _ in range(batch_size):
+            r = eligible[int(rng.integers(len(eligible)))]
+            s = int(rng.integers(r.length - seq_len + 1))
+            g = self._group(r)
+            out["observations"].append(g["observations"][s:s + seq_len + 1])
+            out["actions"].append(g["actions"][s:s + seq_len])
+            out["rewards"].append(g["rewards"][s:s + seq_len])
+            out["dones"].append(g["terminations"][s:s + seq_len])
+        return {k: np.stack(v) for k, v in out.items()}
+
+
+def write_manifest(folder: Path, extra: dict, refs: Optional[list[EpisodeRef]] = None) -> Path:
+    """Write ``manifest.json`` (shards, episodes, steps, tracks, policies, seeds + ``extra``) atomically."""
+    folder = Path(folder)
+    if refs is None:
+        refs = [r for p in shard_paths(folder) for r in read_shard_index(p)]
+    shards: dict[str, dict] = {}
+    for r in refs:
+        s = shards.setdefault(r.shard.name, {"episodes": 0, "steps": 0})
+        s["episodes"] += 1
+        s["steps"] += r.length
+    manifest = {
+        **extra,
+        "episodes": len(refs),
+        "steps": sum(r.length for r in refs),
+        "tracks": sorted({r.track for r in refs}),
+        "policies": sorted({r.policy for r in refs}),
+        "seeds": sorted(r.seed for r in refs),
+        "mean_score": float(np.mean([r.score for r in refs])) if refs else None,
+        "shards": shards,
+    }
+    tmp = folder / "manifest.json.tmp"
+    tmp.write_text(json.dumps(manifest, indent=2))
+    tmp.replace(folder / "manifest.json")
+    return folder / "manifest.json"
