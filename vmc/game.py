@@ -8,7 +8,9 @@ would crash on. A CPU-parallel design runs one long-lived process per worker.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
+import sys
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -91,12 +93,27 @@ def init_game(spec: GraphicsSpec) -> Any:
         cfg = getattr(pystk2.GraphicsConfig, spec.preset)()
         cfg.screen_width, cfg.screen_height = spec.width, spec.height
         cfg.display = False
-    pystk2.init(cfg)
+    with _quiet_stdout():
+        pystk2.init(cfg)
     # Registered after pystk2's own clean-up, so it runs before it: an env still open at exit stops
     # its race while the game (and its X display) still exist.
     atexit.register(_close_open_race)
     _spec = spec
     return pystk2
+
+
+@contextlib.contextmanager
+def _quiet_stdout():
+    """Silence the engine's banner, which it prints on the C level (file descriptor 1)."""
+    sys.stdout.flush()
+    saved, devnull = os.dup(1), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(devnull)
 
 
 def _close_open_race() -> None:

@@ -1,10 +1,13 @@
 """The main job, ``./run.sh``: what vmc does end to end on a small default.
 
-Today (the simulator stage) it drives one lap of the track with each reference driver through the
-real game at 64x64, prints their scores and wall times, and writes what a person looks at first:
-``<out>/reference_strip.png`` (a strip of frames) and ``<out>/reference_lap.mp4`` (the centre-line
-driver's lap, upscaled). It grows into the whole pipeline (collect, train_vae, train_mdn, evolve,
-play) as those stages land.
+Today it runs the stages that exist, each writing a file the next one reads:
+
+1. reference laps: one lap of the track with each reference driver through the real game at 64x64,
+   their scores and wall times, ``<out>/reference_strip.png`` and ``<out>/reference_lap.mp4``;
+2. collect: a small rollout collection (``--episodes``, mix policy, all cores) in ``data/<track>``,
+   continued rather than redone when the job runs again.
+
+It grows into the whole pipeline (train_vae, train_mdn, evolve, play) as those stages land.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vmc.collect import CollectConfig, Collector
 from vmc.drivers import CentreLineDriver, Driver, GameAIDriver, run_episode
 from vmc.env import EnvConfig, SuperTuxKartEnv, check_track
 from vmc.video import frame_strip, write_video
@@ -43,6 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--track", default="lighthouse", help="race track (default: lighthouse)")
     parser.add_argument("--out", type=Path, default=Path("runs/main"), help="output folder (default: runs/main)")
     parser.add_argument("--renderer", default="softpipe", help="softpipe (default), llvmpipe or system")
+    parser.add_argument("--episodes", type=int, default=8, help="episodes to collect (default: 8)")
+    parser.add_argument("--max-steps", type=int, default=300, help="step limit of collected episodes (default: 300)")
+    parser.add_argument("--data", type=Path, default=None, help="collection folder (default: data/<track>)")
     args = parser.parse_args(argv)
     try:
         check_track(args.track)
@@ -67,7 +74,16 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'driver':<12} {'score':>7} {'steps':>6} {'end':>9} {'wall s':>7} {'steps/s':>8}")
     for name, r in rows.items():
         print(f"{name:<12} {r['score']:7.1f} {r['steps']:6d} {str(r['end']):>9} {r['wall_s']:7.1f} {r['steps_per_s']:8.1f}")
-    print(f"\nwrote {args.out / 'reference_strip.png'} and {args.out / 'reference_lap.mp4'}")
+    print(f"\nwrote {args.out / 'reference_strip.png'} and {args.out / 'reference_lap.mp4'}\n")
+
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    data = args.data or Path("data") / args.track
+    cfg = CollectConfig(out=str(data), tracks=[args.track], episodes=args.episodes, max_steps=args.max_steps,
+                        renderer=args.renderer)
+    m = Collector(cfg).run()
+    print(f"collected: {m['episodes']} episodes, {m['steps']} steps in {data} (mean score {m['mean_score']:.1f})")
     return 0
 
 

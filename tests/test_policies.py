@@ -1,0 +1,54 @@
+"""Data-collection policies: ranges and seeding (no game)."""
+
+import numpy as np
+import pytest
+
+from vmc.policies import POLICIES, make_policy
+from vmc.track import TrackGeometry
+
+
+def straight_track() -> TrackGeometry:
+    xs = np.arange(0, 1000, 10.0)
+    start = np.stack([np.zeros_like(xs), np.zeros_like(xs), xs], 1)
+    end = start + [0, 0, 10.0]
+    return TrackGeometry("straight", 1000.0, start, end, np.full(len(xs), 10.0), np.stack([xs, xs + 10], 1))
+
+
+def rollout(name: str, seed: int, steps: int = 200) -> np.ndarray:
+    p = make_policy(name)
+    p.reset(straight_track(), seed)
+    info = {"location": np.array([1.0, 0, 0]), "front": np.array([1.0, 0, 1.0]), "distance": 0.0, "speed": 10.0}
+    return np.stack([p.act(None, info) for _ in range(steps)])
+
+
+@pytest.mark.parametrize("name", [p for p in POLICIES if p != "ai"])
+def test_actions_in_range_and_seeded(name):
+    a = rollout(name, seed=5)
+    assert a.shape == (200, 3) and a.dtype == np.float32
+    assert a[:, 0].min() >= -1 and a[:, 0].max() <= 1 and a[:, 1].min() >= 0 and a[:, 1].max() <= 1
+    assert set(np.unique(a[:, 2])) <= {0.0, 1.0}
+    np.testing.assert_array_equal(a, rollout(name, seed=5))
+    assert not np.array_equal(a, rollout(name, seed=6))
+
+
+def test_brownian_actions_are_temporally_correlated():
+    steer = rollout("brownian", seed=1, steps=2000)[:, 0]
+    lag1 = np.corrcoef(steer[:-1], steer[1:])[0, 1]
+    assert lag1 > 0.8
+
+
+def test_mix_switches_between_driving_and_random_spells():
+    p = make_policy("mix")
+    p.reset(straight_track(), 3)
+    info = {"location": np.array([1.0, 0, 0]), "front": np.array([1.0, 0, 1.0]), "distance": 0.0, "speed": 10.0}
+    modes = []
+    for _ in range(400):
+        p.act(None, info)
+        modes.append(p.following)
+    switches = np.count_nonzero(np.diff(np.array(modes, int)))
+    assert switches >= 4 and 0.5 < np.mean(modes) < 0.95
+
+
+def test_unknown_policy_is_named():
+    with pytest.raises(ValueError, match="brownian"):
+        make_policy("wander")
