@@ -7,8 +7,8 @@ driving at once (each process its own game, as the collectors and CMA-ES workers
 process) and is cut off after ``--lap-timeout`` seconds, so a renderer that stalls is reported as
 such instead of hanging the benchmark.
 
-    python benchmarks/env_speed.py                                   # lighthouse, softpipe, 1 and 2 procs
-    python benchmarks/env_speed.py --tracks lighthouse zengarden --renderers softpipe llvmpipe
+    python benchmarks/env_speed.py                       # six tracks, llvmpipe and softpipe, 1 and 2 procs
+    python benchmarks/env_speed.py --tracks zengarden --renderers llvmpipe --anisotropic 4   # the stalls
 """
 
 from __future__ import annotations
@@ -22,11 +22,12 @@ import time
 import numpy as np
 
 
-def _lap(track: str, renderer: str, width: int, timeout: float, queue) -> None:
+def _lap(track: str, renderer: str, width: int, anisotropic: int, timeout: float, queue) -> None:
     from vmc.drivers import CentreLineDriver
     from vmc.env import SuperTuxKartEnv
 
-    env = SuperTuxKartEnv(track=track, renderer=renderer, width=width, height=width, max_steps=2000)
+    env = SuperTuxKartEnv(track=track, renderer=renderer, width=width, height=width, anisotropic=anisotropic,
+                          max_steps=2000)
     obs, info = env.reset(seed=0)
     driver = CentreLineDriver()
     driver.reset(env.track)
@@ -48,11 +49,11 @@ def _lap(track: str, renderer: str, width: int, timeout: float, queue) -> None:
     queue.put({"times": times, "end": end, "fraction": info["lap_fraction"]})
 
 
-def measure(track: str, renderer: str, procs: int, width: int, timeout: float) -> dict:
+def measure(track: str, renderer: str, procs: int, width: int, timeout: float, anisotropic: int = 0) -> dict:
     """Run ``procs`` laps at once, each in a fresh process; returns the summary row."""
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    workers = [ctx.Process(target=_lap, args=(track, renderer, width, timeout, queue)) for _ in range(procs)]
+    workers = [ctx.Process(target=_lap, args=(track, renderer, width, anisotropic, timeout, queue)) for _ in range(procs)]
     for w in workers:
         w.start()
     results = [queue.get(timeout=timeout + 300) for _ in workers]
@@ -72,14 +73,17 @@ def measure(track: str, renderer: str, procs: int, width: int, timeout: float) -
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tracks", nargs="+", default=["lighthouse"])
-    parser.add_argument("--renderers", nargs="+", default=["softpipe"], help="softpipe llvmpipe system")
+    parser.add_argument("--tracks", nargs="+",
+                        default=["lighthouse", "zengarden", "hacienda", "scotland", "snowtuxpeak", "cornfield_crossing"])
+    parser.add_argument("--anisotropic", type=int, default=0, help="STK anisotropic filtering level")
+    parser.add_argument("--renderers", nargs="+", default=["llvmpipe", "softpipe"], help="llvmpipe softpipe system")
     parser.add_argument("--procs", nargs="+", type=int, default=[1, 2], help="processes at once")
     parser.add_argument("--width", type=int, default=64, help="square image size (default 64)")
     parser.add_argument("--lap-timeout", type=float, default=600.0, help="seconds before a lap is cut off")
     args = parser.parse_args()
 
-    print(f"# env_speed: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, {args.width}x{args.width}")
+    print(f"# env_speed: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+          f"{args.width}x{args.width}, anisotropic {args.anisotropic}")
     header = f"| {'track':<18} | {'renderer':<9} | procs | steps | lap s | median ms | p99 ms | max ms | steps/s | end |"
     print(header)
     print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
@@ -87,7 +91,7 @@ def main() -> None:
         rows = [measure(track, "none", 1, args.width, args.lap_timeout)]
         for renderer in args.renderers:
             for procs in args.procs:
-                rows.append(measure(track, renderer, procs, args.width, args.lap_timeout))
+                rows.append(measure(track, renderer, procs, args.width, args.lap_timeout, args.anisotropic))
         for r in rows:
             print(f"| {r['track']:<18} | {r['renderer']:<9} | {r['procs']:5d} | {r['steps']:5d} | {r['lap_s']:5.1f} "
                   f"| {r['median_ms']:9.1f} | {r['p99_ms']:6.1f} | {r['max_ms']:6.0f} | {r['steps_per_s']:7.1f} | {r['end']} |",

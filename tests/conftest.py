@@ -1,7 +1,7 @@
-"""Shared fixtures. Tests marked ``game`` run the real SuperTuxKart (pystk2 + Xvfb + Mesa softpipe).
+"""Shared fixtures. Tests marked ``game`` run the real SuperTuxKart (pystk2 + Xvfb + Mesa llvmpipe).
 
-pystk2 allows one set-up per process, so every in-process game test uses the same 64x64 softpipe
-set-up; tests of other set-ups start their own processes.
+pystk2 allows one set-up per process, so every in-process game test uses the default set-up (64x64,
+llvmpipe); tests of other set-ups start their own processes.
 """
 
 import os

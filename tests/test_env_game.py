@@ -35,6 +35,7 @@ def test_frames_look_like_a_game_and_change_as_the_kart_moves(lighthouse_env):
         obs, reward, terminated, truncated, info = lighthouse_env.step(np.array([0.0, 1.0, 0.0], np.float32))
         frames.append(obs)
     assert info["speed"] > 5.0 and info["lap_fraction"] > 0.01
+    assert info["lap_time"] == pytest.approx(3.0, abs=0.2)  # the race clock runs (30 steps of 0.1 s)
     diffs = [np.abs(a.astype(int) - b).mean() for a, b in zip(frames, frames[1:])]
     assert np.mean(diffs) > 2.0, "frames do not change while the kart drives"
 
@@ -140,6 +141,24 @@ def test_second_env_takes_the_race_and_the_first_says_so():
         b.close()
 
 
+def test_engine_settings_are_applied():
+    import ctypes
+
+    import pystk2
+
+    from vmc import engine
+
+    env = SuperTuxKartEnv(track="lighthouse")
+    try:
+        lib = ctypes.CDLL(pystk2.__file__)
+        param = ctypes.addressof(ctypes.c_char.in_dll(lib, engine._ANISOTROPIC))
+        assert ctypes.c_int32.from_address(param + engine._INT_PARAM_VALUE_OFFSET).value == 0
+        assert env._clock.available
+        assert os.environ["GALLIUM_DRIVER"] == "llvmpipe" and os.environ["LP_NUM_THREADS"] == "0"
+    finally:
+        env.close()
+
+
 def test_other_renderer_in_the_same_process_is_refused():
     SuperTuxKartEnv(track="lighthouse").close()
     with pytest.raises(RuntimeError, match="another process"):
@@ -178,3 +197,17 @@ def test_physics_only_renderer_runs_a_lap():
     """)
     end, score, *_ = proc.stdout.strip().splitlines()[-1].split()
     assert end == "lap" and float(score) > 900
+
+
+def test_softpipe_renders_the_same_scene():
+    proc = run_python("""
+        import numpy as np
+        from vmc.env import SuperTuxKartEnv
+        env = SuperTuxKartEnv(track='lighthouse', renderer='softpipe')
+        obs, _ = env.reset(seed=0)
+        for _ in range(10):
+            obs, *_ = env.step(np.array([0, 1, 0], np.float32))
+        print(float(obs.std()), float(obs.mean()))
+    """)
+    std, mean = map(float, proc.stdout.strip().splitlines()[-1].split())
+    assert std > 20 and 40 < mean < 220

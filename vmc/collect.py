@@ -51,7 +51,7 @@ class CollectConfig:
     """Episode i is driven with seed ``seed + i``."""
     max_steps: int = 1000
     """Step limit per episode (truncation)."""
-    renderer: str = "softpipe"
+    renderer: str = "llvmpipe"
     """Renderer of the worker games."""
     size: int = 64
     """Frame width and height in pixels."""
@@ -291,7 +291,7 @@ def parse_args(argv: Optional[list[str]] = None) -> CollectConfig:
                         "centreline: noisy centre-line follower; ai: the game's AI")
     p.add_argument("--seed", type=int, default=d.seed, help="episode i uses seed SEED+i")
     p.add_argument("--max-steps", type=int, default=d.max_steps, help="steps before an episode is truncated")
-    p.add_argument("--renderer", default=d.renderer, help="softpipe, llvmpipe or system")
+    p.add_argument("--renderer", default=d.renderer, help="llvmpipe, softpipe or system")
     p.add_argument("--size", type=int, default=d.size, help="frame width and height")
     p.add_argument("--episode-timeout", type=float, default=d.episode_timeout,
                    help="seconds before a silent worker is considered hung and replaced")

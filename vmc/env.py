@@ -26,7 +26,7 @@ import numpy as np
 
 from vmc import game
 from vmc.assets import ensure_assets
-from vmc.gameclock import GameClock
+from vmc.engine import GameClock
 from vmc.track import LapProgress, TrackGeometry, race_tracks
 
 CONTROLLERS = ("player", "ai")
@@ -42,10 +42,15 @@ class EnvConfig:
     """Observation width in pixels; the game renders at this size."""
     height: int = 64
     """Observation height in pixels."""
-    renderer: str = "softpipe"
-    """OpenGL renderer: ``softpipe`` (Mesa, no stalls, the default), ``llvmpipe`` (Mesa's default, faster
-    per frame but stalls for seconds on some frames), ``system`` (leave the GL choice alone, e.g. a GPU) or
+    renderer: str = "llvmpipe"
+    """OpenGL renderer: ``llvmpipe`` (Mesa's JIT rasteriser, the default and fastest on CPUs), ``softpipe``
+    (Mesa's reference rasteriser, 3-7x slower), ``system`` (leave the GL choice alone, e.g. a GPU) or
     ``none`` (physics only: observations are black)."""
+    anisotropic: int = 0
+    """Anisotropic texture filtering level (0, 2, 4, 8, 16). 0 by default: llvmpipe stalls for seconds
+    to minutes on some frames with it on (see ``vmc.engine``)."""
+    render_threads: int = 0
+    """llvmpipe rasteriser threads; 0 renders in the game's thread (one core per env process)."""
     graphics: str = "ld"
     """pystk2 graphics preset: ``ld``, ``sd`` or ``hd``."""
     controller: str = "player"
@@ -81,7 +86,7 @@ class EnvConfig:
 
     def graphics_spec(self) -> game.GraphicsSpec:
         """The process-wide graphics set-up this config needs."""
-        return game.GraphicsSpec(self.renderer, self.width, self.height, self.graphics)
+        return game.GraphicsSpec(self.renderer, self.width, self.height, self.graphics, self.anisotropic, self.render_threads)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "EnvConfig":

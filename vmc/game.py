@@ -16,8 +16,8 @@ from typing import Any, Optional
 
 from vmc.assets import ensure_assets
 
-RENDERERS = ("softpipe", "llvmpipe", "system", "none")
-"""``softpipe`` / ``llvmpipe``: Mesa's CPU rasterisers; ``system``: whatever OpenGL the machine has
+RENDERERS = ("llvmpipe", "softpipe", "system", "none")
+"""``llvmpipe`` / ``softpipe``: Mesa's CPU rasterisers; ``system``: whatever OpenGL the machine has
 (a GPU driver, say); ``none``: physics only, no images (``pystk2.GraphicsConfig.none()``)."""
 
 GRAPHICS_PRESETS = ("ld", "sd", "hd")
@@ -36,6 +36,11 @@ class GraphicsSpec:
     """Rendered image height in pixels."""
     preset: str
     """One of :data:`GRAPHICS_PRESETS`."""
+    anisotropic: int = 0
+    """STK's anisotropic filtering level (0 off; the game's default is 4, which stalls llvmpipe)."""
+    threads: int = 0
+    """llvmpipe rasteriser threads (``LP_NUM_THREADS``); 0 renders in the game's own thread, one core
+    per process, which is what parallel workers want."""
 
     def __post_init__(self) -> None:
         if self.renderer not in RENDERERS:
@@ -44,6 +49,10 @@ class GraphicsSpec:
             raise ValueError(f"unknown graphics preset {self.preset!r}; choose one of {', '.join(GRAPHICS_PRESETS)}")
         if not (8 <= self.width <= 4096 and 8 <= self.height <= 4096):
             raise ValueError(f"resolution {self.width}x{self.height} out of range 8..4096")
+        if self.anisotropic not in (0, 2, 4, 8, 16):
+            raise ValueError(f"anisotropic must be 0, 2, 4, 8 or 16, got {self.anisotropic}")
+        if self.threads < 0:
+            raise ValueError(f"threads must be >= 0, got {self.threads}")
 
 
 _spec: Optional[GraphicsSpec] = None
@@ -55,11 +64,12 @@ def current_spec() -> Optional[GraphicsSpec]:
     return _spec
 
 
-def _configure_renderer(renderer: str) -> None:
+def _configure_renderer(spec: GraphicsSpec) -> None:
     # Must happen before the GL library is loaded, i.e. before pystk2.init creates the window.
-    if renderer in ("softpipe", "llvmpipe"):
-        os.environ["GALLIUM_DRIVER"] = renderer
+    if spec.renderer in ("softpipe", "llvmpipe"):
+        os.environ["GALLIUM_DRIVER"] = spec.renderer
         os.environ["LIBGL_ALWAYS_SOFTWARE"] = "1"
+        os.environ["LP_NUM_THREADS"] = str(spec.threads)
     os.environ.setdefault("XDG_RUNTIME_DIR", "/tmp")  # quiets an SDL warning on headless machines
 
 
@@ -84,8 +94,12 @@ def init_game(spec: GraphicsSpec) -> Any:
         from vmc.display import ensure_display
 
         ensure_display()
-    _configure_renderer(spec.renderer)
+    _configure_renderer(spec)
     import pystk2
+
+    from vmc.engine import set_anisotropic
+
+    set_anisotropic(pystk2, spec.anisotropic)
 
     if spec.renderer == "none":
         cfg = pystk2.GraphicsConfig.none()

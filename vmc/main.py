@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m vmc.main", description=__doc__.splitlines()[0])
     parser.add_argument("--track", default="lighthouse", help="race track (default: lighthouse)")
     parser.add_argument("--out", type=Path, default=Path("runs/main"), help="output folder (default: runs/main)")
-    parser.add_argument("--renderer", default="softpipe", help="softpipe (default), llvmpipe or system")
+    parser.add_argument("--renderer", default="llvmpipe", help="llvmpipe (default), softpipe or system")
     parser.add_argument("--episodes", type=int, default=8, help="episodes to collect (default: 8)")
     parser.add_argument("--max-steps", type=int, default=300, help="step limit of collected episodes (default: 300)")
     parser.add_argument("--data", type=Path, default=None, help="collection folder (default: data/<track>)")

@@ -1,0 +1,79 @@
+"""Engine settings that pystk2 does not expose, set through symbols its library exports.
+
+* The renderer's animation clock (Irrlicht's *virtual timer*: trees, grass, water, wind) follows the
+  wall clock, so two runs of the same episode differ in a few pixels per frame and animations run at
+  the renderer's speed. :class:`GameClock` sets the timer's speed to 0 and its time to game time before
+  every step. (Stopping the timer instead would pause the race: the world's clock stands still while
+  Irrlicht's timer is stopped.)
+* STK's anisotropic filtering level (``UserConfigParams::m_anisotropic``, default 4). Mesa's llvmpipe
+  (22.x) samples anisotropically in a JIT-compiled loop whose count comes from the texture-coordinate
+  derivatives; on triangles seen edge-on or very close those are infinite, the count overflows, and one
+  frame takes seconds to minutes (measured: up to 96 s). With the level at 0 the stalls are gone.
+
+Where a pystk2 build does not export these symbols, the setters do nothing and say so.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+from typing import Any, Optional
+
+log = logging.getLogger(__name__)
+
+_SPEED = "_ZN3irr2os5Timer17VirtualTimerSpeedE"  # irr::os::Timer::VirtualTimerSpeed (f32)
+_LAST_TIME = "_ZN3irr2os5Timer15LastVirtualTimeE"  # irr::os::Timer::LastVirtualTime (ms)
+_ANISOTROPIC = "_ZN16UserConfigParams13m_anisotropicE"  # UserConfigParams::m_anisotropic
+_INT_PARAM_VALUE_OFFSET = 0x50  # IntUserConfigParam::m_value (its constructor stores the value there)
+
+
+def _library(pystk2_module: Any) -> Optional[ctypes.CDLL]:
+    try:
+        return ctypes.CDLL(pystk2_module.__file__)  # the already-loaded library: same handle
+    except (OSError, AttributeError):
+        return None
+
+
+def set_anisotropic(pystk2_module: Any, level: int) -> bool:
+    """Set STK's anisotropic filtering level (0 = off); call before ``pystk2.init``. True if set."""
+    lib = _library(pystk2_module)
+    try:
+        param = ctypes.addressof(ctypes.c_char.in_dll(lib, _ANISOTROPIC))
+    except (ValueError, TypeError):
+        log.warning("this pystk2 build hides the anisotropic filtering setting; leaving it at the game's default")
+        return False
+    value = ctypes.c_int32.from_address(param + _INT_PARAM_VALUE_OFFSET)
+    if value.value not in (0, 1, 2, 4, 8, 16):  # not the layout we know: touch nothing
+        log.warning("unexpected anisotropic filtering value %d; leaving it alone", value.value)
+        return False
+    value.value = int(level)
+    return True
+
+
+class GameClock:
+    """Setter for the renderer's animation time, or a no-op where the symbols are not exported."""
+
+    def __init__(self, pystk2_module: Any) -> None:
+        self._speed: Optional[ctypes.c_float] = None
+        self._time: Optional[ctypes.c_uint32] = None
+        lib = _library(pystk2_module)
+        try:
+            self._speed = ctypes.c_float.in_dll(lib, _SPEED)
+            self._time = ctypes.c_uint32.in_dll(lib, _LAST_TIME)
+        except (ValueError, TypeError):
+            log.warning("this pystk2 build hides Irrlicht's timer: frames follow the wall clock and are not reproducible")
+
+    @property
+    def available(self) -> bool:
+        """True when the renderer's clock can be set (pystk2 builds that export Irrlicht's timer)."""
+        return self._time is not None
+
+    def set_ms(self, ms: int) -> None:
+        """Set the animation clock to ``ms`` milliseconds until the next call.
+
+        A running timer returns ``last + (now - start) * speed``; with speed 0 that is exactly ``ms``.
+        """
+        if self._time is None:
+            return
+        self._speed.value = 0.0
+        self._time.value = int(ms) & 0xFFFFFFFF
