@@ -2,7 +2,8 @@
 
 For each track and renderer: the lap's wall time, median / p99 / max time of one ``env.step``
 (render included, reset excluded), steps/s of one process, and the summed steps/s of N processes
-driving at once (each process its own game, as the collectors and CMA-ES workers run). Physics only
+driving at once (each process its own game, as the collectors and CMA-ES workers run; they start
+their laps together, after loading the track). Physics only
 (``renderer=none``) is the ceiling. Every measurement runs in fresh processes (one game set-up per
 process) and is cut off after ``--lap-timeout`` seconds, so a renderer that stalls is reported as
 such instead of hanging the benchmark.
@@ -22,13 +23,14 @@ import time
 import numpy as np
 
 
-def _lap(track: str, renderer: str, width: int, anisotropic: int, timeout: float, queue) -> None:
+def _lap(track: str, renderer: str, width: int, anisotropic: int, timeout: float, queue, barrier) -> None:
     from vmc.drivers import CentreLineDriver
     from vmc.env import SuperTuxKartEnv
 
     env = SuperTuxKartEnv(track=track, renderer=renderer, width=width, height=width, anisotropic=anisotropic,
                           max_steps=2000)
     obs, info = env.reset(seed=0)
+    barrier.wait()  # all processes drive at the same time, none is still loading its track
     driver = CentreLineDriver()
     driver.reset(env.track)
     times = []
@@ -52,8 +54,9 @@ def _lap(track: str, renderer: str, width: int, anisotropic: int, timeout: float
 def measure(track: str, renderer: str, procs: int, width: int, timeout: float, anisotropic: int = 0) -> dict:
     """Run ``procs`` laps at once, each in a fresh process; returns the summary row."""
     ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    workers = [ctx.Process(target=_lap, args=(track, renderer, width, anisotropic, timeout, queue)) for _ in range(procs)]
+    queue, barrier = ctx.Queue(), ctx.Barrier(procs)
+    workers = [ctx.Process(target=_lap, args=(track, renderer, width, anisotropic, timeout, queue, barrier))
+               for _ in range(procs)]
     for w in workers:
         w.start()
     results = [queue.get(timeout=timeout + 300) for _ in workers]

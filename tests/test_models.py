@@ -1,0 +1,113 @@
+"""ConvVAE and MDN-RNN: shapes, learning, cell/sequence equivalence, checkpoints (no game)."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from vmc.models import MDNRNN, ConvVAE, MDNRNNConfig, VAEConfig
+from vmc.training import CheckpointError, load_checkpoint, save_checkpoint
+
+
+def test_vae_shapes_and_original_architecture():
+    vae = ConvVAE()
+    x = torch.rand(3, 3, 64, 64)
+    recon, mu, logvar = vae(x)
+    assert recon.shape == (3, 3, 64, 64) and mu.shape == logvar.shape == (3, 32)
+    assert recon.min() >= 0 and recon.max() <= 1
+    assert [m.out_channels for m in vae.encoder if isinstance(m, torch.nn.Conv2d)] == [32, 64, 128, 256]
+    assert [m.kernel_size[0] for m in vae.decoder if isinstance(m, torch.nn.ConvTranspose2d)] == [5, 5, 6, 6]
+    small = ConvVAE(VAEConfig(z_dim=8, channels=(8, 8, 16, 16)))
+    assert small(x)[1].shape == (3, 8)
+
+
+def test_vae_kl_has_a_floor():
+    vae = ConvVAE(VAEConfig(z_dim=4, kl_tolerance=0.5))
+    x = torch.rand(2, 3, 64, 64)
+    mu, logvar = torch.zeros(2, 4), torch.zeros(2, 4)  # KL 0
+    terms = vae.loss(x, x, mu, logvar)
+    assert terms["kl"].item() == 0.0 and terms["loss"].item() == pytest.approx(0.5 * 4)
+
+
+def test_vae_loss_falls_on_a_small_batch():
+    torch.manual_seed(0)
+    vae = ConvVAE(VAEConfig(z_dim=8, channels=(16, 32, 32, 64)))
+    frames = torch.from_numpy(np.random.default_rng(0).integers(0, 255, (8, 64, 64, 3), dtype=np.uint8))
+    frames[:, 32:] = 40  # some structure to learn
+    x = ConvVAE.to_input(frames)
+    opt = torch.optim.Adam(vae.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(40):
+        terms = vae.loss(x, *vae(x))
+        opt.zero_grad()
+        terms["loss"].backward()
+        opt.step()
+        losses.append(terms["loss"].item())
+    assert losses[-1] < 0.7 * losses[0]
+
+
+def test_mdn_cell_steps_equal_the_sequence():
+    torch.manual_seed(0)
+    m = MDNRNN(MDNRNNConfig(z_dim=6, hidden=16, gaussians=3)).eval()
+    z, a = torch.randn(2, 7, 6), torch.randn(2, 7, 3)
+    seq, _ = m(z, a)
+    state = m.initial_state(2)
+    for t in range(7):
+        step, state = m.step(z[:, t], a[:, t], state)
+        for k in ("log_pi", "mu", "log_sigma", "reward", "done_logit", "h"):
+            torch.testing.assert_close(step[k], seq[k][:, t], rtol=1e-5, atol=1e-6)
+
+
+def test_mdn_shapes_and_sampling():
+    m = MDNRNN()
+    heads, (h, c) = m(torch.randn(4, 10, 32), torch.randn(4, 10, 3))
+    assert heads["mu"].shape == heads["log_pi"].shape == (4, 10, 5, 32)
+    assert heads["reward"].shape == heads["done_logit"].shape == (4, 10) and h.shape == (1, 4, 256)
+    torch.testing.assert_close(heads["log_pi"].exp().sum(-2), torch.ones(4, 10, 32))
+    last = {k: v[:, -1] for k, v in heads.items()}
+    g = torch.Generator().manual_seed(1)
+    assert MDNRNN.sample(last, 1.15, generator=g).shape == (4, 32)
+    # at temperature ~0 the sample is the mean of the most likely component
+    cold = MDNRNN.sample(last, 1e-8, generator=g)
+    best = last["log_pi"].argmax(-2, keepdim=True)
+    torch.testing.assert_close(cold, last["mu"].gather(-2, best).squeeze(-2), rtol=0, atol=2e-3)
+
+
+def test_mdn_loss_falls_on_a_small_batch():
+    torch.manual_seed(0)
+    m = MDNRNN(MDNRNNConfig(z_dim=4, hidden=32, gaussians=2))
+    t = torch.linspace(0, 6, 21)
+    z = torch.stack([torch.sin(t + k) for k in range(4)], -1).expand(8, 21, 4).contiguous()
+    a = torch.zeros(8, 20, 3)
+    opt = torch.optim.Adam(m.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(150):
+        heads, _ = m(z[:, :-1], a)
+        terms = m.loss(heads, z[:, 1:], torch.zeros(8, 20), torch.zeros(8, 20))
+        opt.zero_grad()
+        terms["loss"].backward()
+        opt.step()
+        losses.append(terms["nll"].item())
+    assert losses[-1] < losses[0] - 1.0
+
+
+def test_checkpoint_round_trip_and_errors(tmp_path: Path):
+    vae = ConvVAE(VAEConfig(z_dim=8))
+    path = tmp_path / "vae.pt"
+    save_checkpoint(path, "vae", {"model": vae.state_dict(), "epoch": 3}, VAEConfig(z_dim=8))
+    ckpt = load_checkpoint(path, "vae")
+    assert ckpt["epoch"] == 3 and ckpt["config"]["z_dim"] == 8 and "vmc_version" in ckpt
+    assert (tmp_path / "vae.json").is_file()
+    again = ConvVAE(VAEConfig(z_dim=8))
+    again.load_state_dict(ckpt["model"])
+    x = torch.rand(1, 3, 64, 64)
+    torch.testing.assert_close(again.encode(x)[0], vae.encode(x)[0])
+    with pytest.raises(CheckpointError, match="not a mdn checkpoint"):
+        load_checkpoint(path, "mdn")
+    bad = tmp_path / "broken.pt"
+    bad.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match="broken.pt.*corrupt"):
+        load_checkpoint(bad, "vae")
+    with pytest.raises(CheckpointError, match="missing.pt"):
+        load_checkpoint(tmp_path / "missing.pt", "vae")

@@ -1,0 +1,99 @@
+"""MDN-RNN of World Models: an LSTM over (z_t, a_t) with a mixture-density head predicting z_{t+1},
+plus reward and done heads so that the model can serve as a dream environment."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+State = tuple[torch.Tensor, torch.Tensor]
+
+
+@dataclass
+class MDNRNNConfig:
+    """Architecture of the MDN-RNN."""
+
+    z_dim: int = 32
+    """Latent size (must match the VAE)."""
+    action_dim: int = 3
+    """Action size (steer, acceleration, brake)."""
+    hidden: int = 256
+    """LSTM hidden units."""
+    gaussians: int = 5
+    """Mixture components per latent dimension."""
+
+
+class MDNRNN(nn.Module):
+    """One LSTM used both over whole sequences and one step at a time (same weights, same results)."""
+
+    def __init__(self, config: Optional[MDNRNNConfig] = None) -> None:
+        super().__init__()
+        self.config = config = config or MDNRNNConfig()
+        self.lstm = nn.LSTM(config.z_dim + config.action_dim, config.hidden, batch_first=True)
+        self.mdn = nn.Linear(config.hidden, 3 * config.gaussians * config.z_dim)
+        self.reward = nn.Linear(config.hidden, 1)
+        self.done = nn.Linear(config.hidden, 1)
+
+    def initial_state(self, batch: int, device: torch.device | str = "cpu") -> State:
+        """Zero (h, c), each (1, B, hidden)."""
+        h = torch.zeros(1, batch, self.config.hidden, device=device)
+        return h, h.clone()
+
+    def _heads(self, out: torch.Tensor) -> dict[str, torch.Tensor]:
+        k, z = self.config.gaussians, self.config.z_dim
+        p = self.mdn(out).view(*out.shape[:-1], 3, k, z)
+        return {
+            "log_pi": F.log_softmax(p[..., 0, :, :], dim=-2),  # (..., K, Z)
+            "mu": p[..., 1, :, :],
+            "log_sigma": p[..., 2, :, :].clamp(-7.0, 5.0),
+            "reward": self.reward(out).squeeze(-1),
+            "done_logit": self.done(out).squeeze(-1),
+            "h": out,
+        }
+
+    def forward(self, z: torch.Tensor, a: torch.Tensor, state: Optional[State] = None) -> tuple[dict[str, torch.Tensor], State]:
+        """z (B, T, Z), a (B, T, A) → heads over T: ``log_pi``/``mu``/``log_sigma`` (B, T, K, Z) for
+        z_{t+1}, ``reward`` and ``done_logit`` (B, T) for step t, ``h`` (B, T, hidden); and the state."""
+        out, state = self.lstm(torch.cat([z, a], dim=-1), state)
+        return self._heads(out), state
+
+    def step(self, z: torch.Tensor, a: torch.Tensor, state: Optional[State] = None) -> tuple[dict[str, torch.Tensor], State]:
+        """One step: z (B, Z), a (B, A) → heads without the T axis, and the new state."""
+        heads, state = self.forward(z.unsqueeze(1), a.unsqueeze(1), state)
+        return {k: v.squeeze(1) for k, v in heads.items()}, state
+
+    @staticmethod
+    def mdn_nll(heads: dict[str, torch.Tensor], target: torch.Tensor) -> torch.Tensor:
+        """Mean negative log-likelihood per latent dimension of ``target`` (B, T, Z) under the mixture
+        (log-sum-exp over components)."""
+        t = target.unsqueeze(-2)  # (B, T, 1, Z)
+        log_sigma = heads["log_sigma"]
+        log_prob = -0.5 * ((t - heads["mu"]) / log_sigma.exp()) ** 2 - log_sigma - 0.5 * math.log(2 * math.pi)
+        return -torch.logsumexp(heads["log_pi"] + log_prob, dim=-2).mean()
+
+    def loss(self, heads: dict[str, torch.Tensor], z_next: torch.Tensor, reward: torch.Tensor, done: torch.Tensor,
+             mask: Optional[torch.Tensor] = None) -> dict[str, torch.Tensor]:
+        """MDN NLL of z_{t+1} (B, T, Z), squared error of reward (B, T) and BCE of done (B, T)."""
+        nll = self.mdn_nll(heads, z_next)
+        r = F.mse_loss(heads["reward"], reward)
+        d = F.binary_cross_entropy_with_logits(heads["done_logit"], done.float())
+        return {"loss": nll + r + d, "nll": nll, "reward": r, "done": d}
+
+    @staticmethod
+    def sample(heads: dict[str, torch.Tensor], temperature: float = 1.0, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """Sample z_{t+1} (..., Z): a component per dimension from ``log_pi / tau``, then a Gaussian with
+        its sigma scaled by ``sqrt(tau)`` (as in World Models)."""
+        log_pi = heads["log_pi"] / max(temperature, 1e-6)
+        probs = F.softmax(log_pi, dim=-2)  # (..., K, Z)
+        k = probs.shape[-2]
+        flat = probs.movedim(-2, -1).reshape(-1, k)
+        idx = torch.multinomial(flat, 1, generator=generator).view(*probs.shape[:-2], 1, probs.shape[-1])
+        mu = heads["mu"].gather(-2, idx).squeeze(-2)
+        sigma = heads["log_sigma"].gather(-2, idx).squeeze(-2).exp() * math.sqrt(max(temperature, 0.0))
+        noise = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+        return mu + sigma * noise
