@@ -75,6 +75,14 @@ def test_split_is_deterministic_and_disjoint(tmp_path: Path):
     assert all(is_validation(r, 0.25) for r in val.episodes)
 
 
+def test_small_collections_keep_an_episode_on_each_side(tmp_path: Path):
+    for i in range(3):
+        write_episode(tmp_path / "shard.h5", fake_episode(i, 4))
+    for frac in (0.01, 0.99):
+        train, val = RolloutDataset(tmp_path, "train", frac), RolloutDataset(tmp_path, "val", frac)
+        assert train.episodes and val.episodes and len(train.episodes) + len(val.episodes) == 3
+
+
 def test_frames_and_sequences(tmp_path: Path):
     for i in range(3):
         write_episode(tmp_path / "shard.h5", fake_episode(i, 12 + i))

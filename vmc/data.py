@@ -155,10 +155,26 @@ def load_episode(ref: EpisodeRef) -> Episode:
         return Episode(**arrays, attrs=dict(g.attrs))
 
 
+def _split_hash(ref: EpisodeRef) -> float:
+    return zlib.crc32(f"{ref.track}/{ref.index}".encode()) / 2**32
+
+
 def is_validation(ref: EpisodeRef, val_fraction: float) -> bool:
     """Deterministic split by episode (its track and index), stable across machines and runs."""
-    h = zlib.crc32(f"{ref.track}/{ref.index}".encode()) / 2**32
-    return h < val_fraction
+    return _split_hash(ref) < val_fraction
+
+
+def validation_set(refs: list[EpisodeRef], val_fraction: float) -> set[tuple[str, int]]:
+    """(track, index) of the validation episodes: :func:`is_validation`, except that a collection of two
+    or more episodes always keeps at least one episode on each side (the lowest hash goes to validation)."""
+    val = {(r.track, r.index) for r in refs if is_validation(r, val_fraction)}
+    if val_fraction > 0 and not val and len(refs) >= 2:
+        low = min(refs, key=_split_hash)
+        val = {(low.track, low.index)}
+    if len(val) == len(refs) and len(refs) >= 2:
+        high = max(refs, key=_split_hash)
+        val.discard((high.track, high.index))
+    return val
 
 
 class RolloutDataset:
@@ -176,7 +192,8 @@ class RolloutDataset:
             raise FileNotFoundError(f"no shards (*.h5) in {self.folder}")
         refs = [r for p in paths for r in read_shard_index(p)]
         if split != "all":
-            refs = [r for r in refs if is_validation(r, val_fraction) == (split == "val")]
+            val = validation_set(refs, val_fraction)
+            refs = [r for r in refs if ((r.track, r.index) in val) == (split == "val")]
         self.episodes: list[EpisodeRef] = sorted(refs, key=lambda r: (r.track, r.index))
         self._files: dict[Path, h5py.File] = {}
         self._starts = np.cumsum([0] + [r.length + 1 for r in self.episodes])

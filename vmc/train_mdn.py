@@ -32,7 +32,7 @@ log = logging.getLogger("vmc.train_mdn")
 class TrainMDNConfig:
     """What ``python -m vmc.train_mdn`` does; saved with the checkpoint."""
 
-    latents: str = "data/lighthouse/latents.h5"
+    latents: str = "checkpoints/latents.h5"
     """Latent file from ``vmc.train_vae``."""
     vae: str = "checkpoints/vae.pt"
     """VAE checkpoint (for the dream video)."""

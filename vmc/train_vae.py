@@ -21,7 +21,7 @@ import h5py
 import numpy as np
 import torch
 
-from vmc.data import RolloutDataset, ShardError, is_validation
+from vmc.data import RolloutDataset, ShardError, validation_set
 from vmc.models.vae import ConvVAE, VAEConfig
 from vmc.training import (CheckpointError, existing_run_guard, load_checkpoint, pick_device, plot_curves, prefetch,
                           save_checkpoint, use_all_cores)
@@ -39,7 +39,7 @@ class TrainVAEConfig:
     out: str = "checkpoints/vae.pt"
     """Best checkpoint; ``<out>.last.pt`` and pictures go beside it."""
     latents: str = ""
-    """Latent file to write after training (default: ``<data>/latents.h5``)."""
+    """Latent file to write after training (default: ``latents.h5`` beside ``out``: latents belong to a VAE)."""
     epochs: int = 10
     """Passes over the training frames."""
     batch_size: int = 64
@@ -59,7 +59,7 @@ class TrainVAEConfig:
 
     @property
     def latents_path(self) -> Path:
-        return Path(self.latents) if self.latents else Path(self.data) / "latents.h5"
+        return Path(self.latents) if self.latents else Path(self.out).parent / "latents.h5"
 
 
 def _last_path(out: Path) -> Path:
@@ -183,6 +183,7 @@ def encode_dataset(vae_path: Path, data: Path, latents: Path, val_fraction: floa
     latents = Path(latents)
     tmp = latents.with_name(latents.name + ".tmp")
     with RolloutDataset(Path(data), "all") as ds, h5py.File(tmp, "w") as f, torch.no_grad():
+        val = validation_set(ds.episodes, val_fraction)
         f.attrs["vmc_format"] = LATENTS_FORMAT
         f.attrs["vae"] = str(vae_path)
         f.attrs["z_dim"] = model.config.z_dim
@@ -202,7 +203,7 @@ def encode_dataset(vae_path: Path, data: Path, latents: Path, val_fraction: floa
             for k in ("actions", "rewards", "terminations", "truncations"):
                 g.create_dataset(k, data=g_in[k][()])
             g.attrs.update({"track": ref.track, "index": ref.index, "seed": ref.seed, "policy": ref.policy,
-                            "length": ref.length, "split": "val" if is_validation(ref, val_fraction) else "train"})
+                            "length": ref.length, "split": "val" if (ref.track, ref.index) in val else "train"})
     tmp.replace(latents)
     return latents
 
@@ -213,7 +214,7 @@ def parse_args(argv: Optional[list[str]] = None) -> tuple[TrainVAEConfig, argpar
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--data", default=d.data, help="collection folder")
     p.add_argument("--out", default=d.out, help="best checkpoint path")
-    p.add_argument("--latents", default=d.latents, help="latent file to write (default: <data>/latents.h5)")
+    p.add_argument("--latents", default=d.latents, help="latent file to write (default: latents.h5 beside --out)")
     p.add_argument("--epochs", type=int, default=d.epochs)
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--lr", type=float, default=d.lr)
