@@ -4,7 +4,8 @@ Episode ``i`` of a collection is fully determined by the command: its track is `
 its seed ``seed + i``, its policy ``--policy``. Each worker process runs one long-lived game and
 writes its own shard; the parent shows one progress bar, replaces workers that die or hang, and
 writes ``manifest.json``. Re-running the same command continues up to ``--episodes`` (episodes on
-disk are never recollected); Ctrl-C lets workers stop between steps without a half-written episode.
+disk are never recollected); Ctrl-C lets the episodes in progress finish and be written, a second
+Ctrl-C abandons them (an episode is never half-written: see ``vmc.data.write_episode``).
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ import logging
 import logging.handlers
 import multiprocessing as mp
 import os
-import queue
 import signal
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -29,6 +30,7 @@ import vmc
 from vmc.data import Episode, ShardError, read_shard_index, shard_paths, write_episode, write_manifest
 from vmc.env import EnvConfig, check_track
 from vmc.policies import POLICIES, make_policy
+from vmc.pool import GamePool
 
 log = logging.getLogger("vmc.collect")
 
@@ -65,16 +67,14 @@ def env_config_for(cfg: CollectConfig, track: str) -> EnvConfig:
                      controller="ai" if cfg.policy == "ai" else "player")
 
 
-def record_episode(env, policy_name: str, seed: int, index: int, stop: Optional[object] = None) -> Optional[Episode]:
-    """Drive one episode and return it in memory (None if ``stop`` was set on the way)."""
+def record_episode(env, policy_name: str, seed: int, index: int) -> Episode:
+    """Drive one episode and return it in memory."""
     policy = make_policy(policy_name)
     obs, info = env.reset(seed=seed)
     policy.reset(env.track, seed)
     frames, actions, rewards, terms, truncs = [obs], [], [], [], []
     dist, off, speed = [info["distance"]], [info["off_track"]], [info["speed"]]
     while True:
-        if stop is not None and stop.is_set():
-            return None
         action = policy.act(obs, info)
         obs, reward, terminated, truncated, info = env.step(action)
         frames.append(obs)
@@ -96,41 +96,30 @@ def record_episode(env, policy_name: str, seed: int, index: int, stop: Optional[
     )
 
 
-def _worker(wid: int, shard: str, cfg: CollectConfig, tasks, results, stop, log_queue) -> None:
-    """One game process: takes episode indices from ``tasks`` until it gets None."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
+def _setup_collector(cfg: CollectConfig, shard_prefix: str, log_queue):
+    """Worker set-up (one game per process); returns ``run((index, track, seed)) -> (index, steps, score)``."""
     root = logging.getLogger()
     root.handlers[:] = [logging.handlers.QueueHandler(log_queue)]
     root.setLevel(logging.INFO)
     from vmc.env import SuperTuxKartEnv
 
-    env = None
-    try:
-        while not stop.is_set():
-            try:
-                task = tasks.get(timeout=0.5)
-            except queue.Empty:
-                continue
-            if task is None:
-                break
-            index, track, seed = task
-            results.put(("start", wid, index, 0, 0.0))
-            want = env_config_for(cfg, track)
-            if env is None or env.config != want:
-                if env is not None:
-                    env.close()
-                env = SuperTuxKartEnv(config=want)
-            episode = record_episode(env, cfg.policy, seed, index, stop)
-            if episode is None:
-                results.put(("aborted", wid, index, 0, 0.0))
-                break
-            write_episode(Path(shard), episode)
-            results.put(("done", wid, index, episode.length, float(episode.attrs["score"])))
-            log.debug("worker %d wrote episode %d (%s, %d steps, score %.1f)", wid, index, track, episode.length,
-                      episode.attrs["score"])
-    finally:
-        if env is not None:
-            env.close()
+    shard = Path(f"{shard_prefix}-p{os.getpid()}.h5")  # one shard per worker process
+    envs: list = []
+
+    def run(task: tuple[int, str, int]) -> tuple[int, int, float]:
+        index, track, seed = task
+        want = env_config_for(cfg, track)
+        if not envs or envs[0].config != want:
+            while envs:
+                envs.pop().close()
+            envs.append(SuperTuxKartEnv(config=want))
+        episode = record_episode(envs[0], cfg.policy, seed, index)
+        write_episode(shard, episode)
+        log.debug("wrote episode %d (%s, %d steps, score %.1f) to %s", index, track, episode.length,
+                  episode.attrs["score"], shard.name)
+        return index, episode.length, float(episode.attrs["score"])
+
+    return run
 
 
 class _Forward(logging.Handler):
@@ -152,14 +141,13 @@ def _log_sink(ctx) -> multiprocessing_logging.MultiProcessingHandler:
 
 
 class Collector:
-    """The parent: plans episodes, runs and supervises workers, writes the manifest."""
+    """The parent: plans episodes, runs them on a :class:`vmc.pool.GamePool`, writes the manifest."""
 
     def __init__(self, cfg: CollectConfig) -> None:
         self.cfg = cfg
         self.out = Path(cfg.out)
         self.ctx = mp.get_context("spawn")
         self.run_id = time.strftime("%Y%m%dT%H%M%S")
-        self.next_wid = 0
 
     def done_indices(self) -> set[int]:
         """Episode indices already complete on disk; corrupt shards are set aside, named, and redone."""
@@ -177,15 +165,6 @@ class Collector:
         return {"vmc_version": vmc.__version__, "collect_config": asdict(self.cfg),
                 "env_config": {t: asdict(env_config_for(self.cfg, t)) for t in self.cfg.tracks}}
 
-    def _spawn(self, tasks, results, stop, log_queue) -> tuple[int, mp.Process]:
-        wid = self.next_wid
-        self.next_wid += 1
-        shard = self.out / f"shard-{self.run_id}-w{wid:03d}.h5"
-        p = self.ctx.Process(target=_worker, args=(wid, str(shard), self.cfg, tasks, results, stop, log_queue),
-                             name=f"vmc-collect-{wid}", daemon=True)
-        p.start()
-        return wid, p
-
     def run(self, progress: bool = True) -> dict:
         """Collect until ``episodes`` are on disk (or Ctrl-C); returns the manifest dict."""
         from tqdm import tqdm
@@ -202,46 +181,40 @@ class Collector:
         log.info("collecting %d episodes (%d already on disk) with %d workers into %s", len(todo), len(done),
                  min(cfg.workers, len(todo)), self.out)
 
-        tasks, results, stop = self.ctx.Queue(), self.ctx.Queue(), self.ctx.Event()
         # Worker records arrive on one queue and go through this process's own logging, so they
         # share its handlers and the progress bar's redirection.
         sink = _log_sink(self.ctx)
-        log_queue = sink.queue
-        for i in todo:
-            tasks.put((i, cfg.tracks[i % len(cfg.tracks)], cfg.seed + i))
-        workers: dict[int, mp.Process] = dict(self._spawn(tasks, results, stop, log_queue) for _ in range(min(cfg.workers, len(todo))))
-        current: dict[int, tuple[int, float]] = {}  # wid -> (episode index, start time)
-        remaining = set(todo)
+        tasks = [(i, cfg.tracks[i % len(cfg.tracks)], cfg.seed + i) for i in todo]
         steps, t0 = 0, time.monotonic()
         bar = tqdm(total=cfg.episodes, initial=len(done), unit="ep", disable=not progress, dynamic_ncols=True)
-        interrupted = False
+        interrupts = []
+
+        def on_sigint(signum, frame):
+            interrupts.append(time.monotonic())
+            if len(interrupts) > 1:
+                raise KeyboardInterrupt
+            log.warning("interrupted: finishing the episodes in progress (Ctrl-C again to abandon them)")
+
+        def on_result(_: int, result: tuple[int, int, float]) -> None:
+            nonlocal steps
+            steps += result[1]
+            bar.update(1)
+            bar.set_postfix(frames_per_s=f"{steps / (time.monotonic() - t0):.1f}", score=f"{result[2]:.0f}")
+
+        previous = signal.signal(signal.SIGINT, on_sigint) if threading.current_thread() is threading.main_thread() else None
+        pool = GamePool(min(cfg.workers, len(todo)), _setup_collector,
+                        (cfg, str(self.out / f"shard-{self.run_id}"), sink.queue), cfg.episode_timeout,
+                        name="vmc-collect-worker")
         try:
             with logging_redirect_tqdm():
-                while remaining:
-                    try:
-                        kind, wid, index, length, score = results.get(timeout=1.0)
-                        if kind == "start":
-                            current[wid] = (index, time.monotonic())
-                        elif kind == "done":
-                            current.pop(wid, None)
-                            remaining.discard(index)
-                            steps += length
-                            bar.update(1)
-                            bar.set_postfix(frames_per_s=f"{steps / (time.monotonic() - t0):.1f}", score=f"{score:.0f}")
-                    except queue.Empty:
-                        pass
-                    self._supervise(workers, current, tasks, results, stop, log_queue)
-        except KeyboardInterrupt:
-            interrupted = True
-            log.warning("interrupted: workers stop between steps; episodes on disk are kept")
+                pool.map(tasks, on_result=on_result, stop=lambda: bool(interrupts))
         finally:
-            stop.set() if interrupted else [tasks.put(None) for _ in workers]
-            for p in workers.values():
-                p.join(timeout=60)
-                if p.is_alive():
-                    p.terminate()
+            pool.close()
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
             bar.close()
             sink.close()
+        interrupted = bool(interrupts)
         manifest = write_manifest(self.out, self.manifest_extra())
         m = self._manifest()
         elapsed = time.monotonic() - t0
@@ -254,28 +227,6 @@ class Collector:
         import json
 
         return json.loads((self.out / "manifest.json").read_text())
-
-    def _supervise(self, workers, current, tasks, results, stop, log_queue) -> None:
-        """Replace workers that died or hang, re-queueing their episode."""
-        now = time.monotonic()
-        for wid, p in list(workers.items()):
-            index, started = current.get(wid, (None, now))
-            hung = index is not None and now - started > self.cfg.episode_timeout
-            if p.is_alive() and not hung:
-                continue
-            if not p.is_alive() and index is None and p.exitcode == 0:
-                continue  # finished normally
-            if hung:
-                p.kill()
-                p.join(5)
-            log.error("worker %d %s on episode %s; re-queueing it and starting a new worker", wid,
-                      "hung" if hung else f"died (exit code {p.exitcode})", index)
-            del workers[wid]
-            current.pop(wid, None)
-            if index is not None:
-                tasks.put((index, self.cfg.tracks[index % len(self.cfg.tracks)], self.cfg.seed + index))
-            new_wid, new_p = self._spawn(tasks, results, stop, log_queue)
-            workers[new_wid] = new_p
 
 
 def parse_args(argv: Optional[list[str]] = None) -> CollectConfig:

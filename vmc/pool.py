@@ -1,124 +1,166 @@
 """A pool of long-lived game processes (``spawn``), fed tasks as they free up, that survives crashes.
 
 Each worker builds its expensive state once (a game, models) with ``setup(*setup_args)``, which
-returns a function ``run(task) -> result``; the pool then feeds it tasks one at a time. A worker that
+returns a function ``run(task) -> result``; the pool then sends it one task at a time. A worker that
 dies (the game can segfault) or says nothing for ``task_timeout`` seconds is killed, replaced, and its
-task is run again elsewhere; the caller only sees results.
+task runs again; the caller only sees results. Every worker has its own pipe: a process killed in the
+middle of a message cannot block the others (as it can with a shared ``multiprocessing.Queue``, whose
+locks a killed process never releases).
 """
 
 from __future__ import annotations
 
+import collections
 import logging
 import multiprocessing as mp
-import queue
 import signal
 import time
 import traceback
+from multiprocessing.connection import Connection, wait
 from typing import Any, Callable, Iterable, Optional
 
 log = logging.getLogger(__name__)
 
 
-def _worker(wid: int, setup: Callable, setup_args: tuple, tasks, results) -> None:
+def _worker(setup: Callable, setup_args: tuple, conn: Connection) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
-    import torch
+    try:
+        import torch
 
-    torch.set_num_threads(1)  # one core per worker: the pool is the parallelism
+        torch.set_num_threads(1)  # one core per worker: the pool is the parallelism
+    except ImportError:
+        pass
     try:
         run = setup(*setup_args)
     except BaseException:
-        results.put(("setup_error", wid, None, traceback.format_exc()))
+        conn.send(("setup_error", traceback.format_exc()))
         return
-    results.put(("ready", wid, None, None))
+    conn.send(("ready", None))
     while True:
-        item = tasks.get()
+        try:
+            item = conn.recv()
+        except EOFError:  # the parent is gone
+            return
         if item is None:
             return
         tid, task = item
-        results.put(("start", wid, tid, None))
         try:
-            results.put(("done", wid, tid, run(task)))
+            conn.send(("done", (tid, run(task))))
         except BaseException:
-            results.put(("error", wid, tid, traceback.format_exc()))
+            conn.send(("error", (tid, traceback.format_exc())))
+
+
+class _Slot:
+    def __init__(self, wid: int, proc: mp.Process, conn: Connection) -> None:
+        self.wid, self.proc, self.conn = wid, proc, conn
+        self.ready = False
+        self.task: Optional[int] = None
+        self.since = 0.0
 
 
 class GamePool:
     """``workers`` processes running ``setup(*setup_args)`` once, then tasks from :meth:`map`."""
 
     def __init__(self, workers: int, setup: Callable, setup_args: tuple = (), task_timeout: float = 600.0,
-                 name: str = "vmc-worker") -> None:
+                 name: str = "vmc-worker", max_restarts: int = 50) -> None:
         self.ctx = mp.get_context("spawn")
         self.setup, self.setup_args, self.task_timeout, self.name = setup, setup_args, task_timeout, name
-        self.tasks, self.results = self.ctx.Queue(), self.ctx.Queue()
-        self.procs: dict[int, mp.Process] = {}
+        self.max_restarts = max_restarts
+        self.slots: dict[int, _Slot] = {}
         self._next = 0
         self.restarts = 0
         for _ in range(max(1, workers)):
             self._spawn()
 
     def _spawn(self) -> None:
+        parent, child = self.ctx.Pipe()
         wid = self._next
         self._next += 1
-        p = self.ctx.Process(target=_worker, args=(wid, self.setup, self.setup_args, self.tasks, self.results),
-                             name=f"{self.name}-{wid}", daemon=True)
+        p = self.ctx.Process(target=_worker, args=(self.setup, self.setup_args, child), name=f"{self.name}-{wid}",
+                             daemon=True)
         p.start()
-        self.procs[wid] = p
+        child.close()
+        self.slots[wid] = _Slot(wid, p, parent)
 
-    def map(self, tasks: Iterable[Any], on_result: Optional[Callable[[int, Any], None]] = None) -> list[Any]:
-        """Run every task once (in any order, on any worker); results in the order of ``tasks``."""
-        pending = dict(enumerate(tasks))
-        for tid, task in pending.items():
-            self.tasks.put((tid, task))
+    def map(self, tasks: Iterable[Any], on_result: Optional[Callable[[int, Any], None]] = None,
+            stop: Optional[Callable[[], bool]] = None) -> list[Any]:
+        """Run every task once (on any worker); results in the order of ``tasks``.
+
+        ``on_result(index, result)`` is called as results arrive. When ``stop()`` turns true, no new
+        task is started; the running ones finish and the results so far are returned (None for the rest).
+        """
+        todo = list(tasks)
+        queue = collections.deque(range(len(todo)))
         out: dict[int, Any] = {}
-        running: dict[int, tuple[int, float]] = {}  # wid -> (task id, since)
-        while len(out) < len(pending):
-            try:
-                kind, wid, tid, value = self.results.get(timeout=1.0)
-            except queue.Empty:
-                kind = None
-            if kind == "start":
-                running[wid] = (tid, time.monotonic())
-            elif kind == "done":
-                running.pop(wid, None)
-                if tid not in out:
-                    out[tid] = value
-                    if on_result is not None:
-                        on_result(tid, value)
-            elif kind in ("error", "setup_error"):
-                # A Python exception is a bug, not a crash: retrying would hide it.
-                raise RuntimeError(f"{self.name} {wid} failed{' to start' if kind == 'setup_error' else ''}:\n{value}")
-            self._supervise(running, pending, out)
-        return [out[t] for t in range(len(pending))]
+        while len(out) < len(todo):
+            stopping = stop is not None and stop()
+            for slot in self.slots.values():
+                if slot.ready and slot.task is None and queue and not stopping:
+                    slot.task, slot.since = queue.popleft(), time.monotonic()
+                    slot.conn.send((slot.task, todo[slot.task]))
+            if stopping and all(s.task is None for s in self.slots.values()):
+                break
+            conns = {s.conn: s for s in self.slots.values()}
+            sentinels = {s.proc.sentinel: s for s in self.slots.values()}
+            for ready in wait(list(conns) + list(sentinels), timeout=1.0):
+                slot = conns.get(ready) or sentinels.get(ready)
+                if slot.wid not in self.slots:
+                    continue  # already replaced in this round
+                if ready in conns:
+                    try:
+                        kind, value = slot.conn.recv()
+                    except (EOFError, OSError):
+                        self._replace(slot, queue, "died")
+                        continue
+                    if kind == "ready":
+                        slot.ready = True
+                    elif kind == "done":
+                        tid, result = value
+                        slot.task = None
+                        if tid not in out:
+                            out[tid] = result
+                            if on_result is not None:
+                                on_result(tid, result)
+                    else:  # a Python exception is a bug, not a crash: retrying would hide it
+                        raise RuntimeError(f"{self.name} {slot.wid} failed"
+                                           f"{' to start' if kind == 'setup_error' else ''}:\n{value if kind == 'setup_error' else value[1]}")
+                elif not slot.proc.is_alive():
+                    self._replace(slot, queue, "died")
+            now = time.monotonic()
+            for slot in list(self.slots.values()):
+                if slot.task is not None and now - slot.since > self.task_timeout:
+                    self._replace(slot, queue, "hung")
+        return [out.get(t) for t in range(len(todo))]
 
-    def _supervise(self, running: dict, pending: dict, out: dict) -> None:
-        now = time.monotonic()
-        for wid, p in list(self.procs.items()):
-            tid, since = running.get(wid, (None, now))
-            hung = tid is not None and now - since > self.task_timeout
-            if p.is_alive() and not hung:
-                continue
-            if hung:
-                p.kill()
-            p.join(5)
-            del self.procs[wid]
-            running.pop(wid, None)
-            self.restarts += 1
-            log.error("%s %d %s%s; starting a new one", self.name, wid,
-                      "hung" if hung else f"died (exit code {p.exitcode})",
-                      f" on task {tid}, which runs again" if tid is not None else "")
-            if tid is not None and tid not in out:
-                self.tasks.put((tid, pending[tid]))
-            self._spawn()
+    def _replace(self, slot: _Slot, queue: collections.deque, why: str) -> None:
+        if slot.proc.is_alive():
+            slot.proc.kill()
+        slot.proc.join(5)
+        del self.slots[slot.wid]
+        self.restarts += 1
+        detail = f"exit code {slot.proc.exitcode}" if why == "died" else f"silent for {self.task_timeout:.0f} s"
+        log.error("%s %d %s (%s)%s; starting a new one", self.name, slot.wid, why, detail,
+                  f" on task {slot.task}, which runs again" if slot.task is not None else "")
+        if not slot.ready and self.restarts > 3 and not any(s.ready for s in self.slots.values()):
+            raise RuntimeError(f"{self.name} processes die while starting ({detail}); see the log above")
+        if self.restarts > self.max_restarts:
+            raise RuntimeError(f"{self.name}: {self.restarts} workers lost, giving up")
+        if slot.task is not None:
+            queue.appendleft(slot.task)
+        self._spawn()
 
     def close(self) -> None:
-        """Stop the workers (after their current task)."""
-        for _ in self.procs:
-            self.tasks.put(None)
-        for p in self.procs.values():
-            p.join(10)
-            if p.is_alive():
-                p.terminate()
-        self.procs.clear()
+        """Stop the workers (they finish their current task first)."""
+        for slot in self.slots.values():
+            try:
+                slot.conn.send(None)
+            except (BrokenPipeError, OSError):
+                pass
+        for slot in self.slots.values():
+            slot.proc.join(30)
+            if slot.proc.is_alive():
+                slot.proc.terminate()
+        self.slots.clear()
 
     def __enter__(self) -> "GamePool":
         return self

@@ -1,0 +1,95 @@
+"""The controller stage on the real game: CMA-ES generations, kill -9 and resume, the rendered lap."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vmc import evolve, train_mdn, train_vae
+from vmc.collect import CollectConfig, Collector
+from vmc.models import MDNRNNConfig, VAEConfig
+from vmc.training import load_checkpoint
+
+pytestmark = pytest.mark.game
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> Path:
+    """A tiny real collection, VAE and MDN-RNN (minutes of work cut to seconds)."""
+    root = tmp_path_factory.mktemp("world")
+    Collector(CollectConfig(out=str(root / "data"), episodes=4, workers=2, max_steps=40)).run(progress=False)
+    train_vae.train(train_vae.TrainVAEConfig(data=str(root / "data"), out=str(root / "vae.pt"), epochs=1,
+                                             model=VAEConfig(z_dim=8, channels=(8, 16, 16, 32))), progress=False)
+    latents = train_vae.encode_dataset(root / "vae.pt", root / "data", root / "latents.h5")
+    train_mdn.train(train_mdn.TrainMDNConfig(latents=str(latents), vae=str(root / "vae.pt"), out=str(root / "mdn.pt"),
+                                             epochs=1, steps_per_epoch=5, seq_len=8, batch_size=4,
+                                             model=MDNRNNConfig(z_dim=8, hidden=16, gaussians=2)), progress=False)
+    return root
+
+
+def cli(world: Path, out: Path, generations: int, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "vmc.evolve", "--vae", str(world / "vae.pt"), "--mdn", str(world / "mdn.pt"),
+            "--latents", str(world / "latents.h5"), "--out", str(out), "--workers", "2", "--popsize", "4",
+            "--rollouts", "1", "--max-steps", "15", "--eval-every", "2", "--eval-rollouts", "1",
+            "--generations", str(generations), *extra]
+
+
+def test_two_generations_write_logs_and_best(world: Path, tmp_path: Path):
+    cfg = evolve.EvolveConfig(vae=str(world / "vae.pt"), mdn=str(world / "mdn.pt"), latents=str(world / "latents.h5"),
+                              out=str(tmp_path / "c"), workers=2, popsize=4, rollouts=2, generations=2, max_steps=15,
+                              eval_every=2, eval_rollouts=2)
+    summary = evolve.evolve(cfg, progress=False)
+    ck = load_checkpoint(tmp_path / "c" / "evolve.pt", "evolve")
+    assert [h["generation"] for h in ck["history"]] == [1, 2] and ck["generation"] == 2
+    assert len(ck["best_params"]) == (8 + 16) * 3 + 3
+    assert summary["evals"] and summary["evals"][0]["generation"] == 2
+    rows = (tmp_path / "c" / "log.csv").read_text().strip().splitlines()
+    assert rows[0].startswith("generation,best,mean,worst") and len(rows) == 3
+    assert (tmp_path / "c" / "curve.png").is_file() and (tmp_path / "c" / "best.pt").is_file()
+    assert load_checkpoint(tmp_path / "c" / "best.pt", "controller")["fitness"] == pytest.approx(ck["best_fitness"])
+
+
+def test_kill_and_resume_continues_exactly(world: Path, tmp_path: Path):
+    straight = subprocess.run(cli(world, tmp_path / "straight", 3), capture_output=True, text=True, timeout=600)
+    assert straight.returncode == 0, straight.stderr[-2000:]
+    proc = subprocess.Popen(cli(world, tmp_path / "killed", 20), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    state = tmp_path / "killed" / "evolve.pt"
+    t0 = time.time()
+    while not state.exists() and time.time() - t0 < 300:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)  # the parent and its workers, mid-generation
+    proc.wait()
+    done = load_checkpoint(state, "evolve")["generation"]
+    assert 1 <= done < 20
+    resumed = subprocess.run(cli(world, tmp_path / "killed", max(3, done), "--resume"), capture_output=True, text=True,
+                             timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    a = load_checkpoint(tmp_path / "straight" / "evolve.pt", "evolve")["history"]
+    b = load_checkpoint(state, "evolve")["history"][:3]
+    assert [(h["generation"], h["best"], h["mean"], h["sigma"]) for h in a] == [(h["generation"], h["best"], h["mean"], h["sigma"]) for h in b]
+    again = subprocess.run(cli(world, tmp_path / "killed", 3), capture_output=True, text=True, timeout=120)
+    assert again.returncode != 0 and "--resume" in again.stderr
+
+
+def test_play_renders_a_watchable_lap(world: Path, tmp_path: Path):
+    import imageio.v2 as imageio
+
+    from vmc.play import play
+
+    cfg = evolve.EvolveConfig(vae=str(world / "vae.pt"), mdn=str(world / "mdn.pt"), latents=str(world / "latents.h5"),
+                              out=str(tmp_path / "c"), workers=1, popsize=4, rollouts=1, generations=1, max_steps=25,
+                              eval_every=0)
+    evolve.evolve(cfg, progress=False)
+    summary = play(tmp_path / "c" / "best.pt", tmp_path / "lap.mp4")
+    frames = imageio.mimread(tmp_path / "lap.mp4")
+    assert len(frames) == summary["steps"] + 1 and frames[0].shape == (300, 400, 3)
+    assert np.asarray(frames[-1]).std() > 20
+    assert summary["replay_drift_m"] < 0.5  # the 400x300 replay drove the same race
+    assert json.loads((tmp_path / "lap.json").read_text())["score"] == pytest.approx(summary["score"])
