@@ -54,8 +54,8 @@ class Preset:
 
 
 PRESETS = {
-    "small": Preset(episodes=40, max_steps=400, vae_epochs=6, mdn_epochs=8, mdn_steps=100, popsize=12, rollouts=1,
-                    generations=12, race_steps=700),
+    "small": Preset(episodes=40, max_steps=400, vae_epochs=6, mdn_epochs=8, mdn_steps=100, popsize=16, rollouts=1,
+                    generations=30, race_steps=700),
     "debug": Preset(episodes=6, max_steps=60, vae_epochs=1, mdn_epochs=1, mdn_steps=10, popsize=4, rollouts=1,
                     generations=2, race_steps=60),
 }

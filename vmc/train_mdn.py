@@ -22,8 +22,8 @@ import numpy as np
 import torch
 
 from vmc.models.mdn import MDNRNN, MDNRNNConfig
-from vmc.training import (CheckpointError, existing_run_guard, load_checkpoint, pick_device, plot_curves, save_checkpoint,
-                          use_all_cores)
+from vmc.training import (CheckpointError, existing_run_guard, last_checkpoint, load_checkpoint, pick_device, plot_curves, restore,
+                          save_epoch, use_all_cores)
 
 log = logging.getLogger("vmc.train_mdn")
 
@@ -113,8 +113,7 @@ def train(cfg: TrainMDNConfig, resume: bool = False, force: bool = False, progre
     from tqdm import tqdm
 
     out = Path(cfg.out)
-    last = out.with_name(out.stem + ".last.pt")
-    start = existing_run_guard(last, resume, force)
+    start = existing_run_guard(last_checkpoint(out), resume, force)
     torch.manual_seed(cfg.seed)
     use_all_cores(cfg.threads)
     device = pick_device(cfg.device)
@@ -128,10 +127,7 @@ def train(cfg: TrainMDNConfig, resume: bool = False, force: bool = False, progre
     history: list[dict] = []
     epoch0 = 0
     if start is not None:
-        ckpt = load_checkpoint(start, "mdn", map_location=device)
-        model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
-        history, epoch0 = ckpt["history"], ckpt["epoch"]
+        history, epoch0 = restore(start, "mdn", model, opt, device)
         log.info("resuming %s after epoch %d", start, epoch0)
     val_batch = val_set.sample(max(cfg.batch_size, 64), np.random.default_rng(12345), sample_z=False)
     best = min((h["val_loss"] for h in history), default=float("inf"))
@@ -158,11 +154,7 @@ def train(cfg: TrainMDNConfig, resume: bool = False, force: bool = False, progre
         history.append(row)
         log.info("epoch %d: train %.3f, val %.3f (nll %.3f, reward %.4f, done %.4f), %.0f sequence steps/s", epoch,
                  row["train_loss"], row["val_loss"], row["val_nll"], row["val_reward"], row["val_done"], row["steps_per_s"])
-        payload = {"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch, "history": history}
-        if row["val_loss"] < best:
-            best = row["val_loss"]
-            save_checkpoint(out, "mdn", payload, cfg)
-        save_checkpoint(last, "mdn", payload, cfg)
+        best = save_epoch(out, "mdn", cfg, model, opt, history, best)
         plot_curves(out.parent / "mdn_loss.png", history, ["train_loss", "val_loss"], "MDN-RNN loss")
     return history[-1] if history else {}
 

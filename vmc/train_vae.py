@@ -23,8 +23,8 @@ import torch
 
 from vmc.data import RolloutDataset, ShardError, validation_set
 from vmc.models.vae import ConvVAE, VAEConfig
-from vmc.training import (CheckpointError, existing_run_guard, load_checkpoint, pick_device, plot_curves, prefetch,
-                          save_checkpoint, use_all_cores)
+from vmc.training import (CheckpointError, existing_run_guard, last_checkpoint, load_checkpoint, pick_device, plot_curves, prefetch,
+                          restore, save_epoch, use_all_cores)
 
 log = logging.getLogger("vmc.train_vae")
 LATENTS_FORMAT = "vmc-latents-1"
@@ -62,10 +62,6 @@ class TrainVAEConfig:
         return Path(self.latents) if self.latents else Path(self.out).parent / "latents.h5"
 
 
-def _last_path(out: Path) -> Path:
-    return out.with_name(out.stem + ".last.pt")
-
-
 def _recon_grid(model: ConvVAE, frames: np.ndarray, device: torch.device) -> np.ndarray:
     """(2*64, n*64, 3) uint8: frames on top, reconstructions (from mu) below."""
     with torch.no_grad():
@@ -97,8 +93,7 @@ def train(cfg: TrainVAEConfig, resume: bool = False, force: bool = False, progre
     from tqdm import tqdm
 
     out = Path(cfg.out)
-    last = _last_path(out)
-    start = existing_run_guard(last, resume, force)
+    start = existing_run_guard(last_checkpoint(out), resume, force)
     torch.manual_seed(cfg.seed)
     use_all_cores(cfg.threads)
     device = pick_device(cfg.device)
@@ -112,10 +107,7 @@ def train(cfg: TrainVAEConfig, resume: bool = False, force: bool = False, progre
     history: list[dict] = []
     epoch0 = 0
     if start is not None:
-        ckpt = load_checkpoint(start, "vae", map_location=device)
-        model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
-        history, epoch0 = ckpt["history"], ckpt["epoch"]
+        history, epoch0 = restore(start, "vae", model, opt, device)
         log.info("resuming %s after epoch %d", start, epoch0)
     log.info("training on %d frames (%d episodes), validating on %d frames, device %s, %d threads",
              train_ds.num_frames, len(train_ds.episodes), val_ds.num_frames, device, torch.get_num_threads())
@@ -147,11 +139,7 @@ def train(cfg: TrainVAEConfig, resume: bool = False, force: bool = False, progre
         history.append(row)
         log.info("epoch %d: train %.1f, val %.1f (recon %.1f, kl %.1f), %.0f frames/s", epoch, row["train_loss"],
                  row["val_loss"], row["val_recon"], row["val_kl"], row["frames_per_s"])
-        payload = {"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch, "history": history}
-        if row["val_loss"] < best:
-            best = row["val_loss"]
-            save_checkpoint(out, "vae", payload, cfg)
-        save_checkpoint(last, "vae", payload, cfg)
+        best = save_epoch(out, "vae", cfg, model, opt, history, best)
         from PIL import Image
 
         Image.fromarray(_recon_grid(model, val_frames, device)).save(out.parent / f"vae_recon_epoch{epoch:03d}.png")

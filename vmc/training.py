@@ -121,6 +121,33 @@ def prefetch(it: Iterable, depth: int = 4) -> Iterator:
         yield item
 
 
+def last_checkpoint(out: Path) -> Path:
+    """``<name>.last.pt`` beside the best checkpoint ``<name>.pt``: the run to resume."""
+    return out.with_name(out.stem + ".last.pt")
+
+
+def restore(start: Path, kind: str, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+            device: torch.device) -> tuple[list[dict], int]:
+    """Load model and optimiser state from a last checkpoint; returns (history, epoch)."""
+    ckpt = load_checkpoint(start, kind, map_location=device)
+    model.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    return ckpt["history"], ckpt["epoch"]
+
+
+def save_epoch(out: Path, kind: str, config: Any, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+               history: list[dict], best: float) -> float:
+    """After an epoch: the last checkpoint always, the best one (``out``) when ``val_loss`` improved.
+    Returns the best validation loss so far."""
+    row = history[-1]
+    payload = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": row["epoch"], "history": history}
+    if row["val_loss"] < best:
+        best = row["val_loss"]
+        save_checkpoint(out, kind, payload, config)
+    save_checkpoint(last_checkpoint(out), kind, payload, config)
+    return best
+
+
 def existing_run_guard(last: Path, resume: bool, force: bool) -> Optional[Path]:
     """What to do with a previous run's last checkpoint: resume it, start over, or refuse (one line)."""
     if last.exists() and not (resume or force):
