@@ -52,7 +52,8 @@ def test_two_generations_write_logs_and_best(world: Path, tmp_path: Path):
     rows = (tmp_path / "c" / "log.csv").read_text().strip().splitlines()
     assert rows[0].startswith("generation,best,mean,worst") and len(rows) == 3
     assert (tmp_path / "c" / "curve.png").is_file() and (tmp_path / "c" / "best.pt").is_file()
-    assert load_checkpoint(tmp_path / "c" / "best.pt", "controller")["fitness"] == pytest.approx(ck["best_fitness"])
+    assert load_checkpoint(tmp_path / "c" / "best.pt", "controller")["fitness"] == pytest.approx(ck["best_eval"])
+    assert summary["evals"][0]["which"] in ("best", "mean")
 
 
 def test_kill_and_resume_continues_exactly(world: Path, tmp_path: Path):
