@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from vmc.models.mdn import MDNRNN, MDNRNNConfig
+from vmc.models.vae import ConvVAE
 from vmc.training import (CheckpointError, existing_run_guard, last_checkpoint, load_checkpoint, pick_device, plot_curves, restore,
                           save_epoch, use_all_cores)
 
@@ -172,7 +173,6 @@ def dream_video(vae_path: Path, mdn_path: Path, latents: Path, out: Path, temper
     """Real frames (left) beside the dream (right): the MDN-RNN rolled from the real first latent on the
     recorded actions, each sampled z decoded by the VAE. Written to ``out`` (mp4, 4x upscaled)."""
     from vmc.data import RolloutDataset, load_episode
-    from vmc.models.vae import ConvVAE
     from vmc.train_vae import load_vae
     from vmc.video import write_video
 
@@ -193,7 +193,7 @@ def dream_video(vae_path: Path, mdn_path: Path, latents: Path, out: Path, temper
             heads, state = mdn.step(z, torch.from_numpy(ep["actions"][t:t + 1]), state)
             z = MDNRNN.sample(heads, temperature, generator=g)
             zs.append(z)
-        dream = (vae.decode(torch.cat(zs)).clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy()
+        dream = ConvVAE.to_frames(vae.decode(torch.cat(zs))).numpy()
     frames = [np.concatenate([real[t], dream[t]], axis=1) for t in range(n + 1)]
     return write_video(out, frames, fps=10, scale=4)
 

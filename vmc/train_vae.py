@@ -67,7 +67,7 @@ def _recon_grid(model: ConvVAE, frames: np.ndarray, device: torch.device) -> np.
     with torch.no_grad():
         x = ConvVAE.to_input(torch.from_numpy(frames)).to(device)
         mu, _ = model.encode(x)
-        rec = (model.decode(mu).clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+        rec = ConvVAE.to_frames(model.decode(mu)).cpu().numpy()
     return np.concatenate([np.concatenate(list(frames), axis=1), np.concatenate(list(rec), axis=1)], axis=0)
 
 

@@ -62,6 +62,11 @@ class ConvVAE(nn.Module):
         """(B, 64, 64, 3) uint8 frames → (B, 3, 64, 64) float in [0, 1]."""
         return frames.permute(0, 3, 1, 2).float().div_(255.0)
 
+    @staticmethod
+    def to_frames(x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, 64, 64) in [0, 1] → (B, 64, 64, 3) uint8 frames (inverse of :meth:`to_input`)."""
+        return (x.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1)
+
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, 3, 64, 64) in [0, 1] → mu, logvar, each (B, z_dim)."""
         h = self.encoder(x)
