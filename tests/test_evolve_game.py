@@ -94,3 +94,41 @@ def test_play_renders_a_watchable_lap(world: Path, tmp_path: Path):
     assert np.asarray(frames[-1]).std() > 20
     assert summary["replay_drift_m"] < 0.5  # the 400x300 replay drove the same race
     assert json.loads((tmp_path / "lap.json").read_text())["score"] == pytest.approx(summary["score"])
+
+
+def test_vae_and_mdn_losses_fall_on_real_frames(world: Path):
+    import torch
+
+    from vmc.data import RolloutDataset
+    from vmc.models import MDNRNN, ConvVAE
+
+    torch.manual_seed(0)
+    with RolloutDataset(world / "data") as ds:
+        frames = next(ds.iter_frames(32, shuffle=True, seed=0))
+        seq = ds.sample_sequences(4, 10, np.random.default_rng(0))
+    x = ConvVAE.to_input(torch.from_numpy(frames))
+    vae = ConvVAE(VAEConfig(z_dim=8, channels=(16, 32, 32, 64)))
+    opt = torch.optim.Adam(vae.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(30):
+        terms = vae.loss(x, *vae(x))
+        opt.zero_grad()
+        terms["loss"].backward()
+        opt.step()
+        losses.append(terms["loss"].item())
+    assert losses[-1] < 0.6 * losses[0]
+    with torch.no_grad():  # real latents and actions for the MDN-RNN
+        obs = torch.from_numpy(seq["observations"]).reshape(-1, 64, 64, 3)
+        z = vae.encode(ConvVAE.to_input(obs))[0].reshape(4, 11, 8)
+    mdn = MDNRNN(MDNRNNConfig(z_dim=8, hidden=32, gaussians=2))
+    opt = torch.optim.Adam(mdn.parameters(), lr=3e-3)
+    a, r, d = (torch.from_numpy(seq[k]).float() for k in ("actions", "rewards", "dones"))
+    nll = []
+    for _ in range(60):
+        heads, _ = mdn(z[:, :-1], a)
+        terms = mdn.loss(heads, z[:, 1:], r, d)
+        opt.zero_grad()
+        terms["loss"].backward()
+        opt.step()
+        nll.append(terms["loss"].item())
+    assert nll[-1] < nll[0] - 0.5
