@@ -23,50 +23,54 @@ import time
 import numpy as np
 
 
-def _lap(track: str, renderer: str, width: int, anisotropic: int, timeout: float, queue, barrier) -> None:
+def _lap(track: str, renderer: str, width: int, anisotropic: int, timeout: float, repeats: int, queue, barrier) -> None:
     from vmc.drivers import CentreLineDriver
     from vmc.env import SuperTuxKartEnv
 
     env = SuperTuxKartEnv(track=track, renderer=renderer, width=width, height=width, anisotropic=anisotropic,
                           max_steps=2000)
-    obs, info = env.reset(seed=0)
-    barrier.wait()  # all processes drive at the same time, none is still loading its track
-    driver = CentreLineDriver()
-    driver.reset(env.track)
-    times = []
+    times, ends = [], []
     t_start = time.perf_counter()
-    end = None
-    while True:
-        action = driver.act(obs, info)
-        t0 = time.perf_counter()
-        obs, _, terminated, truncated, info = env.step(action)
-        times.append(time.perf_counter() - t0)
-        if terminated or truncated:
-            end = info["end"]
-            break
-        if time.perf_counter() - t_start > timeout:
-            end = "timeout"
+    for _ in range(repeats):
+        obs, info = env.reset(seed=0)
+        barrier.wait()  # all processes drive at the same time, none is still loading its track
+        driver = CentreLineDriver()
+        driver.reset(env.track)
+        while True:
+            action = driver.act(obs, info)
+            t0 = time.perf_counter()
+            obs, _, terminated, truncated, info = env.step(action)
+            times.append(time.perf_counter() - t0)
+            if terminated or truncated:
+                ends.append(info["end"])
+                break
+            if time.perf_counter() - t_start > timeout:
+                ends.append("timeout")
+                break
+        if ends[-1] == "timeout":
             break
     env.close()
-    queue.put({"times": times, "end": end, "fraction": info["lap_fraction"]})
+    queue.put({"times": times, "end": ",".join(sorted(set(ends))), "laps": len(ends)})
 
 
-def measure(track: str, renderer: str, procs: int, width: int, timeout: float, anisotropic: int = 0) -> dict:
-    """Run ``procs`` laps at once, each in a fresh process; returns the summary row."""
+def measure(track: str, renderer: str, procs: int, width: int, timeout: float, anisotropic: int = 0,
+            repeats: int = 1) -> dict:
+    """Run ``procs`` processes at once, each driving ``repeats`` laps; returns the summary row (per lap)."""
     ctx = mp.get_context("spawn")
     queue, barrier = ctx.Queue(), ctx.Barrier(procs)
-    workers = [ctx.Process(target=_lap, args=(track, renderer, width, anisotropic, timeout, queue, barrier))
+    workers = [ctx.Process(target=_lap, args=(track, renderer, width, anisotropic, timeout, repeats, queue, barrier))
                for _ in range(procs)]
     for w in workers:
         w.start()
-    results = [queue.get(timeout=timeout + 300) for _ in workers]
+    results = [queue.get(timeout=repeats * timeout + 300) for _ in workers]
     for w in workers:
         w.join()
     times = np.concatenate([r["times"] for r in results])
     lap_walls = [float(np.sum(r["times"])) for r in results]
     return {
         "track": track, "renderer": renderer, "procs": procs,
-        "steps": int(len(times) / procs), "lap_s": float(np.mean(lap_walls)),
+        "steps": int(len(times) / procs / max(1, results[0]["laps"])),
+        "lap_s": float(np.mean(lap_walls)) / max(1, results[0]["laps"]),
         "median_ms": 1e3 * float(np.median(times)), "p99_ms": 1e3 * float(np.percentile(times, 99)),
         "max_ms": 1e3 * float(times.max()),
         "steps_per_s": float(len(times) / max(lap_walls)),
@@ -79,6 +83,7 @@ def main() -> None:
     parser.add_argument("--tracks", nargs="+",
                         default=["lighthouse", "zengarden", "hacienda", "scotland", "snowtuxpeak", "cornfield_crossing"])
     parser.add_argument("--anisotropic", type=int, default=0, help="STK anisotropic filtering level")
+    parser.add_argument("--repeats", type=int, default=1, help="laps per process (short laps make noisy ratios)")
     parser.add_argument("--renderers", nargs="+", default=["llvmpipe", "softpipe"], help="llvmpipe softpipe system")
     parser.add_argument("--procs", nargs="+", type=int, default=[1, 2], help="processes at once")
     parser.add_argument("--width", type=int, default=64, help="square image size (default 64)")
@@ -91,10 +96,10 @@ def main() -> None:
     print(header)
     print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
     for track in args.tracks:
-        rows = [measure(track, "none", 1, args.width, args.lap_timeout)]
+        rows = [measure(track, "none", 1, args.width, args.lap_timeout, repeats=args.repeats)]
         for renderer in args.renderers:
             for procs in args.procs:
-                rows.append(measure(track, renderer, procs, args.width, args.lap_timeout, args.anisotropic))
+                rows.append(measure(track, renderer, procs, args.width, args.lap_timeout, args.anisotropic, args.repeats))
         for r in rows:
             print(f"| {r['track']:<18} | {r['renderer']:<9} | {r['procs']:5d} | {r['steps']:5d} | {r['lap_s']:5.1f} "
                   f"| {r['median_ms']:9.1f} | {r['p99_ms']:6.1f} | {r['max_ms']:6.0f} | {r['steps_per_s']:7.1f} | {r['end']} |",
