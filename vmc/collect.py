@@ -101,19 +101,16 @@ def _setup_collector(cfg: CollectConfig, shard_prefix: str, log_queue):
     root = logging.getLogger()
     root.handlers[:] = [logging.handlers.QueueHandler(log_queue)]
     root.setLevel(logging.INFO)
-    from vmc.env import SuperTuxKartEnv
+    from vmc.env import env_for
 
     shard = Path(f"{shard_prefix}-p{os.getpid()}.h5")  # one shard per worker process
-    envs: list = []
+    env = None
 
     def run(task: tuple[int, str, int]) -> tuple[int, int, float]:
+        nonlocal env
         index, track, seed = task
-        want = env_config_for(cfg, track)
-        if not envs or envs[0].config != want:
-            while envs:
-                envs.pop().close()
-            envs.append(SuperTuxKartEnv(config=want))
-        episode = record_episode(envs[0], cfg.policy, seed, index)
+        env = env_for(env, env_config_for(cfg, track))
+        episode = record_episode(env, cfg.policy, seed, index)
         write_episode(shard, episode)
         log.debug("wrote episode %d (%s, %d steps, score %.1f) to %s", index, track, episode.length,
                   episode.attrs["score"], shard.name)

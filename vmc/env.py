@@ -267,7 +267,7 @@ class SuperTuxKartEnv(gym.Env):
             taken = np.array([ai.steer, ai.acceleration, float(ai.brake)], np.float32)
         reward = self.progress.update(kart.overall_distance)
         lateral, seg = self.track.lateral_offset(kart.location)
-        off_track = lateral > 0.5 * self.track.width[seg] + self.config.offtrack_margin
+        off_track = self.track.beyond_road(lateral, seg, self.config.offtrack_margin)
         self._offtrack = self._offtrack + 1 if off_track else 0
 
         cfg = self.config
@@ -326,9 +326,14 @@ class SuperTuxKartEnv(gym.Env):
             pass
 
 
-def make_env(config: EnvConfig, render_mode: Optional[str] = None) -> SuperTuxKartEnv:
-    """An unwrapped env from a config (what worker processes use)."""
-    return SuperTuxKartEnv(render_mode=render_mode, config=config)
+def env_for(current: Optional[SuperTuxKartEnv], config: EnvConfig) -> SuperTuxKartEnv:
+    """``current`` if it was built from ``config``, else a new env for it (``current`` is closed first:
+    one race per process). What long-lived workers use when their next task needs another track."""
+    if current is not None and current.config == config and not current._closed:
+        return current
+    if current is not None:
+        current.close()
+    return SuperTuxKartEnv(config=config)
 
 
-__all__ = ["EnvConfig", "SuperTuxKartEnv", "list_tracks", "check_track", "make_env"]
+__all__ = ["EnvConfig", "SuperTuxKartEnv", "list_tracks", "check_track", "env_for"]

@@ -21,7 +21,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import numpy as np
 
@@ -77,7 +77,7 @@ def _setup_racer(vae_path: str, mdn_path: str, env_config: dict, action_noise: f
     import torch
 
     from vmc.drivers import CentreLineDriver, GameAIDriver, run_episode
-    from vmc.env import EnvConfig, SuperTuxKartEnv
+    from vmc.env import EnvConfig, SuperTuxKartEnv, env_for
     from vmc.models.controller import LinearController, WorldModelAgent
     from vmc.train_mdn import load_mdn
     from vmc.train_vae import load_vae
@@ -85,15 +85,12 @@ def _setup_racer(vae_path: str, mdn_path: str, env_config: dict, action_noise: f
     vae, mdn = load_vae(Path(vae_path)), load_mdn(Path(mdn_path))
     controller = LinearController(vae.config.z_dim, mdn.config.hidden)
     agent = WorldModelAgent(vae, mdn, controller)
-    envs: dict[str, Any] = {}
+    env: Optional[SuperTuxKartEnv] = None
 
-    def env_for(controller_kind: str):
-        if controller_kind not in envs:
-            for e in envs.values():
-                e.close()
-            envs.clear()
-            envs[controller_kind] = SuperTuxKartEnv(config=EnvConfig(**{**env_config, "controller": controller_kind}))
-        return envs[controller_kind]
+    def env_with(controller_kind: str) -> SuperTuxKartEnv:
+        nonlocal env
+        env = env_for(env, EnvConfig(**{**env_config, "controller": controller_kind}))
+        return env
 
     class AgentDriver:
         def __init__(self, seed: Optional[int]) -> None:
@@ -112,13 +109,13 @@ def _setup_racer(vae_path: str, mdn_path: str, env_config: dict, action_noise: f
         kind = task["kind"]
         if kind == "controller":
             controller.set_flat(task["params"])
-            driver, env = AgentDriver(task["seed"]), env_for("player")
+            driver, race = AgentDriver(task["seed"]), env_with("player")
         elif kind == "centreline":
-            driver, env = CentreLineDriver(), env_for("player")
+            driver, race = CentreLineDriver(), env_with("player")
         else:
-            driver, env = GameAIDriver(), env_for("ai")
+            driver, race = GameAIDriver(), env_with("ai")
         with torch.no_grad():
-            r = run_episode(env, driver, seed=task.get("seed"))
+            r = run_episode(race, driver, seed=task.get("seed"))
         return {"score": r.score, "steps": r.steps, "end": r.end, "lap_fraction": r.lap_fraction}
 
     return run

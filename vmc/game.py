@@ -59,11 +59,6 @@ _spec: Optional[GraphicsSpec] = None
 _race_owner: Optional[object] = None
 
 
-def current_spec() -> Optional[GraphicsSpec]:
-    """The spec this process's game was started with, or None before the first start."""
-    return _spec
-
-
 def _configure_renderer(spec: GraphicsSpec) -> None:
     # Must happen before the GL library is loaded, i.e. before pystk2.init creates the window.
     if spec.renderer in ("softpipe", "llvmpipe"):

@@ -85,10 +85,14 @@ class TrackGeometry:
         i = int(np.argmin(dist))
         return float(dist[i]), i
 
+    def beyond_road(self, dist: float, segment: int, margin: float) -> bool:
+        """True when ``dist`` metres from the centre of ``segment`` is more than ``margin`` metres
+        outside its drivable width (``dist, segment`` as :meth:`lateral_offset` returns them)."""
+        return dist > 0.5 * self.width[segment] + margin
+
     def is_off_track(self, location: np.ndarray, margin: float) -> bool:
         """True when ``location`` is more than ``margin`` metres outside the drivable width."""
-        dist, i = self.lateral_offset(location)
-        return dist > 0.5 * self.width[i] + margin
+        return self.beyond_road(*self.lateral_offset(location), margin)
 
 
 class LapProgress:
