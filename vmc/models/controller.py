@@ -52,12 +52,23 @@ class WorldModelAgent:
         self.state = self.mdn.initial_state(1)
 
     @torch.no_grad()
-    def act(self, obs: np.ndarray) -> np.ndarray:
-        """(64, 64, 3) uint8 frame → (3,) float32 action; advances the MDN-RNN state."""
+    def observe(self, obs: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """(64, 64, 3) uint8 frame → the controller's inputs z (1, Z) (VAE mean) and h (1, H)."""
         if self.state is None:
             self.reset()
         z, _ = self.vae.encode(ConvVAE.to_input(torch.from_numpy(np.ascontiguousarray(obs))[None]))
-        h = self.state[0][0]
+        return z, self.state[0][0]
+
+    @torch.no_grad()
+    def advance(self, z: torch.Tensor, action: np.ndarray | torch.Tensor) -> None:
+        """Step the MDN-RNN with the action actually taken (which may differ from the controller's)."""
+        a = torch.as_tensor(np.asarray(action, np.float32)).view(1, -1)
+        _, self.state = self.mdn.step(z, a, self.state)
+
+    @torch.no_grad()
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        """(64, 64, 3) uint8 frame → (3,) float32 action; advances the MDN-RNN state."""
+        z, h = self.observe(obs)
         action = self.controller(z, h)
         _, self.state = self.mdn.step(z, action, self.state)
         return action[0].numpy().astype(np.float32)

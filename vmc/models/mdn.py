@@ -86,14 +86,20 @@ class MDNRNN(nn.Module):
 
     @staticmethod
     def sample(heads: dict[str, torch.Tensor], temperature: float = 1.0, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-        """Sample z_{t+1} (..., Z): a component per dimension from ``log_pi / tau``, then a Gaussian with
-        its sigma scaled by ``sqrt(tau)`` (as in World Models)."""
-        log_pi = heads["log_pi"] / max(temperature, 1e-6)
-        probs = F.softmax(log_pi, dim=-2)  # (..., K, Z)
+        """Sample z_{t+1} (..., Z) at ``temperature`` (see :meth:`sample_with`), drawing from ``generator``."""
+        shape, dev = heads["mu"].shape[:-2] + heads["mu"].shape[-1:], heads["mu"].device
+        u = torch.rand(shape, generator=generator, device=dev)
+        eps = torch.randn(shape, generator=generator, device=dev, dtype=heads["mu"].dtype)
+        return MDNRNN.sample_with(heads, temperature, u, eps)
+
+    @staticmethod
+    def sample_with(heads: dict[str, torch.Tensor], temperature: float, u: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        """z_{t+1} (..., Z) from given draws: per dimension a component from ``log_pi / tau`` by inverting its
+        CDF at the uniform ``u`` (..., Z), then its Gaussian with sigma scaled by ``sqrt(tau)`` (as in World
+        Models) at the standard normal ``eps`` (..., Z)."""
+        probs = F.softmax(heads["log_pi"] / max(temperature, 1e-6), dim=-2)  # (..., K, Z)
         k = probs.shape[-2]
-        flat = probs.movedim(-2, -1).reshape(-1, k)
-        idx = torch.multinomial(flat, 1, generator=generator).view(*probs.shape[:-2], 1, probs.shape[-1])
+        idx = (probs.cumsum(-2) < u.unsqueeze(-2)).sum(-2, keepdim=True).clamp_(max=k - 1)  # (..., 1, Z)
         mu = heads["mu"].gather(-2, idx).squeeze(-2)
         sigma = heads["log_sigma"].gather(-2, idx).squeeze(-2).exp() * math.sqrt(max(temperature, 0.0))
-        noise = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
-        return mu + sigma * noise
+        return mu + sigma * eps

@@ -1,0 +1,164 @@
+"""The dream: the MDN-RNN as an environment of its own, no game and no renderer.
+
+A dream rollout starts from a latent state of a recorded real episode (the start of the race, or any
+recorded step with the LSTM state reached there), feeds the controller's action to the MDN-RNN, samples
+z_{t+1} from its mixture at temperature tau and takes the reward and done heads as the score. The whole
+CMA-ES population and all its rollouts step together as one batch of tensor operations: population P
+x rollouts R rows, every candidate seeing the same R starts and the same random draws (common random
+numbers, as the real-game evolve gives every candidate the same seeds).
+
+Randomness is drawn up front (:func:`dream_noise`), so a batched rollout can be checked against the same
+rollouts stepped one at a time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import h5py
+import numpy as np
+import torch
+
+from vmc.models.mdn import MDNRNN
+from vmc.training import CheckpointError
+
+
+@dataclass
+class DreamStarts:
+    """Recorded latent states to start dreams from: z (S, Z), LSTM h and c (S, H) reached there, and
+    whether each is the first step of an episode (the race start)."""
+
+    z: torch.Tensor
+    h: torch.Tensor
+    c: torch.Tensor
+    at_start: torch.Tensor
+
+    @classmethod
+    def from_latents(cls, path: Path, mdn: MDNRNN, split: str = "train", every: int = 10) -> "DreamStarts":
+        """Starts from a latent file (``vmc.train_vae``): every episode's first step, and every ``every``-th step
+        after it, with the LSTM state from running the MDN-RNN over the recorded (z, action) prefix."""
+        zs, hs, cs, first = [], [], [], []
+        try:
+            with h5py.File(path, "r") as f, torch.no_grad():
+                for name, g in f.items():
+                    if g.attrs["split"] != split:
+                        continue
+                    mu, actions = torch.from_numpy(g["mu"][()]), torch.from_numpy(g["actions"][()])
+                    picks = list(range(0, len(actions), every))
+                    state = mdn.initial_state(1)
+                    h_t, c_t = [state[0][0, 0]], [state[1][0, 0]]
+                    for t in range(max(picks)):  # the state *before* step t, for every picked t
+                        _, state = mdn.step(mu[t:t + 1], actions[t:t + 1], state)
+                        h_t.append(state[0][0, 0])
+                        c_t.append(state[1][0, 0])
+                    zs.append(mu[picks])
+                    hs.append(torch.stack([h_t[t] for t in picks]))
+                    cs.append(torch.stack([c_t[t] for t in picks]))
+                    first.append(torch.tensor([t == 0 for t in picks]))
+        except (OSError, KeyError) as err:
+            raise CheckpointError(f"{path}: unreadable latent file ({type(err).__name__}: {err})") from None
+        if not zs:
+            raise CheckpointError(f"{path}: no {split} episode to start dreams from")
+        return cls(torch.cat(zs), torch.cat(hs), torch.cat(cs), torch.cat(first))
+
+    def __len__(self) -> int:
+        return len(self.z)
+
+    def pick(self, n: int, generator: torch.Generator, race_start: float = 0.5) -> torch.Tensor:
+        """Indices (n,): a ``race_start`` share from episodes' first steps, the rest from anywhere."""
+        first = torch.nonzero(self.at_start).squeeze(1)
+        anywhere = torch.randint(len(self), (n,), generator=generator)
+        from_start = first[torch.randint(len(first), (n,), generator=generator)]
+        use_start = torch.rand(n, generator=generator) < race_start
+        return torch.where(use_start, from_start, anywhere)
+
+
+def dream_noise(seed: int, rollouts: int, steps: int, z_dim: int, race_start: float, starts: DreamStarts,
+                action_dims: int = 2) -> dict[str, torch.Tensor]:
+    """Every random draw of ``rollouts`` dream rollouts of ``steps`` steps, from one seed: ``start`` (R,)
+    indices into ``starts``, ``u`` (T, R, Z) uniforms picking mixture components, ``eps`` (T, R, Z) standard
+    normals for the Gaussians, ``action`` (T, R, 2) standard normals for the steering/throttle noise."""
+    g = torch.Generator().manual_seed(int(seed))
+    return {"start": starts.pick(rollouts, g, race_start),
+            "u": torch.rand(steps, rollouts, z_dim, generator=g),
+            "eps": torch.randn(steps, rollouts, z_dim, generator=g),
+            "action": torch.randn(steps, rollouts, action_dims, generator=g)}
+
+
+def batched_actions(params: torch.Tensor, z: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    """The linear controller for P parameter vectors at once: params (P, 3 (Z+H) + 3), z (P, R, Z), h (P, R, H)
+    → actions (P, R, 3), squashed as :class:`vmc.models.controller.LinearController` does."""
+    p, x = params.shape[0], torch.cat([z, h], -1)
+    w = params[:, :-3].view(p, 3, x.shape[-1])
+    raw = torch.baddbmm(params[:, -3:].unsqueeze(1), x, w.transpose(1, 2))
+    return torch.cat([torch.tanh(raw[..., :1]), torch.sigmoid(raw[..., 1:])], -1)
+
+
+@dataclass
+class DreamResult:
+    """Scores of P candidates x R rollouts."""
+
+    scores: torch.Tensor
+    """(P, R) summed predicted rewards."""
+    steps: torch.Tensor
+    """(P, R) steps before the done head ended the rollout (or ``max_steps``)."""
+    done: torch.Tensor
+    """(P, R) whether the done head ended the rollout."""
+
+
+class DreamEnv:
+    """Batched dream rollouts of linear controllers in a trained MDN-RNN. No I/O."""
+
+    def __init__(self, mdn: MDNRNN, starts: DreamStarts, temperature: float = 1.15, max_steps: int = 500,
+                 action_noise: float = 0.1, done_threshold: float = 0.5, race_start: float = 0.5) -> None:
+        self.mdn, self.starts = mdn.eval(), starts
+        self.temperature, self.max_steps, self.action_noise = temperature, max_steps, action_noise
+        self.done_threshold, self.race_start = done_threshold, race_start
+
+    def noise(self, seed: int, rollouts: int) -> dict[str, torch.Tensor]:
+        """The draws of :meth:`run` for ``rollouts`` rollouts from ``seed`` (see :func:`dream_noise`)."""
+        return dream_noise(seed, rollouts, self.max_steps, self.mdn.config.z_dim, self.race_start, self.starts)
+
+    @torch.no_grad()
+    def run(self, params: np.ndarray | torch.Tensor, noise: dict[str, torch.Tensor]) -> DreamResult:
+        """Dream every candidate of ``params`` (P, n_params) on every rollout of ``noise`` (R rollouts).
+
+        A rollout's score is the sum of the reward head over its steps until the done head's probability
+        passes ``done_threshold`` (that step's reward counts, as a real ``terminated`` step's does)."""
+        params = torch.as_tensor(np.asarray(params), dtype=torch.float32)
+        p, r = params.shape[0], noise["start"].shape[0]
+        idx = noise["start"]
+        z = self.starts.z[idx].expand(p, r, -1).reshape(p * r, -1)
+        state = (self.starts.h[idx].expand(p, r, -1).reshape(1, p * r, -1).contiguous(),
+                 self.starts.c[idx].expand(p, r, -1).reshape(1, p * r, -1).contiguous())
+        alive = torch.ones(p * r, dtype=torch.bool)
+        scores = torch.zeros(p * r)
+        steps = torch.zeros(p * r, dtype=torch.long)
+        done = torch.zeros(p * r, dtype=torch.bool)
+        for t in range(self.max_steps):
+            a = batched_actions(params, z.view(p, r, -1), state[0][0].view(p, r, -1)).reshape(p * r, -1)
+            if self.action_noise > 0:
+                a[:, :2] += self.action_noise * noise["action"][t].repeat(p, 1)
+                a = torch.maximum(torch.minimum(a, a.new_tensor([1.0, 1.0, 1.0])), a.new_tensor([-1.0, 0.0, 0.0]))
+            heads, state = self.mdn.step(z, a, state)
+            scores += torch.where(alive, heads["reward"], torch.zeros_like(scores))
+            steps += alive.long()
+            ends = alive & (torch.sigmoid(heads["done_logit"]) > self.done_threshold)
+            done |= ends
+            alive &= ~ends
+            if not alive.any():
+                break
+            z = MDNRNN.sample_with(heads, self.temperature, noise["u"][t].repeat(p, 1), noise["eps"][t].repeat(p, 1))
+        return DreamResult(scores.view(p, r), steps.view(p, r), done.view(p, r))
+
+
+def load_dream(mdn_path: Path, latents: Path, temperature: float, max_steps: int, action_noise: float,
+               split: str = "train", every: int = 10, race_start: float = 0.5) -> DreamEnv:
+    """A dream env over a checkpointed MDN-RNN, started from a latent file's states."""
+    from vmc.train_mdn import load_mdn
+
+    mdn = load_mdn(Path(mdn_path))
+    return DreamEnv(mdn, DreamStarts.from_latents(Path(latents), mdn, split, every), temperature, max_steps, action_noise,
+                    race_start=race_start)
