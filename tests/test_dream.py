@@ -138,3 +138,25 @@ def test_dream_evolve_resumes_exactly(tmp_path: Path):
     assert [r["best"] for r in rows2] == [r["best"] for r in rows]
     assert resumed["best_fitness"] == straight["best_fitness"]
     assert (tmp_path / "ctrl2" / "best.pt").is_file() and (tmp_path / "ctrl2" / "log.csv").is_file()
+
+
+def test_controller_policy_explores_around_the_controller(tmp_path: Path):
+    from vmc.policies import make_policy
+
+    cfg = tiny_checkpoints(tmp_path)
+    params = np.random.default_rng(0).normal(0, 0.1, (Z + H) * 3 + 3)
+    evolve.save_best(tmp_path, cfg, params, 0.0, 0, Z, H)
+    frames = np.random.default_rng(1).integers(0, 255, (30, 64, 64, 3), dtype=np.uint8)
+
+    def drive(seed: int, noise: float) -> np.ndarray:
+        pol = make_policy("controller", str(tmp_path / "best.pt"), noise)
+        pol.reset(None, seed)
+        return np.stack([pol.act(f, {}) for f in frames])
+
+    a = drive(3, 0.1)
+    assert a.shape == (30, 3) and a[:, 0].min() >= -1 and a[:, 1:].min() >= 0 and a[:, 1:].max() <= 1
+    np.testing.assert_array_equal(a, drive(3, 0.1))
+    assert not np.array_equal(a, drive(4, 0.1))
+    clean = drive(3, 0.0)
+    assert 0 < np.abs(a[:, :2] - clean[:, :2]).mean() < 0.2  # noise around the controller's own actions
+    assert a[0, 2] == clean[0, 2]  # brake is not noised (later it differs: h follows the noisy actions taken)

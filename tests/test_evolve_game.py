@@ -36,24 +36,26 @@ def world(tmp_path_factory) -> Path:
 def cli(world: Path, out: Path, generations: int, *extra: str) -> list[str]:
     return [sys.executable, "-m", "vmc.evolve", "--vae", str(world / "vae.pt"), "--mdn", str(world / "mdn.pt"),
             "--latents", str(world / "latents.h5"), "--out", str(out), "--workers", "2", "--popsize", "4",
-            "--rollouts", "1", "--max-steps", "15", "--eval-every", "2", "--eval-rollouts", "1",
+            "--rollouts", "1", "--max-steps", "15", "--eval-every", "2", "--eval-rollouts", "1", "--dagger-rounds", "2",
+            "--dagger-episodes", "2",
             "--generations", str(generations), *extra]
 
 
 def test_two_generations_write_logs_and_best(world: Path, tmp_path: Path):
     cfg = evolve.EvolveConfig(vae=str(world / "vae.pt"), mdn=str(world / "mdn.pt"), latents=str(world / "latents.h5"),
                               out=str(tmp_path / "c"), workers=2, popsize=4, rollouts=2, generations=2, max_steps=15,
-                              eval_every=2, eval_rollouts=2)
+                              eval_every=2, eval_rollouts=2, dagger_rounds=2, dagger_episodes=2)
     summary = evolve.evolve(cfg, progress=False)
     ck = load_checkpoint(tmp_path / "c" / "evolve.pt", "evolve")
     assert [h["generation"] for h in ck["history"]] == [1, 2] and ck["generation"] == 2
     assert len(ck["best_params"]) == (8 + 16) * 3 + 3
-    assert summary["evals"] and summary["evals"][0]["generation"] == 2
+    # DAgger's starting point is evaluated before generation 1, then the best/mean at generation 2
+    assert [e["generation"] for e in summary["evals"]] == [0, 2] and summary["evals"][0]["which"] == "initial"
     rows = (tmp_path / "c" / "log.csv").read_text().strip().splitlines()
     assert rows[0].startswith("generation,best,mean,worst") and len(rows) == 3
     assert (tmp_path / "c" / "curve.png").is_file() and (tmp_path / "c" / "best.pt").is_file()
     assert load_checkpoint(tmp_path / "c" / "best.pt", "controller")["fitness"] == pytest.approx(ck["best_eval"])
-    assert summary["evals"][0]["which"] in ("best", "mean")
+    assert summary["evals"][1]["which"] in ("best", "mean")
 
 
 def test_kill_and_resume_continues_exactly(world: Path, tmp_path: Path):
@@ -63,7 +65,7 @@ def test_kill_and_resume_continues_exactly(world: Path, tmp_path: Path):
                             start_new_session=True)
     state = tmp_path / "killed" / "evolve.pt"
     t0 = time.time()
-    while not state.exists() and time.time() - t0 < 300:
+    while time.time() - t0 < 300 and not (state.exists() and load_checkpoint(state, "evolve")["generation"] >= 1):
         time.sleep(0.2)
     os.killpg(proc.pid, signal.SIGKILL)  # the parent and its workers, mid-generation
     proc.wait()
@@ -86,7 +88,7 @@ def test_play_renders_a_watchable_lap(world: Path, tmp_path: Path):
 
     cfg = evolve.EvolveConfig(vae=str(world / "vae.pt"), mdn=str(world / "mdn.pt"), latents=str(world / "latents.h5"),
                               out=str(tmp_path / "c"), workers=1, popsize=4, rollouts=1, generations=1, max_steps=25,
-                              eval_every=0)
+                              eval_every=0, init="fit")
     evolve.evolve(cfg, progress=False)
     summary = play(tmp_path / "c" / "best.pt", tmp_path / "lap.mp4")
     frames = imageio.mimread(tmp_path / "lap.mp4")
@@ -132,3 +134,24 @@ def test_vae_and_mdn_losses_fall_on_real_frames(world: Path):
         opt.step()
         nll.append(terms["loss"].item())
     assert nll[-1] < nll[0] - 0.5
+
+
+def test_iterative_procedure_runs_two_rounds_and_leaves_the_base_data_alone(world: Path, tmp_path: Path):
+    from vmc.data import RolloutDataset
+    from vmc.iterate import IterateConfig, iterate
+
+    before = sorted(p.name for p in (world / "data").glob("shard-*.h5"))
+    cfg = IterateConfig(rounds=2, data=str(world / "data"), vae=str(world / "vae.pt"), mdn=str(world / "mdn.pt"),
+                        latents=str(world / "latents.h5"), out=str(tmp_path / "it"), workers=2, episodes=2,
+                        episode_steps=20, mdn_epochs=1, mdn_steps=3, mdn_seq_len=8, popsize=4, rollouts=2, generations=1,
+                        dream_steps=10, eval_seeds=1, max_steps=15)
+    rows = iterate(cfg)
+    assert [r["round"] for r in rows] == [1, 2] and rows[1]["episodes"] == 4 + 2
+    for r in rows:  # a dream score and a real score side by side
+        assert np.isfinite(r["dream"]) and np.isfinite(r["real"])
+    with RolloutDataset(tmp_path / "it" / "data", "all") as ds:
+        assert sorted(e.policy for e in ds.episodes).count("controller") == 2
+    assert sorted(p.name for p in (world / "data").glob("shard-*.h5")) == before
+    assert (tmp_path / "it" / "round-2" / "mdn.pt").is_file() and (tmp_path / "it" / "rounds.csv").is_file()
+    again = iterate(cfg)  # everything on disk: nothing is redone, the same rows come back
+    assert [r["real"] for r in again] == [r["real"] for r in rows]

@@ -111,3 +111,23 @@ def test_checkpoint_round_trip_and_errors(tmp_path: Path):
         load_checkpoint(bad, "vae")
     with pytest.raises(CheckpointError, match="missing.pt"):
         load_checkpoint(tmp_path / "missing.pt", "vae")
+
+
+def test_ridge_fit_recovers_a_linear_controller_from_its_actions():
+    from vmc.evolve import ridge_fit
+    from vmc.models.controller import LinearController
+
+    torch.manual_seed(0)
+    truth = LinearController(6, 10)
+    with torch.no_grad():
+        truth.linear.weight.mul_(0.5)
+    x = torch.randn(2000, 16)
+    with torch.no_grad():
+        actions = truth(x[:, :6], x[:, 6:]).numpy()
+    fitted = LinearController(6, 10)
+    fitted.set_flat(ridge_fit(x.numpy(), actions, ridge=1e-6))
+    with torch.no_grad():  # equal where nothing was clipped away by the saturation guard
+        ok = (np.abs(actions[:, 0]) < 0.95) & (actions[:, 1:] > 0.05).all(1) & (actions[:, 1:] < 0.95).all(1)
+        got = fitted(x[:, :6], x[:, 6:]).numpy()
+    assert ok.mean() > 0.5
+    np.testing.assert_allclose(got[ok], actions[ok], atol=0.05)

@@ -21,7 +21,7 @@ def rollout(name: str, seed: int, steps: int = 200) -> np.ndarray:
     return np.stack([p.act(None, info) for _ in range(steps)])
 
 
-@pytest.mark.parametrize("name", [p for p in POLICIES if p != "ai"])
+@pytest.mark.parametrize("name", [p for p in POLICIES if p not in ("ai", "controller")])
 def test_actions_in_range_and_seeded(name):
     a = rollout(name, seed=5)
     assert a.shape == (200, 3) and a.dtype == np.float32
@@ -52,3 +52,5 @@ def test_mix_switches_between_driving_and_random_spells():
 def test_unknown_policy_is_named():
     with pytest.raises(ValueError, match="brownian"):
         make_policy("wander")
+    with pytest.raises(ValueError, match="checkpoint"):
+        make_policy("controller")

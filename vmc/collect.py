@@ -48,7 +48,11 @@ class CollectConfig:
     workers: int = max(1, os.cpu_count() or 1)
     """Game processes at once (default: the number of cores)."""
     policy: str = "mix"
-    """Driving policy: mix (default), brownian, centreline or ai."""
+    """Driving policy: mix (default), brownian, centreline, ai or controller."""
+    controller: str = ""
+    """Controller checkpoint of the ``controller`` policy."""
+    controller_noise: float = 0.1
+    """Exploration noise (std on steering and throttle) of the ``controller`` policy."""
     seed: int = 0
     """Episode i is driven with seed ``seed + i``."""
     max_steps: int = 1000
@@ -67,9 +71,9 @@ def env_config_for(cfg: CollectConfig, track: str) -> EnvConfig:
                      controller="ai" if cfg.policy == "ai" else "player")
 
 
-def record_episode(env, policy_name: str, seed: int, index: int) -> Episode:
+def record_episode(env, policy_name: str, seed: int, index: int, controller: str = "", noise: float = 0.1) -> Episode:
     """Drive one episode and return it in memory."""
-    policy = make_policy(policy_name)
+    policy = make_policy(policy_name, controller, noise)
     obs, info = env.reset(seed=seed)
     policy.reset(env.track, seed)
     frames, actions, rewards, terms, truncs = [obs], [], [], [], []
@@ -110,7 +114,7 @@ def _setup_collector(cfg: CollectConfig, shard_prefix: str, log_queue):
         nonlocal env
         index, track, seed = task
         env = env_for(env, env_config_for(cfg, track))
-        episode = record_episode(env, cfg.policy, seed, index)
+        episode = record_episode(env, cfg.policy, seed, index, cfg.controller, cfg.controller_noise)
         write_episode(shard, episode)
         log.debug("wrote episode %d (%s, %d steps, score %.1f) to %s", index, track, episode.length,
                   episode.attrs["score"], shard.name)
@@ -236,7 +240,11 @@ def parse_args(argv: Optional[list[str]] = None) -> CollectConfig:
     p.add_argument("--out", default=d.out, help="collection folder (shards + manifest.json)")
     p.add_argument("--policy", choices=POLICIES, default=d.policy,
                    help="mix: noisy centre-line driving with random spells; brownian: correlated random; "
-                        "centreline: noisy centre-line follower; ai: the game's AI")
+                        "centreline: noisy centre-line follower; ai: the game's AI; controller: a trained "
+                        "controller (--controller) with exploration noise")
+    p.add_argument("--controller", default=d.controller, help="controller checkpoint of --policy controller")
+    p.add_argument("--controller-noise", type=float, default=d.controller_noise,
+                   help="exploration noise of --policy controller")
     p.add_argument("--seed", type=int, default=d.seed, help="episode i uses seed SEED+i")
     p.add_argument("--max-steps", type=int, default=d.max_steps, help="steps before an episode is truncated")
     p.add_argument("--renderer", default=d.renderer, help="llvmpipe, softpipe or system")
@@ -247,6 +255,8 @@ def parse_args(argv: Optional[list[str]] = None) -> CollectConfig:
     cfg = CollectConfig(**vars(a))
     if cfg.episodes < 1 or cfg.workers < 1:
         p.error("--episodes and --workers must be at least 1")
+    if cfg.policy == "controller" and not Path(cfg.controller).is_file():
+        p.error(f"--policy controller needs --controller CHECKPOINT (got {cfg.controller!r}: no such file)")
     return cfg
 
 

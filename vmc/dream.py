@@ -162,3 +162,90 @@ def load_dream(mdn_path: Path, latents: Path, temperature: float, max_steps: int
     mdn = load_mdn(Path(mdn_path))
     return DreamEnv(mdn, DreamStarts.from_latents(Path(latents), mdn, split, every), temperature, max_steps, action_noise,
                     race_start=race_start)
+
+
+@torch.no_grad()
+def dream_rollout(mdn: MDNRNN, params: np.ndarray, z0: torch.Tensor, steps: int, temperature: float,
+                  seed: int = 0) -> dict[str, torch.Tensor]:
+    """One dream from latent ``z0`` (Z,) with a zero LSTM state (a race start), no action noise: ``z`` (T+1, Z)
+    latents (decode them to see the dream), ``reward`` (T,) and ``done`` (T,) probabilities of the heads."""
+    g = torch.Generator().manual_seed(seed)
+    p = torch.as_tensor(np.asarray(params), dtype=torch.float32)[None]
+    z, state = z0.view(1, -1), mdn.initial_state(1)
+    zs, rewards, dones = [z[0]], [], []
+    for _ in range(steps):
+        a = batched_actions(p, z[None], state[0][0][None])[0]
+        heads, state = mdn.step(z, a, state)
+        rewards.append(heads["reward"][0])
+        dones.append(torch.sigmoid(heads["done_logit"][0]))
+        z = MDNRNN.sample(heads, temperature, generator=g)
+        zs.append(z[0])
+    return {"z": torch.stack(zs), "reward": torch.stack(rewards), "done": torch.stack(dones)}
+
+
+def dream_vs_real_video(controller: Path, out: Path, temperature: float = 1.15, steps: int = 0, seed: int = 0,
+                        renderer: str = "llvmpipe") -> dict:
+    """The controller's real race (left) beside its dream from the same first frame (right), both 64x64 blown
+    up 4x, with each side's running score. Returns both scores; writes ``out`` (mp4)."""
+    from dataclasses import asdict
+
+    from vmc.env import EnvConfig
+    from vmc.models.vae import ConvVAE
+    from vmc.play import _setup_camera, _setup_driver, overlay
+    from vmc.pool import GamePool
+    from vmc.train_mdn import load_mdn
+    from vmc.train_vae import load_vae
+    from vmc.training import load_checkpoint
+    from vmc.video import write_video
+
+    ck = load_checkpoint(Path(controller), "controller")
+    base = asdict(EnvConfig(track=ck["track"], renderer=renderer, max_steps=steps or ck["max_steps"]))
+    with GamePool(1, _setup_driver, (str(controller), base), name="vmc-dream-real") as pool:
+        (drive,) = pool.map([None])
+    with GamePool(1, _setup_camera, ({**base, "max_steps": len(drive["actions"])},), name="vmc-dream-camera") as pool:
+        (film,) = pool.map([drive["actions"]])
+    real = film["frames"]
+    vae, mdn = load_vae(Path(ck["vae"])), load_mdn(Path(ck["mdn"]))
+    with torch.no_grad():
+        z0 = vae.encode(ConvVAE.to_input(torch.from_numpy(np.ascontiguousarray(real[0]))[None]))[0][0]
+        d = dream_rollout(mdn, ck["params"], z0, len(real) - 1, temperature, seed)
+        dream = ConvVAE.to_frames(vae.decode(d["z"])).numpy()
+    dream_score = torch.cat([torch.zeros(1), d["reward"].cumsum(0)]).numpy()
+    frames = []
+    for t in range(len(real)):
+        left = np.repeat(np.repeat(real[t], 4, 0), 4, 1)
+        right = np.repeat(np.repeat(dream[t], 4, 0), 4, 1)
+        score = film["infos"][t]["score"] if t else 0.0
+        frames.append(np.concatenate([overlay(left, f"real  {score:6.1f}"),
+                                      overlay(right, f"dream {dream_score[t]:6.1f}  tau {temperature:.2f}")], axis=1))
+    write_video(out, frames, fps=10)
+    return {"real_score": float(drive["score"]), "dream_score": float(dream_score[-1]), "steps": len(real) - 1,
+            "video": str(out)}
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """``python -m vmc.dream``: the dream-vs-real video of a controller."""
+    import argparse
+    import logging
+    import sys
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    p = argparse.ArgumentParser(prog="python -m vmc.dream", description="A controller's real race beside its dream",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--controller", default="checkpoints/controller/best.pt")
+    p.add_argument("--out", default="dream_vs_real.mp4")
+    p.add_argument("--temperature", type=float, default=1.15)
+    p.add_argument("--steps", type=int, default=0, help="race steps (0: the controller's max_steps)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the dream's sampling")
+    a = p.parse_args(argv)
+    try:
+        r = dream_vs_real_video(Path(a.controller), Path(a.out), a.temperature, a.steps, a.seed)
+    except CheckpointError as err:
+        print(f"vmc.dream: error: {err}", file=sys.stderr)
+        return 1
+    print(f"wrote {r['video']}: real score {r['real_score']:.1f}, dream score {r['dream_score']:.1f} over {r['steps']} steps")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -56,7 +56,7 @@ class EvolveConfig:
     """Initial CMA-ES step size."""
     init: str = "dagger"
     """Initial mean: ``dagger`` (imitate the centre-line driver with DAgger in the real game), ``fit`` (least
-    squares of the recorded actions on [z, h]) or ``zeros``."""
+    squares of the recorded actions on [z, h]), ``zeros``, or a controller checkpoint (``best.pt``) to go on from."""
     dagger_rounds: int = 6
     """DAgger rounds for ``init='dagger'`` (round 0: the centre-line driver drives; then the controller does)."""
     dagger_episodes: int = 4
@@ -209,6 +209,11 @@ def initial_mean(cfg: EvolveConfig, pool, n_params: int) -> np.ndarray:
     """CMA-ES's starting mean for ``cfg.init`` (see :class:`EvolveConfig`)."""
     if cfg.init == "zeros":
         return np.zeros(n_params)
+    if cfg.init not in ("fit", "dagger"):
+        params = np.asarray(load_checkpoint(Path(cfg.init), "controller")["params"], np.float64)
+        if params.shape != (n_params,):
+            raise CheckpointError(f"{cfg.init}: {params.shape[0]} controller parameters, these models need {n_params}")
+        return params
     x0 = fit_initial_mean(Path(cfg.latents), Path(cfg.mdn))
     return dagger_initial_mean(pool, cfg, x0) if cfg.init == "dagger" else x0
 
@@ -446,8 +451,8 @@ def parse_args(argv: Optional[list[str]] = None) -> tuple[EvolveConfig, argparse
     p.add_argument("--force", action="store_true", help="start over even if <out>/evolve.pt exists")
     a = p.parse_args(argv)
     cfg = EvolveConfig(**{k: v for k, v in vars(a).items() if k not in ("resume", "force")})
-    if cfg.init not in ("dagger", "fit", "zeros"):
-        p.error("--init must be dagger, fit or zeros")
+    if cfg.init not in ("dagger", "fit", "zeros") and not Path(cfg.init).is_file():
+        p.error(f"--init must be dagger, fit, zeros or a controller checkpoint (no such file: {cfg.init})")
     return cfg, a
 
 

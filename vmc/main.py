@@ -7,7 +7,8 @@ interrupted job continues where it stopped):
 2. collect: ``--episodes`` rollouts (mix policy, all cores) into ``data/<track>``;
 3. train_vae: ConvVAE → ``checkpoints/vae.pt`` and ``checkpoints/latents.h5``;
 4. train_mdn: MDN-RNN → ``checkpoints/mdn.pt`` and ``checkpoints/dream.mp4``;
-5. evolve: CMA-ES on real races → ``checkpoints/controller/best.pt``;
+5. evolve: DAgger imitation of the centre-line driver as the starting point, then CMA-ES on real races →
+   ``checkpoints/controller/best.pt``;
 6. play: the best controller's lap → ``best_lap.mp4`` (400x300) and ``best_lap.json``.
 
 The default sizes finish in about 30 minutes on 2 cores; ``--preset debug`` runs every stage on a
@@ -51,13 +52,17 @@ class Preset:
     """CMA-ES generations."""
     race_steps: int
     """Step limit of a scored race."""
+    dagger_rounds: int
+    """DAgger rounds of the controller's starting point."""
+    dagger_episodes: int
+    """Races per DAgger round."""
 
 
 PRESETS = {
     "small": Preset(episodes=40, max_steps=400, vae_epochs=6, mdn_epochs=8, mdn_steps=100, popsize=16, rollouts=1,
-                    generations=30, race_steps=700),
+                    generations=12, race_steps=700, dagger_rounds=6, dagger_episodes=4),
     "debug": Preset(episodes=6, max_steps=60, vae_epochs=1, mdn_epochs=1, mdn_steps=10, popsize=4, rollouts=1,
-                    generations=2, race_steps=60),
+                    generations=2, race_steps=60, dagger_rounds=2, dagger_episodes=2),
 }
 
 
@@ -140,7 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     ev_cfg = evolve.EvolveConfig(vae=str(ck / "vae.pt"), mdn=str(ck / "mdn.pt"), latents=str(latents),
                                  out=str(ck / "controller"), track=args.track, workers=workers, popsize=p.popsize,
                                  rollouts=p.rollouts, generations=p.generations, max_steps=p.race_steps,
-                                 eval_every=max(1, p.generations // 3), eval_rollouts=4)
+                                 eval_every=max(1, p.generations // 3), eval_rollouts=4,
+                                 dagger_rounds=p.dagger_rounds, dagger_episodes=p.dagger_episodes)
     state = ck / "controller" / "evolve.pt"
     summary = evolve.evolve(ev_cfg, resume=state.exists())
     timings["evolve"] = time.perf_counter() - t0

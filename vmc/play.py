@@ -23,20 +23,26 @@ from vmc.training import CheckpointError, load_checkpoint
 log = logging.getLogger("vmc.play")
 
 
+def load_agent(path: Path):
+    """The :class:`vmc.models.controller.WorldModelAgent` of a controller checkpoint (with its VAE and MDN-RNN)."""
+    from vmc.models.controller import LinearController, WorldModelAgent
+    from vmc.train_mdn import load_mdn
+    from vmc.train_vae import load_vae
+
+    ck = load_checkpoint(Path(path), "controller")
+    vae, mdn = load_vae(Path(ck["vae"])), load_mdn(Path(ck["mdn"]))
+    controller = LinearController(ck["z_dim"], ck["h_dim"])
+    controller.set_flat(ck["params"])
+    return WorldModelAgent(vae, mdn, controller)
+
+
 def _setup_driver(ckpt_path: str, env_config: dict):
     """Worker: the controller at 64x64. ``run(seed) -> dict`` with the actions and per-step state."""
     import torch
 
     from vmc.env import EnvConfig, SuperTuxKartEnv
-    from vmc.models.controller import LinearController, WorldModelAgent
-    from vmc.train_mdn import load_mdn
-    from vmc.train_vae import load_vae
 
-    ck = load_checkpoint(Path(ckpt_path), "controller")
-    vae, mdn = load_vae(Path(ck["vae"])), load_mdn(Path(ck["mdn"]))
-    controller = LinearController(ck["z_dim"], ck["h_dim"])
-    controller.set_flat(ck["params"])
-    agent = WorldModelAgent(vae, mdn, controller)
+    agent = load_agent(Path(ckpt_path))
     env = SuperTuxKartEnv(config=EnvConfig(**env_config))
 
     def run(seed: Optional[int]) -> dict:

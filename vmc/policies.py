@@ -9,11 +9,15 @@ leaving the road and coming back.
 * ``centreline``: :class:`vmc.drivers.CentreLineDriver` with correlated noise on steering and throttle.
 * ``mix``: switches between the two within an episode.
 * ``ai``: the game's own AI (the env is built with ``controller='ai'``; actions come from ``info``).
+* ``controller``: a trained controller (``vmc.evolve``'s ``best.pt``) with Gaussian noise on steering and
+  throttle: the data of World Models' iterative procedure (``vmc.iterate``).
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Optional
 
 import numpy as np
@@ -21,7 +25,7 @@ import numpy as np
 from vmc.drivers import CentreLineDriver, GameAIDriver
 from vmc.track import TrackGeometry
 
-POLICIES = ("mix", "brownian", "centreline", "ai")
+POLICIES = ("mix", "brownian", "centreline", "ai", "controller")
 
 
 class OUNoise:
@@ -109,9 +113,46 @@ class AIPolicy(GameAIDriver):
     """The game's AI (env built with ``controller='ai'``); the seed is unused, the AI is deterministic."""
 
 
-def make_policy(name: str):
-    """A fresh policy by name (one of :data:`POLICIES`)."""
-    table = {"mix": MixPolicy, "brownian": BrownianPolicy, "centreline": NoisyCentreLinePolicy, "ai": AIPolicy}
+@functools.lru_cache(maxsize=2)
+def _agent(path: str):
+    from vmc.play import load_agent
+
+    return load_agent(Path(path))
+
+
+@dataclass
+class ControllerPolicy:
+    """A trained controller driving from the frames, with noise on steering and throttle for exploration."""
+
+    path: str = ""
+    """Controller checkpoint (``best.pt``); its VAE and MDN-RNN are loaded once per process."""
+    noise: float = 0.1
+    """Std of the Gaussian noise on steering and throttle."""
+
+    def reset(self, track: Optional[TrackGeometry], seed: int) -> None:
+        self.agent = _agent(self.path)
+        self.agent.reset()
+        self.rng = np.random.default_rng(seed)
+
+    def act(self, obs: np.ndarray, info: dict) -> np.ndarray:
+        import torch
+
+        with torch.no_grad():
+            z, h = self.agent.observe(obs)
+            a = self.agent.controller(z, h)[0].numpy()
+        a[:2] += self.rng.normal(0.0, self.noise, 2)
+        a = np.clip(a, [-1, 0, 0], [1, 1, 1]).astype(np.float32)
+        self.agent.advance(z, a)
+        return a
+
+
+def make_policy(name: str, controller: str = "", noise: float = 0.1):
+    """A fresh policy by name (one of :data:`POLICIES`); ``controller`` and ``noise`` are the checkpoint and
+    exploration noise of the ``controller`` policy."""
+    table = {"mix": MixPolicy, "brownian": BrownianPolicy, "centreline": NoisyCentreLinePolicy, "ai": AIPolicy,
+             "controller": lambda: ControllerPolicy(controller, noise)}
     if name not in table:
         raise ValueError(f"unknown policy {name!r}; choose one of {', '.join(POLICIES)}")
+    if name == "controller" and not controller:
+        raise ValueError("the controller policy needs a controller checkpoint (--controller)")
     return table[name]()

@@ -59,6 +59,8 @@ class TrainMDNConfig:
     """``auto`` (CUDA when present, else CPU), ``cpu``, ``cuda``..."""
     threads: int = 0
     """CPU threads for torch (0: one per core)."""
+    init: str = ""
+    """MDN-RNN checkpoint whose weights a new run starts from (the iterative procedure's previous round)."""
     model: MDNRNNConfig = field(default_factory=MDNRNNConfig)
     """The architecture."""
 
@@ -130,6 +132,9 @@ def train(cfg: TrainMDNConfig, resume: bool = False, force: bool = False, progre
     if start is not None:
         history, epoch0 = restore(start, "mdn", model, opt, device)
         log.info("resuming %s after epoch %d", start, epoch0)
+    elif cfg.init:
+        model.load_state_dict(load_checkpoint(Path(cfg.init), "mdn", map_location=device)["model"])
+        log.info("starting from the weights of %s", cfg.init)
     val_batch = val_set.sample(max(cfg.batch_size, 64), np.random.default_rng(12345), sample_z=False)
     best = min((h["val_loss"] for h in history), default=float("inf"))
     for epoch in range(epoch0 + 1, cfg.epochs + 1):
@@ -212,6 +217,7 @@ def parse_args(argv: Optional[list[str]] = None) -> tuple[TrainMDNConfig, argpar
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--temperature", type=float, default=d.temperature, help="sampling temperature of the dream video")
     p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--init", default=d.init, help="checkpoint whose weights a new run starts from")
     p.add_argument("--device", default=d.device)
     p.add_argument("--threads", type=int, default=d.threads)
     p.add_argument("--hidden", type=int, default=d.model.hidden, help="LSTM units")
@@ -222,7 +228,7 @@ def parse_args(argv: Optional[list[str]] = None) -> tuple[TrainMDNConfig, argpar
     p.add_argument("--no-video", action="store_true", help="skip the dream video")
     a = p.parse_args(argv)
     cfg = TrainMDNConfig(latents=a.latents, vae=a.vae, out=a.out, epochs=a.epochs, steps_per_epoch=a.steps_per_epoch,
-                         seq_len=a.seq_len, batch_size=a.batch_size, lr=a.lr, temperature=a.temperature, seed=a.seed,
+                         seq_len=a.seq_len, batch_size=a.batch_size, lr=a.lr, temperature=a.temperature, seed=a.seed, init=a.init,
                          device=a.device, threads=a.threads,
                          model=MDNRNNConfig(z_dim=a.z_dim, hidden=a.hidden, gaussians=a.gaussians))
     return cfg, a
