@@ -23,12 +23,11 @@ import time
 import numpy as np
 
 
-def _lap(track: str, renderer: str, width: int, anisotropic: int, timeout: float, repeats: int, queue, barrier) -> None:
+def _lap(track: str, renderer: str, width: int, options: dict, timeout: float, repeats: int, queue, barrier) -> None:
     from vmc.drivers import CentreLineDriver
     from vmc.env import SuperTuxKartEnv
 
-    env = SuperTuxKartEnv(track=track, renderer=renderer, width=width, height=width, anisotropic=anisotropic,
-                          max_steps=2000)
+    env = SuperTuxKartEnv(track=track, renderer=renderer, width=width, height=width, max_steps=2000, **options)
     times, ends = [], []
     t_start = time.perf_counter()
     for _ in range(repeats):
@@ -54,11 +53,12 @@ def _lap(track: str, renderer: str, width: int, anisotropic: int, timeout: float
 
 
 def measure(track: str, renderer: str, procs: int, width: int, timeout: float, anisotropic: int = 0,
-            repeats: int = 1) -> dict:
+            repeats: int = 1, max_texture_size: int = 0) -> dict:
     """Run ``procs`` processes at once, each driving ``repeats`` laps; returns the summary row (per lap)."""
     ctx = mp.get_context("spawn")
     queue, barrier = ctx.Queue(), ctx.Barrier(procs)
-    workers = [ctx.Process(target=_lap, args=(track, renderer, width, anisotropic, timeout, repeats, queue, barrier))
+    options = {"anisotropic": anisotropic, "max_texture_size": max_texture_size}
+    workers = [ctx.Process(target=_lap, args=(track, renderer, width, options, timeout, repeats, queue, barrier))
                for _ in range(procs)]
     for w in workers:
         w.start()
@@ -68,7 +68,7 @@ def measure(track: str, renderer: str, procs: int, width: int, timeout: float, a
     times = np.concatenate([r["times"] for r in results])
     lap_walls = [float(np.sum(r["times"])) for r in results]
     return {
-        "track": track, "renderer": renderer, "procs": procs,
+        "track": track, "renderer": renderer, "procs": procs, "tex": max_texture_size or 512,
         "steps": int(len(times) / procs / max(1, results[0]["laps"])),
         "lap_s": float(np.mean(lap_walls)) / max(1, results[0]["laps"]),
         "median_ms": 1e3 * float(np.median(times)), "p99_ms": 1e3 * float(np.percentile(times, 99)),
@@ -85,6 +85,8 @@ def main() -> None:
     parser.add_argument("--anisotropic", type=int, default=0, help="STK anisotropic filtering level")
     parser.add_argument("--repeats", type=int, default=1, help="laps per process (short laps make noisy ratios)")
     parser.add_argument("--renderers", nargs="+", default=["llvmpipe", "softpipe"], help="llvmpipe softpipe system")
+    parser.add_argument("--max-texture-sizes", nargs="+", type=int, default=[0],
+                        help="texture size limits to compare (0: the game's 512)")
     parser.add_argument("--procs", nargs="+", type=int, default=[1, 2], help="processes at once")
     parser.add_argument("--width", type=int, default=64, help="square image size (default 64)")
     parser.add_argument("--lap-timeout", type=float, default=600.0, help="seconds before a lap is cut off")
@@ -92,16 +94,18 @@ def main() -> None:
 
     print(f"# env_speed: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"{args.width}x{args.width}, anisotropic {args.anisotropic}")
-    header = f"| {'track':<18} | {'renderer':<9} | procs | steps | lap s | median ms | p99 ms | max ms | steps/s | end |"
+    header = f"| {'track':<18} | {'renderer':<9} | tex | procs | steps | lap s | median ms | p99 ms | max ms | steps/s | end |"
     print(header)
     print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
     for track in args.tracks:
         rows = [measure(track, "none", 1, args.width, args.lap_timeout, repeats=args.repeats)]
         for renderer in args.renderers:
-            for procs in args.procs:
-                rows.append(measure(track, renderer, procs, args.width, args.lap_timeout, args.anisotropic, args.repeats))
+            for tex in args.max_texture_sizes:
+                for procs in args.procs:
+                    rows.append(measure(track, renderer, procs, args.width, args.lap_timeout, args.anisotropic, args.repeats,
+                                        tex))
         for r in rows:
-            print(f"| {r['track']:<18} | {r['renderer']:<9} | {r['procs']:5d} | {r['steps']:5d} | {r['lap_s']:5.1f} "
+            print(f"| {r['track']:<18} | {r['renderer']:<9} | {r['tex']:3d} | {r['procs']:5d} | {r['steps']:5d} | {r['lap_s']:5.1f} "
                   f"| {r['median_ms']:9.1f} | {r['p99_ms']:6.1f} | {r['max_ms']:6.0f} | {r['steps_per_s']:7.1f} | {r['end']} |",
                   flush=True)
 

@@ -9,6 +9,9 @@
   (22.x) samples anisotropically in a JIT-compiled loop whose count comes from the texture-coordinate
   derivatives; on triangles seen edge-on or very close those are infinite, the count overflows, and one
   frame takes seconds to minutes (measured: up to 96 s). With the level at 0 the stalls are gone.
+* STK's maximum texture size (``UserConfigParams::m_max_texture_size``, default 512): textures are
+  scaled down to it when loaded. 64x64 frames sample small mipmap levels anyway; smaller textures
+  mean less memory traffic for the CPU rasteriser.
 
 Where a pystk2 build does not export these symbols, the setters do nothing and say so.
 """
@@ -24,6 +27,7 @@ log = logging.getLogger(__name__)
 _SPEED = "_ZN3irr2os5Timer17VirtualTimerSpeedE"  # irr::os::Timer::VirtualTimerSpeed (f32)
 _LAST_TIME = "_ZN3irr2os5Timer15LastVirtualTimeE"  # irr::os::Timer::LastVirtualTime (ms)
 _ANISOTROPIC = "_ZN16UserConfigParams13m_anisotropicE"  # UserConfigParams::m_anisotropic
+_MAX_TEXTURE_SIZE = "_ZN16UserConfigParams18m_max_texture_sizeE"  # UserConfigParams::m_max_texture_size
 _INT_PARAM_VALUE_OFFSET = 0x50  # IntUserConfigParam::m_value (its constructor stores the value there)
 
 
@@ -34,19 +38,39 @@ def _library(pystk2_module: Any) -> Optional[ctypes.CDLL]:
         return None
 
 
-def set_anisotropic(pystk2_module: Any, level: int) -> bool:
-    """Set STK's anisotropic filtering level (0 = off); call before ``pystk2.init``. True if set."""
+def _int_param(pystk2_module: Any, symbol: str, name: str) -> Optional[ctypes.c_int32]:
+    """The value of an ``IntUserConfigParam`` exported as ``symbol``, or None (and a warning)."""
     lib = _library(pystk2_module)
     try:
-        param = ctypes.addressof(ctypes.c_char.in_dll(lib, _ANISOTROPIC))
+        param = ctypes.addressof(ctypes.c_char.in_dll(lib, symbol))
     except (ValueError, TypeError):
-        log.warning("this pystk2 build hides the anisotropic filtering setting; leaving it at the game's default")
+        log.warning("this pystk2 build hides the %s setting; leaving it at the game's default", name)
+        return None
+    return ctypes.c_int32.from_address(param + _INT_PARAM_VALUE_OFFSET)
+
+
+def set_anisotropic(pystk2_module: Any, level: int) -> bool:
+    """Set STK's anisotropic filtering level (0 = off); call before ``pystk2.init``. True if set."""
+    value = _int_param(pystk2_module, _ANISOTROPIC, "anisotropic filtering")
+    if value is None:
         return False
-    value = ctypes.c_int32.from_address(param + _INT_PARAM_VALUE_OFFSET)
     if value.value not in (0, 1, 2, 4, 8, 16):  # not the layout we know: touch nothing
         log.warning("unexpected anisotropic filtering value %d; leaving it alone", value.value)
         return False
     value.value = int(level)
+    return True
+
+
+def set_max_texture_size(pystk2_module: Any, size: int) -> bool:
+    """Set the size (pixels) textures are scaled down to when loaded (STK's default 512 with HD textures
+    off, which pystk2's presets leave off); call before ``pystk2.init``. True if set."""
+    value = _int_param(pystk2_module, _MAX_TEXTURE_SIZE, "maximum texture size")
+    if value is None:
+        return False
+    if value.value not in (64, 128, 256, 512, 1024, 2048, 4096):  # not the layout we know: touch nothing
+        log.warning("unexpected maximum texture size %d; leaving it alone", value.value)
+        return False
+    value.value = int(size)
     return True
 
 

@@ -51,6 +51,8 @@ class EnvConfig:
     to minutes on some frames with it on (see ``vmc.engine``)."""
     render_threads: int = 0
     """llvmpipe rasteriser threads; 0 renders in the game's thread (one core per env process)."""
+    max_texture_size: int = 0
+    """Textures are scaled down to this size (pixels) when the track loads; 0 keeps the game's 512."""
     graphics: str = "ld"
     """pystk2 graphics preset: ``ld``, ``sd`` or ``hd``."""
     controller: str = "player"
@@ -86,7 +88,8 @@ class EnvConfig:
 
     def graphics_spec(self) -> game.GraphicsSpec:
         """The process-wide graphics set-up this config needs."""
-        return game.GraphicsSpec(self.renderer, self.width, self.height, self.graphics, self.anisotropic, self.render_threads)
+        return game.GraphicsSpec(self.renderer, self.width, self.height, self.graphics, self.anisotropic, self.render_threads,
+                                 self.max_texture_size)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "EnvConfig":

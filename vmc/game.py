@@ -41,6 +41,8 @@ class GraphicsSpec:
     threads: int = 0
     """llvmpipe rasteriser threads (``LP_NUM_THREADS``); 0 renders in the game's own thread, one core
     per process, which is what parallel workers want."""
+    max_texture_size: int = 0
+    """Textures are scaled down to this size when loaded (0: the game's default, 512)."""
 
     def __post_init__(self) -> None:
         if self.renderer not in RENDERERS:
@@ -51,6 +53,8 @@ class GraphicsSpec:
             raise ValueError(f"resolution {self.width}x{self.height} out of range 8..4096")
         if self.anisotropic not in (0, 2, 4, 8, 16):
             raise ValueError(f"anisotropic must be 0, 2, 4, 8 or 16, got {self.anisotropic}")
+        if self.max_texture_size not in (0, 64, 128, 256, 512, 1024, 2048, 4096):
+            raise ValueError(f"max_texture_size must be 0 (default) or a power of two 64..4096, got {self.max_texture_size}")
         if self.threads < 0:
             raise ValueError(f"threads must be >= 0, got {self.threads}")
 
@@ -92,9 +96,11 @@ def init_game(spec: GraphicsSpec) -> Any:
     _configure_renderer(spec)
     import pystk2
 
-    from vmc.engine import set_anisotropic
+    from vmc.engine import set_anisotropic, set_max_texture_size
 
     set_anisotropic(pystk2, spec.anisotropic)
+    if spec.max_texture_size:
+        set_max_texture_size(pystk2, spec.max_texture_size)
 
     if spec.renderer == "none":
         cfg = pystk2.GraphicsConfig.none()
