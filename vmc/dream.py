@@ -112,8 +112,10 @@ class DreamEnv:
     """Batched dream rollouts of linear controllers in a trained MDN-RNN. No I/O."""
 
     def __init__(self, mdn: MDNRNN, starts: DreamStarts, temperature: float = 1.15, max_steps: int = 500,
-                 action_noise: float = 0.1, done_threshold: float = 0.5, race_start: float = 0.5) -> None:
-        self.mdn, self.starts = mdn.eval(), starts
+                 action_noise: float = 0.1, done_threshold: float = 0.5, race_start: float = 0.5,
+                 device: torch.device | str = "cpu") -> None:
+        self.device = torch.device(device)
+        self.mdn, self.starts = mdn.eval().to(self.device), starts
         self.temperature, self.max_steps, self.action_noise = temperature, max_steps, action_noise
         self.done_threshold, self.race_start = done_threshold, race_start
 
@@ -127,21 +129,24 @@ class DreamEnv:
 
         A rollout's score is the sum of the reward head over its steps until the done head's probability
         passes ``done_threshold`` (that step's reward counts, as a real ``terminated`` step's does)."""
-        params = torch.as_tensor(np.asarray(params), dtype=torch.float32)
+        dev = self.device
+        params = torch.as_tensor(np.asarray(params), dtype=torch.float32).to(dev)
         p, r = params.shape[0], noise["start"].shape[0]
         idx = noise["start"]
-        z = self.starts.z[idx].expand(p, r, -1).reshape(p * r, -1)
-        state = (self.starts.h[idx].expand(p, r, -1).reshape(1, p * r, -1).contiguous(),
-                 self.starts.c[idx].expand(p, r, -1).reshape(1, p * r, -1).contiguous())
-        alive = torch.ones(p * r, dtype=torch.bool)
-        scores = torch.zeros(p * r)
-        steps = torch.zeros(p * r, dtype=torch.long)
-        done = torch.zeros(p * r, dtype=torch.bool)
+        z = self.starts.z[idx].to(dev).expand(p, r, -1).reshape(p * r, -1)
+        state = (self.starts.h[idx].to(dev).expand(p, r, -1).reshape(1, p * r, -1).contiguous(),
+                 self.starts.c[idx].to(dev).expand(p, r, -1).reshape(1, p * r, -1).contiguous())
+        u, eps, act = (noise[k].to(dev) for k in ("u", "eps", "action"))  # drawn on the CPU: the same on any device
+        low, high = torch.tensor([-1.0, 0.0, 0.0], device=dev), torch.tensor([1.0, 1.0, 1.0], device=dev)
+        alive = torch.ones(p * r, dtype=torch.bool, device=dev)
+        scores = torch.zeros(p * r, device=dev)
+        steps = torch.zeros(p * r, dtype=torch.long, device=dev)
+        done = torch.zeros(p * r, dtype=torch.bool, device=dev)
         for t in range(self.max_steps):
             a = batched_actions(params, z.view(p, r, -1), state[0][0].view(p, r, -1)).reshape(p * r, -1)
             if self.action_noise > 0:
-                a[:, :2] += self.action_noise * noise["action"][t].repeat(p, 1)
-                a = torch.maximum(torch.minimum(a, a.new_tensor([1.0, 1.0, 1.0])), a.new_tensor([-1.0, 0.0, 0.0]))
+                a[:, :2] += self.action_noise * act[t].repeat(p, 1)
+                a = torch.maximum(torch.minimum(a, high), low)
             heads, state = self.mdn.step(z, a, state)
             scores += torch.where(alive, heads["reward"], torch.zeros_like(scores))
             steps += alive.long()
@@ -150,18 +155,21 @@ class DreamEnv:
             alive &= ~ends
             if not alive.any():
                 break
-            z = MDNRNN.sample_with(heads, self.temperature, noise["u"][t].repeat(p, 1), noise["eps"][t].repeat(p, 1))
+            z = MDNRNN.sample_with(heads, self.temperature, u[t].repeat(p, 1), eps[t].repeat(p, 1))
+        scores, steps, done = scores.cpu(), steps.cpu(), done.cpu()
         return DreamResult(scores.view(p, r), steps.view(p, r), done.view(p, r))
 
 
 def load_dream(mdn_path: Path, latents: Path, temperature: float, max_steps: int, action_noise: float,
-               split: str = "train", every: int = 10, race_start: float = 0.5) -> DreamEnv:
-    """A dream env over a checkpointed MDN-RNN, started from a latent file's states."""
+               split: str = "train", every: int = 10, race_start: float = 0.5, device: str = "cpu") -> DreamEnv:
+    """A dream env over a checkpointed MDN-RNN, started from a latent file's states; ``device`` as
+    :func:`vmc.training.pick_device` takes it (``auto``: CUDA when present)."""
     from vmc.train_mdn import load_mdn
+    from vmc.training import pick_device
 
     mdn = load_mdn(Path(mdn_path))
     return DreamEnv(mdn, DreamStarts.from_latents(Path(latents), mdn, split, every), temperature, max_steps, action_noise,
-                    race_start=race_start)
+                    race_start=race_start, device=pick_device(device))
 
 
 @torch.no_grad()

@@ -81,6 +81,8 @@ class EvolveConfig:
     """Steps of a dream rollout (the done head may end it earlier)."""
     dream_starts_every: int = 10
     """Dream start states: every episode's first step and every this many steps of the training episodes."""
+    dream_device: str = "auto"
+    """Where the dream's tensors live: ``auto`` (CUDA when present, else CPU threads), ``cpu``, ``cuda``..."""
     race_start: float = 0.5
     """Share of dream rollouts that start at a race start (the rest start anywhere in the recorded episodes)."""
     task_timeout: float = 600.0
@@ -282,9 +284,9 @@ def evolve(cfg: EvolveConfig, resume: bool = False, force: bool = False, progres
 
         use_all_cores(0)  # the dream is tensor work in this process; the game workers idle meanwhile
         dream = load_dream(Path(cfg.mdn), Path(cfg.latents), cfg.temperature, cfg.dream_steps, cfg.action_noise,
-                           every=cfg.dream_starts_every, race_start=cfg.race_start)
-        log.info("dream: %d start states from %s, temperature %.2f, %d steps", len(dream.starts), cfg.latents,
-                 cfg.temperature, cfg.dream_steps)
+                           every=cfg.dream_starts_every, race_start=cfg.race_start, device=cfg.dream_device)
+        log.info("dream: %d start states from %s, temperature %.2f, %d steps, on %s", len(dream.starts), cfg.latents,
+                 cfg.temperature, cfg.dream_steps, dream.device)
     # Real races are needed to score candidates, to evaluate them and for DAgger; a dream run without
     # evaluations from a non-DAgger start never starts a game.
     needs_game = not cfg.dream or cfg.eval_every > 0 or (cfg.init == "dagger" and not resume)
@@ -439,8 +441,8 @@ def parse_args(argv: Optional[list[str]] = None) -> tuple[EvolveConfig, argparse
     d = EvolveConfig()
     p = argparse.ArgumentParser(prog="python -m vmc.evolve", description=__doc__.splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    for f in ("vae", "mdn", "latents", "out", "track", "renderer", "init"):
-        p.add_argument(f"--{f}", default=getattr(d, f))
+    for f in ("vae", "mdn", "latents", "out", "track", "renderer", "init", "dream_device"):
+        p.add_argument(f"--{f.replace('_', '-')}", default=getattr(d, f))
     for f in ("workers", "popsize", "rollouts", "generations", "max_steps", "eval_every", "eval_rollouts", "seed",
               "dagger_rounds", "dagger_episodes", "dream_steps", "dream_starts_every"):
         p.add_argument(f"--{f.replace('_', '-')}", type=int, default=getattr(d, f))
