@@ -89,11 +89,19 @@ def main() -> None:
                         help="texture size limits to compare (0: the game's 512)")
     parser.add_argument("--procs", nargs="+", type=int, default=[1, 2], help="processes at once")
     parser.add_argument("--width", type=int, default=64, help="square image size (default 64)")
+    parser.add_argument("--control-repeats", type=int, default=3,
+                        help="runs of the no-game control (cpu_scaling.py's python loop) printed first; 0 skips it")
     parser.add_argument("--lap-timeout", type=float, default=600.0, help="seconds before a lap is cut off")
     args = parser.parse_args()
 
     print(f"# env_speed: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"{args.width}x{args.width}, anisotropic {args.anisotropic}")
+    if args.control_repeats and 2 in args.procs:
+        from cpu_scaling import ratios  # benchmarks/ is on sys.path when this file runs as a script
+
+        r = ratios("python loop", args.control_repeats)
+        print(f"# control, no game: 2 processes of a pure-Python loop give {np.median(r):.2f}x one "
+              f"(runs: {', '.join(f'{x:.2f}x' for x in r)})")
     header = f"| {'track':<18} | {'renderer':<9} | tex | procs | steps | lap s | median ms | p99 ms | max ms | steps/s | end |"
     print(header)
     print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")

@@ -54,6 +54,30 @@ def test_same_seed_same_frames(lighthouse_env):
     np.testing.assert_array_equal(first, second)
 
 
+def test_long_episode_repeats_exactly_after_a_different_one(lighthouse_env):
+    # Found with a controller: lighthouse's rotating beams (visible from about step 60) took their phase
+    # from the renderer's clock at the previous race's end, so frames (and a pixel-driven agent) differed.
+    env = lighthouse_env.unwrapped
+
+    def drive(steps: int, wiggle: float) -> np.ndarray:
+        obs, info = env.reset(seed=0)
+        driver = CentreLineDriver()
+        driver.reset(env.track)
+        out = [obs]
+        for t in range(steps):
+            a = driver.act(obs, info)
+            a[0] = np.clip(a[0] + wiggle * np.sin(t / 5), -1, 1)
+            obs, _, terminated, truncated, info = env.step(a)
+            out.append(obs)
+            if terminated or truncated:
+                break
+        return np.stack(out)
+
+    first = drive(150, 0.0)
+    drive(37, 0.8)  # another race, of another length, in between
+    np.testing.assert_array_equal(drive(150, 0.0), first)
+
+
 def test_stuck_and_step_limit_end_episodes():
     env = SuperTuxKartEnv(track="lighthouse", stuck_steps=15)
     try:

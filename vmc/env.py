@@ -170,6 +170,9 @@ class SuperTuxKartEnv(gym.Env):
         if self.config.kart:
             player.kart = self.config.kart
         _LIBC.srand(0)  # the scene draws from C rand() while loading (wind): same draws every race
+        # Scene animators take their start time from the renderer's clock when the track loads (the
+        # lighthouse's rotating beams): at the previous race's end time they would start out of phase.
+        self._clock.set_ms(0)
         self._race = pystk2.Race(rc)
         self._race.start()
         track = pystk2.Track()
