@@ -53,11 +53,11 @@ def _lap(track: str, renderer: str, width: int, options: dict, timeout: float, r
 
 
 def measure(track: str, renderer: str, procs: int, width: int, timeout: float, anisotropic: int = 0,
-            repeats: int = 1, max_texture_size: int = 0) -> dict:
+            repeats: int = 1, max_texture_size: int = 0, action_repeat: int = 1) -> dict:
     """Run ``procs`` processes at once, each driving ``repeats`` laps; returns the summary row (per lap)."""
     ctx = mp.get_context("spawn")
     queue, barrier = ctx.Queue(), ctx.Barrier(procs)
-    options = {"anisotropic": anisotropic, "max_texture_size": max_texture_size}
+    options = {"anisotropic": anisotropic, "max_texture_size": max_texture_size, "action_repeat": action_repeat}
     workers = [ctx.Process(target=_lap, args=(track, renderer, width, options, timeout, repeats, queue, barrier))
                for _ in range(procs)]
     for w in workers:
@@ -68,7 +68,7 @@ def measure(track: str, renderer: str, procs: int, width: int, timeout: float, a
     times = np.concatenate([r["times"] for r in results])
     lap_walls = [float(np.sum(r["times"])) for r in results]
     return {
-        "track": track, "renderer": renderer, "procs": procs, "tex": max_texture_size or 512,
+        "track": track, "renderer": renderer, "procs": procs, "tex": max_texture_size or 512, "repeat": action_repeat,
         "steps": int(len(times) / procs / max(1, results[0]["laps"])),
         "lap_s": float(np.mean(lap_walls)) / max(1, results[0]["laps"]),
         "median_ms": 1e3 * float(np.median(times)), "p99_ms": 1e3 * float(np.percentile(times, 99)),
@@ -87,6 +87,8 @@ def main() -> None:
     parser.add_argument("--renderers", nargs="+", default=["llvmpipe", "softpipe"], help="llvmpipe softpipe system")
     parser.add_argument("--max-texture-sizes", nargs="+", type=int, default=[0],
                         help="texture size limits to compare (0: the game's 512)")
+    parser.add_argument("--action-repeats", nargs="+", type=int, default=[1],
+                        help="game steps of 0.1 s per rendered agent step to compare")
     parser.add_argument("--procs", nargs="+", type=int, default=[1, 2], help="processes at once")
     parser.add_argument("--width", type=int, default=64, help="square image size (default 64)")
     parser.add_argument("--control-repeats", type=int, default=3,
@@ -102,18 +104,19 @@ def main() -> None:
         r = ratios("python loop", args.control_repeats)
         print(f"# control, no game: 2 processes of a pure-Python loop give {np.median(r):.2f}x one "
               f"(runs: {', '.join(f'{x:.2f}x' for x in r)})")
-    header = f"| {'track':<18} | {'renderer':<9} | tex | procs | steps | lap s | median ms | p99 ms | max ms | steps/s | end |"
+    header = f"| {'track':<18} | {'renderer':<9} | tex | rep | procs | steps | lap s | median ms | p99 ms | max ms | steps/s | end |"
     print(header)
     print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
     for track in args.tracks:
         rows = [measure(track, "none", 1, args.width, args.lap_timeout, repeats=args.repeats)]
         for renderer in args.renderers:
             for tex in args.max_texture_sizes:
-                for procs in args.procs:
-                    rows.append(measure(track, renderer, procs, args.width, args.lap_timeout, args.anisotropic, args.repeats,
-                                        tex))
+                for rep in args.action_repeats:
+                    for procs in args.procs:
+                        rows.append(measure(track, renderer, procs, args.width, args.lap_timeout, args.anisotropic,
+                                            args.repeats, tex, rep))
         for r in rows:
-            print(f"| {r['track']:<18} | {r['renderer']:<9} | {r['tex']:3d} | {r['procs']:5d} | {r['steps']:5d} | {r['lap_s']:5.1f} "
+            print(f"| {r['track']:<18} | {r['renderer']:<9} | {r['tex']:3d} | {r['repeat']:3d} | {r['procs']:5d} | {r['steps']:5d} | {r['lap_s']:5.1f} "
                   f"| {r['median_ms']:9.1f} | {r['p99_ms']:6.1f} | {r['max_ms']:6.0f} | {r['steps_per_s']:7.1f} | {r['end']} |",
                   flush=True)
 

@@ -254,3 +254,15 @@ def test_smaller_textures_render_the_same_scene(lighthouse_env, tmp_path):
     assert small.shape == obs.shape and small.std() > 20
     diff = np.abs(small.astype(int) - obs).mean()
     assert 0 < diff < 30  # the same view (kart, road, sky), with other texels
+
+
+def test_action_repeat_holds_the_action_for_longer_steps():
+    env = SuperTuxKartEnv(track="lighthouse", action_repeat=3)
+    try:
+        obs, info = env.reset(seed=0)
+        for _ in range(10):
+            obs, reward, terminated, truncated, info = env.step(np.array([0.0, 1.0, 0.0], np.float32))
+        assert info["lap_time"] == pytest.approx(3.0, abs=0.31)  # 10 steps of 0.3 s
+        assert info["steps"] == 10 and info["speed"] > 10 and obs.std() > 20
+    finally:
+        env.close()

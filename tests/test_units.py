@@ -30,7 +30,7 @@ def test_complete_folder_needs_marker_and_art(tmp_path: Path):
 
 @pytest.mark.parametrize("bad", [{"renderer": "vulkan9"}, {"controller": "robot"}, {"graphics": "ultra"},
                                  {"width": 2}, {"max_steps": 0}, {"anisotropic": 3}, {"render_threads": -1},
-                                 {"max_texture_size": 100}])
+                                 {"max_texture_size": 100}, {"action_repeat": 0}])
 def test_env_config_rejects_bad_values(bad):
     with pytest.raises(ValueError):
         EnvConfig(**bad)

@@ -53,6 +53,9 @@ class EnvConfig:
     """llvmpipe rasteriser threads; 0 renders in the game's thread (one core per env process)."""
     max_texture_size: int = 0
     """Textures are scaled down to this size (pixels) when the track loads; 0 keeps the game's 512."""
+    action_repeat: int = 1
+    """Game time per step is 0.1 s x this, with one frame rendered (the one the agent sees): the action is
+    held for the whole step. Step limits and the step cost count agent steps."""
     graphics: str = "ld"
     """pystk2 graphics preset: ``ld``, ``sd`` or ``hd``."""
     controller: str = "player"
@@ -84,6 +87,8 @@ class EnvConfig:
             raise ValueError(f"unknown controller {self.controller!r}; choose one of {', '.join(CONTROLLERS)}")
         if self.max_steps < 1:
             raise ValueError(f"max_steps must be >= 1, got {self.max_steps}")
+        if not 1 <= self.action_repeat <= 10:
+            raise ValueError(f"action_repeat must be 1..10, got {self.action_repeat}")
         self.graphics_spec()  # validates renderer, preset and resolution
 
     def graphics_spec(self) -> game.GraphicsSpec:
@@ -158,7 +163,7 @@ class SuperTuxKartEnv(gym.Env):
         # Two laps in the game, one in the episode: a race the game considers finished cannot be
         # restarted properly, and the episode ends at the first crossing of the line anyway.
         rc.laps = 2
-        rc.step_size = 0.1
+        rc.step_size = 0.1 * self.config.action_repeat  # the game renders once per step, whatever its length
         rc.mode = pystk2.RaceConfig.RaceMode.NORMAL_RACE
         rc.num_cameras = 0 if self.config.renderer == "none" else 1
         rc.overlay = False
@@ -178,7 +183,7 @@ class SuperTuxKartEnv(gym.Env):
         track = pystk2.Track()
         track.update()
         self.track = TrackGeometry.from_pystk(self.config.track, track)
-        self.progress = LapProgress(self.track.length)
+        self.progress = LapProgress(self.track.length, max_gain_m=10.0 * self.config.action_repeat)
         # The game's AI does not drive again after race.restart(); it gets a new race every episode.
         self._needs_new_race = self.config.controller == "ai"
 
@@ -195,7 +200,7 @@ class SuperTuxKartEnv(gym.Env):
 
     def _game_step(self, action: Optional[Any]) -> None:
         self._game_steps += 1
-        self._clock.set_ms(100 * self._game_steps)  # the frame rendered in this step shows game time
+        self._clock.set_ms(100 * self.config.action_repeat * self._game_steps)  # the frame shows game time
         if self.config.controller == "ai":
             self._race.step()
         else:
@@ -241,7 +246,7 @@ class SuperTuxKartEnv(gym.Env):
         return self._obs, info
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
-        """Drive 0.1 s of game time.
+        """Drive 0.1 s of game time (x ``action_repeat``).
 
         ``info`` holds, for analysis only: ``distance`` (m down the track this lap), ``lap_fraction``
         (best progress in [0, 1]), ``lap_time`` (s since the start), ``location`` (3,), ``velocity``
