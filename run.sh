@@ -4,7 +4,9 @@
 #
 #   ./run.sh           the main job on the small built-in default (see `python -m vmc.main --help`)
 #   ./run.sh test      the test suite (what CI runs)
-#   ./run.sh bench     the benchmarks (prints the tables that are in the README)
+#   ./run.sh bench     the benchmarks (prints the tables that are in the README); ./run.sh bench NAME [ARGS]
+#                      runs one of benchmarks/NAME.py (env_speed, cpu_scaling, collect_speed, dream_speed,
+#                      dream_temperatures)
 #   ./run.sh setup     set-up only
 #   ./run.sh py ARGS   python inside the virtualenv, e.g. ./run.sh py -m vmc.collect --help
 set -euo pipefail
@@ -57,7 +59,17 @@ case "$cmd" in
     setup) setup ;;
     main) setup; exec "$VENV/bin/python" -m vmc.main "$@" ;;
     test) setup; exec "$VENV/bin/python" -m pytest "$@" ;;
-    bench) setup; "$VENV/bin/python" benchmarks/env_speed.py "$@" ;;
+    bench)
+        setup
+        if [ $# -gt 0 ]; then  # one benchmark by name, with its own options
+            name="$1"; shift
+            [ -f "benchmarks/$name.py" ] || { say "unknown benchmark '$name': $(cd benchmarks && ls *.py | sed 's/\.py$//' | tr '\n' ' ')"; exit 2; }
+            exec "$VENV/bin/python" "benchmarks/$name.py" "$@"
+        fi
+        "$VENV/bin/python" benchmarks/cpu_scaling.py
+        "$VENV/bin/python" benchmarks/env_speed.py
+        if [ -f checkpoints/mdn.pt ]; then "$VENV/bin/python" benchmarks/dream_speed.py
+        else say "skipping dream_speed: no checkpoints/mdn.pt (run ./run.sh first)"; fi ;;
     py) setup; exec "$VENV/bin/python" "$@" ;;
     *) say "unknown command '$cmd': use main, test, bench, setup or py"; exit 2 ;;
 esac
