@@ -1,4 +1,8 @@
-"""``python -m vmc.evolve``: evolve the linear controller with CMA-ES, every candidate scored by real races.
+"""``python -m vmc.evolve``: evolve the linear controller with CMA-ES, every candidate scored by real races
+(or, with ``--dream``, by the MDN-RNN's dream: ``vmc.dream``).
+
+The starting point (``--init dagger``, the default) imitates the centre-line driver: DAgger rounds in the
+real game, a ridge regression of the driver's actions on the controller's inputs [z, h] after each.
 
 Each worker process (``vmc.pool.GamePool``) loads the VAE and MDN-RNN once, keeps one game running and
 drives races for parameter vectors it is sent: frame → z → action from [z, h] → MDN-RNN step → h. The
@@ -8,7 +12,8 @@ steering and throttle (``--action-noise``); every candidate of a generation gets
 Every generation writes a log line, a row of ``<out>/log.csv`` and ``<out>/evolve.pt`` (the CMA-ES state
 from ``es.pickle_dumps()``, the best parameters so far, the history and the config), so ``--resume``
 continues after Ctrl-C or kill -9 from the last finished generation, and ``<out>/best.pt`` (what
-``vmc.play`` loads). Every ``--eval-every`` generations the best so far is scored on more seeds.
+``vmc.play`` loads). Every ``--eval-every`` generations the best so far and the CMA-ES mean are scored on
+more seeds in the real game (and in the dream when ``--dream``); ``best.pt`` is the best of those.
 """
 
 from __future__ import annotations
@@ -39,7 +44,8 @@ class EvolveConfig:
     mdn: str = "checkpoints/mdn.pt"
     """MDN-RNN checkpoint."""
     latents: str = "checkpoints/latents.h5"
-    """Latent file, for the least-squares initial mean (``init='fit'``)."""
+    """Latent file: the least-squares start (``init='fit'``, also DAgger's round-0 controller) and the dream's
+    start states."""
     out: str = "checkpoints/controller"
     """Output folder (evolve.pt, best.pt, log.csv, curve.png)."""
     track: str = "lighthouse"
