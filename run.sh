@@ -2,7 +2,8 @@
 # vmc's one entry point. Each command first sets up what is missing (quick when nothing is):
 #   Debian packages (the game's art, Xvfb, Mesa), a virtualenv in .venv, the game's asset folder.
 #
-#   ./run.sh           the main job on the small built-in default (see `python -m vmc.main --help`)
+#   ./run.sh [OPTIONS] the main job on the small built-in default (see `python -m vmc.main --help`), e.g.
+#                      ./run.sh --preset debug, ./run.sh --tracks zengarden; `./run.sh main OPTIONS` is the same
 #   ./run.sh test      the test suite (what CI runs)
 #   ./run.sh bench     the benchmarks (prints the tables that are in the README); ./run.sh bench NAME [ARGS]
 #                      runs one of benchmarks/NAME.py (env_speed, cpu_scaling, collect_speed, dream_speed,
@@ -48,13 +49,16 @@ setup_venv() {
 }
 
 setup_assets() {
-    "$VENV/bin/python" -m vmc.assets >/dev/null
+    "$VENV/bin/python" -m vmc.sim.assets >/dev/null
 }
 
 setup() { setup_apt; setup_venv; setup_assets; }
 
 cmd="${1:-main}"
-[ $# -gt 0 ] && shift
+case "$cmd" in
+    -*) cmd=main ;;  # options alone are the main job's: ./run.sh --preset debug
+    *) [ $# -gt 0 ] && shift ;;
+esac
 case "$cmd" in
     setup) setup ;;
     main) setup; exec "$VENV/bin/python" -m vmc.main "$@" ;;
@@ -68,8 +72,8 @@ case "$cmd" in
         fi
         "$VENV/bin/python" benchmarks/cpu_scaling.py
         "$VENV/bin/python" benchmarks/env_speed.py
-        if [ -f checkpoints/mdn.pt ]; then "$VENV/bin/python" benchmarks/dream_speed.py
-        else say "skipping dream_speed: no checkpoints/mdn.pt (run ./run.sh first)"; fi ;;
+        if [ -f runs/lighthouse-small/mdn.pt ]; then "$VENV/bin/python" benchmarks/dream_speed.py
+        else say "skipping dream_speed: no runs/lighthouse-small/mdn.pt (run ./run.sh first)"; fi ;;
     py) setup; exec "$VENV/bin/python" "$@" ;;
     *) say "unknown command '$cmd': use main, test, bench, setup or py"; exit 2 ;;
 esac

@@ -13,6 +13,6 @@ ENV_ID = "vmc/SuperTuxKart-v0"
 
 if ENV_ID not in gymnasium.registry:
     # Truncation is the env's own (EnvConfig.max_steps), so no TimeLimit wrapper is added.
-    gymnasium.register(id=ENV_ID, entry_point="vmc.env:SuperTuxKartEnv", max_episode_steps=None)
+    gymnasium.register(id=ENV_ID, entry_point="vmc.sim.env:SuperTuxKartEnv", max_episode_steps=None)
 
 __all__ = ["ENV_ID", "__version__"]

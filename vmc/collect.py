@@ -10,34 +10,37 @@ Ctrl-C abandons them (an episode is never half-written: see ``vmc.data.write_epi
 
 from __future__ import annotations
 
-import argparse
+import json
 import logging
 import logging.handlers
 import multiprocessing as mp
 import os
 import signal
-import sys
 import threading
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import ClassVar, Optional
 
 import multiprocessing_logging
 import numpy as np
 
 import vmc
-from vmc.data import Episode, ShardError, read_shard_index, shard_paths, write_episode, write_manifest
-from vmc.env import EnvConfig, check_track
+from vmc import cli
+from vmc.cli import Config, check_positive
+from vmc.data import Episode, read_shard_index, shard_paths, write_episode, write_manifest
+from vmc.errors import ShardError
 from vmc.policies import POLICIES, make_policy
 from vmc.pool import GamePool
+from vmc.runs import check_resume
+from vmc.sim.env import EnvConfig, check_track
 
 log = logging.getLogger("vmc.collect")
 
 
 @dataclass
-class CollectConfig:
-    """What ``python -m vmc.collect`` does; saved in the manifest."""
+class CollectConfig(Config):
+    """Record driving episodes from parallel game processes to HDF5 shards."""
 
     out: str = "data/lighthouse"
     """Collection folder (shards + manifest.json)."""
@@ -45,10 +48,12 @@ class CollectConfig:
     """Tracks, used round-robin by episode index."""
     episodes: int = 200
     """Total episodes wanted in the folder (a re-run continues up to this count)."""
-    workers: int = max(1, os.cpu_count() or 1)
-    """Game processes at once (default: the number of cores)."""
+    workers: int = 0
+    """Game processes at once (0: one per core)."""
     policy: str = "mix"
-    """Driving policy: mix (default), brownian, centreline, ai or controller."""
+    """Driving policy: ``mix`` (noisy centre-line driving with random spells), ``brownian`` (correlated random
+    actions), ``centreline`` (noisy centre-line follower), ``ai`` (the game's AI) or ``controller`` (a trained
+    controller, ``--controller``, with exploration noise)."""
     controller: str = ""
     """Controller checkpoint of the ``controller`` policy."""
     controller_noise: float = 0.1
@@ -63,6 +68,21 @@ class CollectConfig:
     """Frame width and height in pixels."""
     episode_timeout: float = 900.0
     """Seconds without news from a worker's episode before it is considered hung and replaced."""
+
+    RESUME_FREE: ClassVar[frozenset[str]] = frozenset({"episodes", "workers", "episode_timeout", "out"})
+
+    def validate(self) -> None:
+        check_positive(episodes=self.episodes, max_steps=self.max_steps)
+        cli.check_non_negative(workers=self.workers)
+        if not self.tracks:
+            raise ValueError("--tracks needs at least one track")
+        if self.policy not in POLICIES:
+            raise ValueError(f"unknown policy {self.policy!r}; choose one of {', '.join(POLICIES)}")
+        if self.policy == "controller" and not Path(self.controller).is_file():
+            raise ValueError(f"--policy controller needs --controller CHECKPOINT (got {self.controller!r}: no such file)")
+        for t in self.tracks:
+            check_track(t)
+        env_config_for(self, self.tracks[0])  # validates renderer and size before any process starts
 
 
 def env_config_for(cfg: CollectConfig, track: str) -> EnvConfig:
@@ -105,7 +125,7 @@ def _setup_collector(cfg: CollectConfig, shard_prefix: str, log_queue):
     root = logging.getLogger()
     root.handlers[:] = [logging.handlers.QueueHandler(log_queue)]
     root.setLevel(logging.INFO)
-    from vmc.env import env_for
+    from vmc.sim.env import env_for
 
     shard = Path(f"{shard_prefix}-p{os.getpid()}.h5")  # one shard per worker process
     env = None
@@ -163,7 +183,7 @@ class Collector:
         return done
 
     def manifest_extra(self) -> dict:
-        return {"vmc_version": vmc.__version__, "collect_config": asdict(self.cfg),
+        return {"vmc_version": vmc.__version__, "collect_config": self.cfg.record(),
                 "env_config": {t: asdict(env_config_for(self.cfg, t)) for t in self.cfg.tracks}}
 
     def run(self, progress: bool = True) -> dict:
@@ -173,6 +193,15 @@ class Collector:
 
         cfg = self.cfg
         self.out.mkdir(parents=True, exist_ok=True)
+        manifest = self.out / "manifest.json"
+        if manifest.exists():  # a collection goes on only with the same episodes: same policy, tracks, sizes...
+            try:
+                old = json.loads(manifest.read_text()).get("collect_config", {})
+            except json.JSONDecodeError:
+                old = None
+                log.warning("%s is corrupt; it will be written again", manifest)
+            if old is not None:
+                check_resume(manifest, old, cfg.record(), cfg.RESUME_FREE)
         done = self.done_indices()
         todo = [i for i in range(cfg.episodes) if i not in done]
         if not todo:
@@ -180,7 +209,7 @@ class Collector:
             write_manifest(self.out, self.manifest_extra())
             return self._manifest()
         log.info("collecting %d episodes (%d already on disk) with %d workers into %s", len(todo), len(done),
-                 min(cfg.workers, len(todo)), self.out)
+                 min(cfg.workers or os.cpu_count() or 1, len(todo)), self.out)
 
         # Worker records arrive on one queue and go through this process's own logging, so they
         # share its handlers and the progress bar's redirection.
@@ -203,7 +232,7 @@ class Collector:
             bar.set_postfix(frames_per_s=f"{steps / (time.monotonic() - t0):.1f}", score=f"{result[2]:.0f}")
 
         previous = signal.signal(signal.SIGINT, on_sigint) if threading.current_thread() is threading.main_thread() else None
-        pool = GamePool(min(cfg.workers, len(todo)), _setup_collector,
+        pool = GamePool(min(cfg.workers or os.cpu_count() or 1, len(todo)), _setup_collector,
                         (cfg, str(self.out / f"shard-{self.run_id}"), sink.queue), cfg.episode_timeout,
                         name="vmc-collect-worker")
         try:
@@ -225,54 +254,14 @@ class Collector:
         return m
 
     def _manifest(self) -> dict:
-        import json
-
         return json.loads((self.out / "manifest.json").read_text())
 
 
-def parse_args(argv: Optional[list[str]] = None) -> CollectConfig:
-    d = CollectConfig()
-    p = argparse.ArgumentParser(prog="python -m vmc.collect", description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--track", nargs="+", default=d.tracks, dest="tracks", help="track(s), round-robin by episode")
-    p.add_argument("--episodes", type=int, default=d.episodes, help="total episodes wanted in --out")
-    p.add_argument("--workers", type=int, default=d.workers, help="game processes at once")
-    p.add_argument("--out", default=d.out, help="collection folder (shards + manifest.json)")
-    p.add_argument("--policy", choices=POLICIES, default=d.policy,
-                   help="mix: noisy centre-line driving with random spells; brownian: correlated random; "
-                        "centreline: noisy centre-line follower; ai: the game's AI; controller: a trained "
-                        "controller (--controller) with exploration noise")
-    p.add_argument("--controller", default=d.controller, help="controller checkpoint of --policy controller")
-    p.add_argument("--controller-noise", type=float, default=d.controller_noise,
-                   help="exploration noise of --policy controller")
-    p.add_argument("--seed", type=int, default=d.seed, help="episode i uses seed SEED+i")
-    p.add_argument("--max-steps", type=int, default=d.max_steps, help="steps before an episode is truncated")
-    p.add_argument("--renderer", default=d.renderer, help="llvmpipe, softpipe or system")
-    p.add_argument("--size", type=int, default=d.size, help="frame width and height")
-    p.add_argument("--episode-timeout", type=float, default=d.episode_timeout,
-                   help="seconds before a silent worker is considered hung and replaced")
-    a = p.parse_args(argv)
-    cfg = CollectConfig(**vars(a))
-    if cfg.episodes < 1 or cfg.workers < 1:
-        p.error("--episodes and --workers must be at least 1")
-    if cfg.policy == "controller" and not Path(cfg.controller).is_file():
-        p.error(f"--policy controller needs --controller CHECKPOINT (got {cfg.controller!r}: no such file)")
-    return cfg
-
-
 def main(argv: Optional[list[str]] = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(processName)s %(levelname)s %(message)s")
-    cfg = parse_args(argv)
-    try:
-        for t in cfg.tracks:
-            check_track(t)
-        env_config_for(cfg, cfg.tracks[0])  # validates renderer and size before any process starts
-    except ValueError as err:
-        print(f"vmc.collect: error: {err}", file=sys.stderr)
-        return 2
-    Collector(cfg).run()
-    return 0
+    cli.setup_logging()
+    cfg = cli.parse(CollectConfig, argv, "python -m vmc.collect")
+    return cli.run("vmc.collect", lambda: Collector(cfg).run() and None)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

@@ -33,14 +33,14 @@ from typing import Iterator, Optional
 import h5py
 import numpy as np
 
+from vmc.errors import ShardError
+
 FORMAT = "vmc-rollouts-1"
 """Value of the root attribute ``vmc_format`` of every shard."""
 FRAME_CHUNK = 8
 """Frames per HDF5 chunk: small enough that one random frame reads little, big enough to compress."""
 
 
-class ShardError(RuntimeError):
-    """A shard is corrupt, foreign or inconsistent; the message names the file."""
 
 
 @dataclass
@@ -210,7 +210,8 @@ class RolloutDataset:
             f.close()
         self._files.clear()
 
-    def _group(self, ref: EpisodeRef) -> h5py.Group:
+    def group(self, ref: EpisodeRef) -> h5py.Group:
+        """The HDF5 group of an episode of this dataset (its shard stays open until :meth:`close`)."""
         if ref.shard not in self._files:
             self._files[ref.shard] = h5py.File(ref.shard, "r")
         return self._files[ref.shard][ref.name]
@@ -228,7 +229,7 @@ class RolloutDataset:
     def frame(self, i: int) -> np.ndarray:
         """Frame ``i`` of the split, (H, W, 3) uint8, counting the T+1 frames of each episode in order."""
         e = int(np.searchsorted(self._starts, i, side="right")) - 1
-        return self._group(self.episodes[e])["observations"][i - self._starts[e]]
+        return self.group(self.episodes[e])["observations"][i - self._starts[e]]
 
     def iter_frames(self, batch_size: int, shuffle: bool = True, seed: int = 0) -> Iterator[np.ndarray]:
         """Batches (B, H, W, 3) uint8 over every frame once. Shuffling is by chunk and within the
@@ -239,7 +240,7 @@ class RolloutDataset:
             rng.shuffle(blocks)
         buf: list[np.ndarray] = []
         for e, s in blocks:
-            obs = self._group(self.episodes[e])["observations"]
+            obs = self.group(self.episodes[e])["observations"]
             buf.extend(obs[s:s + FRAME_CHUNK])
             while len(buf) >= batch_size:
                 batch = np.stack(buf[:batch_size])
@@ -260,7 +261,7 @@ class RolloutDataset:
         for _ in range(batch_size):
             r = eligible[int(rng.integers(len(eligible)))]
             s = int(rng.integers(r.length - seq_len + 1))
-            g = self._group(r)
+            g = self.group(r)
             out["observations"].append(g["observations"][s:s + seq_len + 1])
             out["actions"].append(g["actions"][s:s + seq_len])
             out["rewards"].append(g["rewards"][s:s + seq_len])

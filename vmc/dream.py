@@ -17,12 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-import h5py
 import numpy as np
 import torch
 
+from vmc import cli
+from vmc.cli import Config
+from vmc.errors import CheckpointError
+from vmc.latents import read_latents
 from vmc.models.mdn import MDNRNN
-from vmc.training import CheckpointError
 
 
 @dataclass
@@ -40,25 +42,20 @@ class DreamStarts:
         """Starts from a latent file (``vmc.train_vae``): every episode's first step, and every ``every``-th step
         after it, with the LSTM state from running the MDN-RNN over the recorded (z, action) prefix."""
         zs, hs, cs, first = [], [], [], []
-        try:
-            with h5py.File(path, "r") as f, torch.no_grad():
-                for name, g in f.items():
-                    if g.attrs["split"] != split:
-                        continue
-                    mu, actions = torch.from_numpy(g["mu"][()]), torch.from_numpy(g["actions"][()])
-                    picks = list(range(0, len(actions), every))
-                    state = mdn.initial_state(1)
-                    h_t, c_t = [state[0][0, 0]], [state[1][0, 0]]
-                    for t in range(max(picks)):  # the state *before* step t, for every picked t
-                        _, state = mdn.step(mu[t:t + 1], actions[t:t + 1], state)
-                        h_t.append(state[0][0, 0])
-                        c_t.append(state[1][0, 0])
-                    zs.append(mu[picks])
-                    hs.append(torch.stack([h_t[t] for t in picks]))
-                    cs.append(torch.stack([c_t[t] for t in picks]))
-                    first.append(torch.tensor([t == 0 for t in picks]))
-        except (OSError, KeyError) as err:
-            raise CheckpointError(f"{path}: unreadable latent file ({type(err).__name__}: {err})") from None
+        with torch.no_grad():
+            for ep in read_latents(path, split, 1, ("mu", "actions")):
+                mu, actions = torch.from_numpy(ep["mu"]), torch.from_numpy(ep["actions"])
+                picks = list(range(0, len(actions), every))
+                state = mdn.initial_state(1)
+                h_t, c_t = [state[0][0, 0]], [state[1][0, 0]]
+                for t in range(max(picks)):  # the state *before* step t, for every picked t
+                    state = mdn.step_state(mu[t:t + 1], actions[t:t + 1], state)
+                    h_t.append(state[0][0, 0])
+                    c_t.append(state[1][0, 0])
+                zs.append(mu[picks])
+                hs.append(torch.stack([h_t[t] for t in picks]))
+                cs.append(torch.stack([c_t[t] for t in picks]))
+                first.append(torch.tensor([t == 0 for t in picks]))
         if not zs:
             raise CheckpointError(f"{path}: no {split} episode to start dreams from")
         return cls(torch.cat(zs), torch.cat(hs), torch.cat(cs), torch.cat(first))
@@ -160,14 +157,12 @@ class DreamEnv:
         return DreamResult(scores.view(p, r), steps.view(p, r), done.view(p, r))
 
 
-def load_dream(mdn_path: Path, latents: Path, temperature: float, max_steps: int, action_noise: float,
+def load_dream(mdn: MDNRNN, latents: Path, temperature: float, max_steps: int, action_noise: float,
                split: str = "train", every: int = 10, race_start: float = 0.5, device: str = "cpu") -> DreamEnv:
-    """A dream env over a checkpointed MDN-RNN, started from a latent file's states; ``device`` as
+    """A dream env over an MDN-RNN, started from a latent file's states; ``device`` as
     :func:`vmc.training.pick_device` takes it (``auto``: CUDA when present)."""
-    from vmc.train_mdn import load_mdn
     from vmc.training import pick_device
 
-    mdn = load_mdn(Path(mdn_path))
     return DreamEnv(mdn, DreamStarts.from_latents(Path(latents), mdn, split, every), temperature, max_steps, action_noise,
                     race_start=race_start, device=pick_device(device))
 
@@ -195,25 +190,15 @@ def dream_vs_real_video(controller: Path, out: Path, temperature: float = 1.15, 
                         renderer: str = "llvmpipe") -> dict:
     """The controller's real race (left) beside its dream from the same first frame (right), both 64x64 blown
     up 4x, with each side's running score. Returns both scores; writes ``out`` (mp4)."""
-    from dataclasses import asdict
-
-    from vmc.env import EnvConfig
+    from vmc.checkpoints import load_controller
     from vmc.models.vae import ConvVAE
-    from vmc.play import _setup_camera, _setup_driver, overlay
-    from vmc.pool import GamePool
-    from vmc.train_mdn import load_mdn
-    from vmc.train_vae import load_vae
-    from vmc.training import load_checkpoint
-    from vmc.video import write_video
+    from vmc.play import drive_and_film
+    from vmc.video import label, write_video
 
-    ck = load_checkpoint(Path(controller), "controller")
-    base = asdict(EnvConfig(track=ck["track"], renderer=renderer, max_steps=steps or ck["max_steps"]))
-    with GamePool(1, _setup_driver, (str(controller), base), name="vmc-dream-real") as pool:
-        (drive,) = pool.map([None])
-    with GamePool(1, _setup_camera, ({**base, "max_steps": len(drive["actions"])},), name="vmc-dream-camera") as pool:
-        (film,) = pool.map([drive["actions"]])
+    ck, models = load_controller(Path(controller))
+    drive, film = drive_and_film(Path(controller), ck["track"], renderer, steps or ck["max_steps"], None, 64, 64)
     real = film["frames"]
-    vae, mdn = load_vae(Path(ck["vae"])), load_mdn(Path(ck["mdn"]))
+    vae, mdn = models.vae(), models.mdn()
     with torch.no_grad():
         z0 = vae.encode(ConvVAE.to_input(torch.from_numpy(np.ascontiguousarray(real[0]))[None]))[0][0]
         d = dream_rollout(mdn, ck["params"], z0, len(real) - 1, temperature, seed)
@@ -224,35 +209,43 @@ def dream_vs_real_video(controller: Path, out: Path, temperature: float = 1.15, 
         left = np.repeat(np.repeat(real[t], 4, 0), 4, 1)
         right = np.repeat(np.repeat(dream[t], 4, 0), 4, 1)
         score = film["infos"][t]["score"] if t else 0.0
-        frames.append(np.concatenate([overlay(left, f"real  {score:6.1f}"),
-                                      overlay(right, f"dream {dream_score[t]:6.1f}  tau {temperature:.2f}")], axis=1))
+        frames.append(np.concatenate([label(left, f"real  {score:6.1f}"),
+                                      label(right, f"dream {dream_score[t]:6.1f}  tau {temperature:.2f}")], axis=1))
     write_video(out, frames, fps=10)
     return {"real_score": float(drive["score"]), "dream_score": float(dream_score[-1]), "steps": len(real) - 1,
             "video": str(out)}
 
 
+@dataclass
+class DreamVideoConfig(Config):
+    """A controller's real race beside its dream, as a video."""
+
+    controller: str = "runs/lighthouse-small/controller/best.pt"
+    """Controller checkpoint."""
+    out: str = ""
+    """Video file (default: ``dream_vs_real.mp4`` in the controller's run folder)."""
+    temperature: float = 1.15
+    """Sampling temperature of the dream."""
+    steps: int = 0
+    """Race steps (0: the controller's ``max_steps``)."""
+    seed: int = 0
+    """Seed of the dream's sampling."""
+
+    def validate(self) -> None:
+        cli.check_non_negative(steps=self.steps, temperature=self.temperature)
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     """``python -m vmc.dream``: the dream-vs-real video of a controller."""
-    import argparse
-    import logging
-    import sys
+    cli.setup_logging()
+    cfg = cli.parse(DreamVideoConfig, argv, "python -m vmc.dream")
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    p = argparse.ArgumentParser(prog="python -m vmc.dream", description="A controller's real race beside its dream",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--controller", default="checkpoints/controller/best.pt")
-    p.add_argument("--out", default="dream_vs_real.mp4")
-    p.add_argument("--temperature", type=float, default=1.15)
-    p.add_argument("--steps", type=int, default=0, help="race steps (0: the controller's max_steps)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the dream's sampling")
-    a = p.parse_args(argv)
-    try:
-        r = dream_vs_real_video(Path(a.controller), Path(a.out), a.temperature, a.steps, a.seed)
-    except CheckpointError as err:
-        print(f"vmc.dream: error: {err}", file=sys.stderr)
-        return 1
-    print(f"wrote {r['video']}: real score {r['real_score']:.1f}, dream score {r['dream_score']:.1f} over {r['steps']} steps")
-    return 0
+    def body() -> None:
+        out = Path(cfg.out) if cfg.out else Path(cfg.controller).parent.parent / "dream_vs_real.mp4"
+        r = dream_vs_real_video(Path(cfg.controller), out, cfg.temperature, cfg.steps, cfg.seed)
+        print(f"wrote {r['video']}: real score {r['real_score']:.1f}, dream score {r['dream_score']:.1f} over {r['steps']} steps")
+
+    return cli.run("vmc.dream", body)
 
 
 if __name__ == "__main__":

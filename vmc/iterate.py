@@ -7,51 +7,44 @@ weights on all of them, and evolves in the new dream from the previous controlle
 the controller scored in the real game on ``--eval-seeds`` seeds; ``<out>/rounds.csv`` holds one row per
 round (dream score and real score side by side).
 
-Everything a round writes lives in ``<out>/round-<k>/`` and every step is skipped when its output is
-complete, so an interrupted run continues where it stopped. The collection is ``<out>/data``: the base
+Everything a round writes lives in ``<run>/iterate/round-<k>/`` and every step is skipped when its output is
+complete, so an interrupted run continues where it stopped. The collection is ``<run>/iterate/data``: the base
 collection's shards hard-linked (never written to) plus the new rounds' shards.
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import logging
 import os
-import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import ClassVar, Optional
 
-import numpy as np
-
-from vmc.training import CheckpointError, load_checkpoint, save_checkpoint
+from vmc import cli
+from vmc.checkpoints import load_checkpoint, load_vae
+from vmc.cli import Config, check_non_negative, check_positive
+from vmc.runs import RUNS, write_config
 
 log = logging.getLogger("vmc.iterate")
 
 
 @dataclass
-class IterateConfig:
-    """What ``python -m vmc.iterate`` does; saved beside its results."""
+class IterateConfig(Config):
+    """World Models' iterative procedure: rounds of collect with the controller, retrain the MDN-RNN, evolve in the dream."""
 
+    run: str = str(RUNS / "lighthouse-small")
+    """Run folder: its ``vae.pt``, ``mdn.pt`` and ``latents.h5`` start round 1; rounds go to ``iterate/``."""
     rounds: int = 3
     """Rounds of collect → retrain → evolve in the dream."""
     data: str = "data/lighthouse"
     """Base collection (its shards are linked, not copied or changed)."""
-    vae: str = "checkpoints/vae.pt"
-    """VAE (kept fixed: it encodes every round's frames)."""
-    mdn: str = "checkpoints/mdn.pt"
-    """MDN-RNN of round 1 (later rounds go on training from the previous round's)."""
-    latents: str = "checkpoints/latents.h5"
-    """Latent file of the base collection (round 1's dream starts)."""
     start: str = "fit"
     """Round 1's starting controller: ``fit``, ``zeros``, ``dagger`` or a controller checkpoint."""
-    out: str = "checkpoints/iterate"
-    """Output folder."""
-    track: str = "lighthouse"
-    """Race track."""
-    workers: int = max(1, os.cpu_count() or 1)
-    """Game processes (collection and real-game scores)."""
+    tracks: list[str] = field(default_factory=lambda: ["lighthouse"])
+    """Race tracks."""
+    workers: int = 0
+    """Game processes (collection and real-game scores; 0: one per core)."""
     episodes: int = 10
     """New real episodes per round (driven by the previous round's controller)."""
     episode_steps: int = 500
@@ -82,6 +75,21 @@ class IterateConfig:
     """Step limit of a real-game race."""
     seed: int = 0
     """Seed of everything random."""
+    force: bool = False
+    """Start over even if ``iterate/`` holds rounds made with another config."""
+
+    RESUME_FREE: ClassVar[frozenset[str]] = frozenset({"rounds", "workers"})
+
+    def validate(self) -> None:
+        check_positive(rounds=self.rounds, episodes=self.episodes, episode_steps=self.episode_steps,
+                       mdn_epochs=self.mdn_epochs, mdn_steps=self.mdn_steps, mdn_seq_len=self.mdn_seq_len,
+                       popsize=self.popsize, rollouts=self.rollouts, generations=self.generations,
+                       dream_steps=self.dream_steps, eval_seeds=self.eval_seeds, max_steps=self.max_steps)
+        check_non_negative(workers=self.workers, explore_noise=self.explore_noise)
+
+    @property
+    def out(self) -> Path:
+        return Path(self.run) / "iterate"
 
 
 def link_collection(base: Path, dest: Path) -> None:
@@ -100,47 +108,46 @@ def link_collection(base: Path, dest: Path) -> None:
 
 def run_round(cfg: IterateConfig, k: int, previous: Optional[dict]) -> dict:
     """Round ``k`` (1-based); ``previous`` is round k-1's result (its controller, MDN-RNN and latents)."""
-    from vmc import evolve, train_mdn, train_vae
+    from vmc import evolve, train_mdn
     from vmc.collect import CollectConfig, Collector
+    from vmc.latents import latents_info, write_latents
     from vmc.models import MDNRNNConfig
 
-    out = Path(cfg.out)
-    rd = out / f"round-{k}"
+    run = Path(cfg.run)
+    rd = cfg.out / f"round-{k}"
     rd.mkdir(parents=True, exist_ok=True)
     if previous is None:
-        mdn, latents, init, episodes = Path(cfg.mdn), Path(cfg.latents), cfg.start, None
+        mdn, latents, init, episodes = run / "mdn.pt", run / "latents.h5", cfg.start, None
     else:
-        data = out / "data"
+        data = cfg.out / "data"
         link_collection(Path(cfg.data), data)
         base = len(_episodes(Path(cfg.data)))
-        m = Collector(CollectConfig(out=str(data), tracks=[cfg.track], episodes=base + (k - 1) * cfg.episodes,
+        m = Collector(CollectConfig(out=str(data), tracks=list(cfg.tracks), episodes=base + (k - 1) * cfg.episodes,
                                     workers=cfg.workers, policy="controller", controller=previous["controller"],
                                     controller_noise=cfg.explore_noise, seed=cfg.seed * 1_000_003 + 1_000_000,
                                     max_steps=cfg.episode_steps)).run()
         episodes = m["episodes"]
         latents = rd / "latents.h5"
-        if not latents.exists():
-            train_vae.encode_dataset(Path(cfg.vae), data, latents)
-        mdn = rd / "mdn.pt"
+        vae_ck = load_checkpoint(run / "vae.pt", "vae")
+        if not (latents.exists() and latents_info(latents).get("episodes") == episodes):
+            write_latents(load_vae(run / "vae.pt"), vae_ck["fingerprint"], data, latents)
         arch = MDNRNNConfig(**load_checkpoint(Path(previous["mdn"]), "mdn")["config"]["model"])
-        mcfg = train_mdn.TrainMDNConfig(latents=str(latents), vae=cfg.vae, out=str(mdn), epochs=cfg.mdn_epochs,
+        mcfg = train_mdn.TrainMDNConfig(run=str(rd), latents=str(latents), vae=str(run / "vae.pt"), epochs=cfg.mdn_epochs,
                                         steps_per_epoch=cfg.mdn_steps, seq_len=cfg.mdn_seq_len, init=previous["mdn"],
-                                        seed=cfg.seed + k, model=arch)
-        last = Path(str(mdn).replace(".pt", ".last.pt"))
-        if not (last.exists() and load_checkpoint(last, "mdn")["epoch"] >= cfg.mdn_epochs):
-            train_mdn.train(mcfg, resume=last.exists())
-        init = previous["controller"]
-    ecfg = evolve.EvolveConfig(vae=cfg.vae, mdn=str(mdn), latents=str(latents), out=str(rd / "controller"),
-                               track=cfg.track, workers=cfg.workers, popsize=cfg.popsize, rollouts=cfg.rollouts,
+                                        seed=cfg.seed + k, model=arch, video=False, resume=(rd / "mdn.last.pt").exists())
+        train_mdn.train(mcfg, progress=False)
+        mdn, init = mcfg.out, previous["controller"]
+    ecfg = evolve.EvolveConfig(run=str(rd), vae=str(run / "vae.pt"), mdn=str(mdn), latents=str(latents),
+                               tracks=list(cfg.tracks), workers=cfg.workers, popsize=cfg.popsize, rollouts=cfg.rollouts,
                                generations=cfg.generations, sigma0=cfg.sigma0, init=init, max_steps=cfg.max_steps,
                                eval_every=cfg.generations, eval_rollouts=cfg.eval_seeds, seed=cfg.seed + k, dream=True,
-                               temperature=cfg.temperature, dream_steps=cfg.dream_steps, action_noise=cfg.explore_noise)
-    state = Path(ecfg.out) / "evolve.pt"
-    summary = evolve.evolve(ecfg, resume=state.exists())
+                               temperature=cfg.temperature, dream_steps=cfg.dream_steps, action_noise=cfg.explore_noise,
+                               resume=(rd / "controller" / "evolve.pt").exists())
+    summary = evolve.evolve(ecfg, progress=False)
     ev = summary["evals"][-1]
     start_ev = summary["evals"][0]
     return {"round": k, "episodes": episodes, "mdn": str(mdn), "latents": str(latents),
-            "controller": str(Path(ecfg.out) / "best.pt"), "start_real": start_ev["mean"],
+            "controller": str(ecfg.out / "best.pt"), "start_real": start_ev["mean"],
             "start_dream": start_ev.get("dream_mean"), "dream": ev.get("dream_mean"), "dream_std": ev.get("dream_std"),
             "real": ev["mean"], "real_std": ev["std"], "noise_free": ev["noise_free"], "laps": ev["laps"],
             "kept": ev["which"]}
@@ -154,10 +161,9 @@ def _episodes(folder: Path) -> list:
 
 
 def iterate(cfg: IterateConfig) -> list[dict]:
-    """Run (or continue) all rounds; returns their rows, also in ``<out>/rounds.csv``."""
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(out / "iterate.pt", "iterate", {}, cfg)  # the config (and its JSON) beside the results
+    """Run (or continue) all rounds; returns their rows, also in ``<run>/iterate/rounds.csv``."""
+    out = cfg.out
+    write_config(out, cfg.record(), cfg.RESUME_FREE, cfg.force)  # refuses a changed config on resume
     rows: list[dict] = []
     for k in range(1, cfg.rounds + 1):
         rows.append(run_round(cfg, k, rows[-1] if rows else None))
@@ -171,29 +177,19 @@ def iterate(cfg: IterateConfig) -> list[dict]:
     return rows
 
 
-def parse_args(argv: Optional[list[str]] = None) -> IterateConfig:
-    d = IterateConfig()
-    p = argparse.ArgumentParser(prog="python -m vmc.iterate", description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    for f, v in vars(d).items():
-        p.add_argument(f"--{f.replace('_', '-')}", type=type(v), default=v)
-    return IterateConfig(**vars(p.parse_args(argv)))
-
-
 def main(argv: Optional[list[str]] = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    cfg = parse_args(argv)
-    try:
+    cli.setup_logging()
+    cfg = cli.parse(IterateConfig, argv, "python -m vmc.iterate")
+
+    def body() -> None:
         rows = iterate(cfg)
-    except (CheckpointError, ValueError) as err:
-        print(f"vmc.iterate: error: {err}", file=sys.stderr)
-        return 1
-    print(f"\n{'round':>5} {'episodes':>8} {'dream':>15} {'real':>15} {'laps':>5}")
-    for r in rows:
-        print(f"{r['round']:>5} {str(r['episodes'] or '-'):>8} {r['dream']:>8.1f} ± {r['dream_std']:<5.1f} "
-              f"{r['real']:>8.1f} ± {r['real_std']:<5.1f} {r['laps']:>5}")
-    return 0
+        print(f"\n{'round':>5} {'episodes':>8} {'dream':>15} {'real':>15} {'laps':>5}")
+        for r in rows:
+            print(f"{r['round']:>5} {str(r['episodes'] or '-'):>8} {r['dream']:>8.1f} ± {r['dream_std']:<5.1f} "
+                  f"{r['real']:>8.1f} ± {r['real_std']:<5.1f} {r['laps']:>5}")
+
+    return cli.run("vmc.iterate", body)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

@@ -1,36 +1,48 @@
-"""The main job, ``./run.sh``: the whole World Models pipeline on a small default, end to end.
+"""The main job, ``./run.sh``: the whole World Models pipeline on a preset, end to end, in one run folder.
 
 Stages, each reading the previous stage's file and skipped when its output is already complete (so an
-interrupted job continues where it stopped):
+interrupted job continues where it stopped; a changed config is refused with the fields that differ):
 
-1. reference laps: each reference driver drives one lap; scores, ``<runs>/reference_strip.png``;
-2. collect: ``--episodes`` rollouts (mix policy, all cores) into ``data/<track>``;
-3. train_vae: ConvVAE → ``checkpoints/vae.pt`` and ``checkpoints/latents.h5``;
-4. train_mdn: MDN-RNN → ``checkpoints/mdn.pt`` and ``checkpoints/dream.mp4``;
+1. reference laps: the centre-line driver and the game's AI drive one lap of each track (``reference_strip.png``);
+2. collect: rollouts (mix policy, all cores) into ``data/<run name>`` (shared collections stay in ``data/``);
+3. train_vae: ConvVAE → ``vae.pt`` and ``latents.h5``;
+4. train_mdn: MDN-RNN → ``mdn.pt`` and ``dream.mp4``;
 5. evolve: DAgger imitation of the centre-line driver as the starting point, then CMA-ES on real races →
-   ``checkpoints/controller/best.pt``;
-6. play: the best controller's lap → ``best_lap.mp4`` (400x300) and ``best_lap.json``.
+   ``controller/best.pt``;
+6. play: the best controller's lap → ``best_lap.mp4`` (400x300) and ``best_lap.json``;
+7. evaluate (presets with held-out tracks): ``vmc.evaluate`` on the training and held-out tracks.
 
-The default sizes finish in about 30 minutes on 2 cores; ``--preset debug`` runs every stage on a
-tiny budget in a few minutes.
+Everything goes to ``runs/<name>/`` (name: ``--name``, else the track(s) and preset, e.g. ``lighthouse-small``),
+with ``config.json`` (this config and the package version), ``summary.json`` and ``log.txt``.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
-import sys
+import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar, Literal, Optional
 
 import numpy as np
 
+from vmc import cli
+from vmc.cli import Config, check_non_negative
+from vmc.runs import RUNS, run_name, write_config
+from vmc.sim.env import check_track
+
 log = logging.getLogger("vmc.main")
 
+TRAIN_TRACKS = ["lighthouse", "zengarden", "hacienda", "scotland", "cornfield_crossing", "snowmountain", "cocoa_temple",
+                "candela_city"]
+"""The multi-track preset's training tracks."""
+HELD_OUT_TRACKS = ["snowtuxpeak", "abyss"]
+"""Tracks the multi-track agent is evaluated on and never trained or tuned on."""
 
-@dataclass
+
+@dataclass(frozen=True)
 class Preset:
     """Sizes of each stage."""
 
@@ -47,7 +59,7 @@ class Preset:
     popsize: int
     """CMA-ES population."""
     rollouts: int
-    """Races per candidate."""
+    """Races per candidate and track."""
     generations: int
     """CMA-ES generations."""
     race_steps: int
@@ -56,6 +68,14 @@ class Preset:
     """DAgger rounds of the controller's starting point."""
     dagger_episodes: int
     """Races per DAgger round."""
+    tracks: tuple[str, ...] = ()
+    """Training tracks of the preset (empty: ``--tracks``)."""
+    held_out: tuple[str, ...] = ()
+    """Tracks evaluated at the end besides the training tracks (none: no evaluation stage)."""
+    tracks_per_generation: int = 0
+    """Tracks per CMA-ES generation (0: all)."""
+    eval_episodes: int = 20
+    """Episodes per track of the final evaluation."""
 
 
 PRESETS = {
@@ -63,162 +83,180 @@ PRESETS = {
                     generations=12, race_steps=700, dagger_rounds=6, dagger_episodes=4),
     "debug": Preset(episodes=6, max_steps=60, vae_epochs=1, mdn_epochs=1, mdn_steps=10, popsize=4, rollouts=1,
                     generations=2, race_steps=60, dagger_rounds=2, dagger_episodes=2),
+    "tracks": Preset(episodes=160, max_steps=600, vae_epochs=8, mdn_epochs=10, mdn_steps=150, popsize=16, rollouts=1,
+                     generations=10, race_steps=1000, dagger_rounds=8, dagger_episodes=16, tracks=tuple(TRAIN_TRACKS),
+                     held_out=tuple(HELD_OUT_TRACKS), tracks_per_generation=4),
 }
+
+
+@dataclass
+class MainConfig(Config):
+    """The whole World Models pipeline on a preset: collect, VAE, MDN-RNN, controller, the best lap as a video."""
+
+    tracks: list[str] = field(default_factory=lambda: ["lighthouse"])
+    """Training tracks (the ``tracks`` preset brings its own eight)."""
+    preset: Literal["small", "debug", "tracks"] = "small"
+    """Sizes of the stages: ``small`` (the default, about 12 minutes on 2 cores), ``debug`` (every stage on a tiny
+    budget), ``tracks`` (eight training tracks, two held out)."""
+    name: str = ""
+    """Run folder name under ``--runs`` (default: the track(s) and the preset, e.g. ``lighthouse-small``)."""
+    runs: str = str(RUNS)
+    """Where run folders go."""
+    data: str = ""
+    """Collection folder (default: ``data/<run name>``)."""
+    workers: int = 0
+    """Game processes (0: one per core)."""
+    force: bool = False
+    """Start every stage over even if the run folder holds work made with another config."""
+
+    RESUME_FREE: ClassVar[frozenset[str]] = frozenset({"workers", "runs"})
+
+    def validate(self) -> None:
+        check_non_negative(workers=self.workers)
+        for t in self.training_tracks:
+            check_track(t)
+
+    @property
+    def sizes(self) -> Preset:
+        return PRESETS[self.preset]
+
+    @property
+    def training_tracks(self) -> list[str]:
+        return list(self.sizes.tracks) or list(self.tracks)
+
+    @property
+    def run(self) -> Path:
+        return Path(self.runs) / (self.name or run_name(self.training_tracks, self.preset))
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data) if self.data else Path("data") / self.run.name
 
 
 def stage(name: str) -> None:
     print(f"\n=== {name} ===", flush=True)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m vmc.main", description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--track", default="lighthouse", help="race track")
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="small", help="sizes of the stages")
-    parser.add_argument("--workers", type=int, default=0, help="game processes (0: one per core)")
-    parser.add_argument("--data", type=Path, default=None, help="collection folder (default: data/<track>)")
-    parser.add_argument("--checkpoints", type=Path, default=Path("checkpoints"), help="model folder")
-    parser.add_argument("--runs", type=Path, default=Path("runs/main"), help="folder for the reference pictures")
-    parser.add_argument("--video", type=Path, default=Path("best_lap.mp4"), help="where the best lap goes")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+def reference_laps(tracks: list[str], run: Path, workers: int) -> dict:
+    """One lap per reference driver and track (``vmc.evaluate.reference_laps``), a strip of frames per track
+    (``reference_strip.png``: centre-line driver over game AI, tracks one below the other); scores."""
+    from PIL import Image
 
-    from vmc.env import check_track
+    from vmc.evaluate import reference_laps as laps
+    from vmc.racing import racing_pool
+    from vmc.sim.env import EnvConfig
+    from vmc.video import frame_strip
 
-    try:
-        check_track(args.track)
-    except ValueError as err:
-        print(f"vmc: error: {err}", file=sys.stderr)
-        return 2
-    import os
+    cached = run / "references.json"
+    if cached.exists():
+        return json.loads(cached.read_text())
+    with racing_pool(min(workers, 2 * len(tracks)), None, EnvConfig(), name="vmc-reference") as pool:
+        res = laps(pool, tracks, record=True)
+    strips = [frame_strip(res[t][d].frames, 12) for t in tracks for d in ("centreline", "ai")]
+    Image.fromarray(np.concatenate(strips, axis=0)).save(run / "reference_strip.png")
+    rows = {t: {d: {"score": r.score, "steps": r.steps, "end": r.end} for d, r in res[t].items()} for t in tracks}
+    print(f"{'track':<20} {'driver':<11} {'score':>7} {'steps':>6} {'end':>9}")
+    for t, by in rows.items():
+        for d, r in by.items():
+            print(f"{t:<20} {d:<11} {r['score']:7.1f} {r['steps']:6d} {str(r['end']):>9}")
+    cached.write_text(json.dumps(rows, indent=2))
+    return rows
 
-    p = PRESETS[args.preset]
-    workers = args.workers or os.cpu_count() or 1
-    data = args.data or Path("data") / args.track
-    ck = args.checkpoints
-    args.runs.mkdir(parents=True, exist_ok=True)
+
+def run_main(cfg: MainConfig) -> dict:
+    """The pipeline; returns the summary (also in ``summary.json``)."""
+    from vmc import evolve, train_mdn, train_vae
+    from vmc.collect import CollectConfig, Collector
+    from vmc.evaluate import EvaluateConfig, evaluate
+    from vmc.play import play
+
+    p, tracks, run, data = cfg.sizes, cfg.training_tracks, cfg.run, cfg.data_path
+    workers = cfg.workers or os.cpu_count() or 1
+    write_config(run, cfg.record(), cfg.RESUME_FREE, cfg.force)
+    handler = logging.FileHandler(run / "log.txt")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(processName)s %(levelname)s %(name)s %(message)s"))
+    logging.getLogger().addHandler(handler)
     timings: dict[str, float] = {}
     t_all = time.perf_counter()
+    print(f"run folder {run}, data {data}, tracks {' '.join(tracks)}, preset {cfg.preset}, {workers} workers")
 
     stage("1/6 reference laps")
     t0 = time.perf_counter()
-    refs = reference_laps(args.track, args.runs)
+    refs = reference_laps(tracks, run, workers)
     timings["reference"] = time.perf_counter() - t0
 
     stage("2/6 collect")
     t0 = time.perf_counter()
-    from vmc.collect import CollectConfig, Collector
-
-    m = Collector(CollectConfig(out=str(data), tracks=[args.track], episodes=p.episodes, workers=workers,
+    m = Collector(CollectConfig(out=str(data), tracks=tracks, episodes=p.episodes, workers=workers,
                                 max_steps=p.max_steps)).run()
     print(f"{m['episodes']} episodes, {m['steps']} steps in {data}")
     timings["collect"] = time.perf_counter() - t0
 
     stage("3/6 train_vae")
     t0 = time.perf_counter()
-    from vmc import train_vae
-
-    vae_cfg = train_vae.TrainVAEConfig(data=str(data), out=str(ck / "vae.pt"), epochs=p.vae_epochs)
-    if not _finished(ck / "vae.last.pt", "vae", p.vae_epochs):
-        train_vae.train(vae_cfg, resume=(ck / "vae.last.pt").exists())
-    latents = vae_cfg.latents_path
-    if not latents.exists():
-        train_vae.encode_dataset(ck / "vae.pt", data, latents, vae_cfg.val_fraction)
+    vae_cfg = train_vae.TrainVAEConfig(data=str(data), run=str(run), epochs=p.vae_epochs, force=cfg.force,
+                                       resume=(run / "vae.last.pt").exists() and not cfg.force)
+    train_vae.train(vae_cfg)
+    train_vae.encode(vae_cfg)
     timings["train_vae"] = time.perf_counter() - t0
 
     stage("4/6 train_mdn")
     t0 = time.perf_counter()
-    from vmc import train_mdn
-
-    mdn_cfg = train_mdn.TrainMDNConfig(latents=str(latents), vae=str(ck / "vae.pt"), out=str(ck / "mdn.pt"),
-                                       epochs=p.mdn_epochs, steps_per_epoch=p.mdn_steps,
-                                       seq_len=min(32, p.max_steps // 2))
-    if not _finished(ck / "mdn.last.pt", "mdn", p.mdn_epochs):
-        train_mdn.train(mdn_cfg, resume=(ck / "mdn.last.pt").exists())
-        train_mdn.dream_video(ck / "vae.pt", ck / "mdn.pt", latents, ck / "dream.mp4", steps=100)
+    mdn_cfg = train_mdn.TrainMDNConfig(run=str(run), epochs=p.mdn_epochs, steps_per_epoch=p.mdn_steps,
+                                       seq_len=min(32, p.max_steps // 2), force=cfg.force,
+                                       resume=(run / "mdn.last.pt").exists() and not cfg.force)
+    train_mdn.train(mdn_cfg)
+    if cfg.force or not (run / "dream.mp4").exists() or (run / "dream.mp4").stat().st_mtime < mdn_cfg.out.stat().st_mtime:
+        train_mdn.dream_video(mdn_cfg.vae_path, mdn_cfg.out, mdn_cfg.latents_path, run / "dream.mp4", steps=100)
     timings["train_mdn"] = time.perf_counter() - t0
 
     stage("5/6 evolve")
     t0 = time.perf_counter()
-    from vmc import evolve
-
-    ev_cfg = evolve.EvolveConfig(vae=str(ck / "vae.pt"), mdn=str(ck / "mdn.pt"), latents=str(latents),
-                                 out=str(ck / "controller"), track=args.track, workers=workers, popsize=p.popsize,
-                                 rollouts=p.rollouts, generations=p.generations, max_steps=p.race_steps,
-                                 eval_every=max(1, p.generations // 3), eval_rollouts=4,
-                                 dagger_rounds=p.dagger_rounds, dagger_episodes=p.dagger_episodes)
-    state = ck / "controller" / "evolve.pt"
-    summary = evolve.evolve(ev_cfg, resume=state.exists())
+    ev_cfg = evolve.EvolveConfig(run=str(run), tracks=tracks, workers=workers, popsize=p.popsize, rollouts=p.rollouts,
+                                 generations=p.generations, max_steps=p.race_steps, eval_every=max(1, p.generations // 3),
+                                 eval_rollouts=4, dagger_rounds=p.dagger_rounds, dagger_episodes=p.dagger_episodes,
+                                 tracks_per_generation=p.tracks_per_generation, force=cfg.force,
+                                 resume=(run / "controller" / "evolve.pt").exists() and not cfg.force)
+    summary = evolve.evolve(ev_cfg)
     timings["evolve"] = time.perf_counter() - t0
 
     stage("6/6 play")
     t0 = time.perf_counter()
-    from vmc.play import play
-
-    lap = play(ck / "controller" / "best.pt", args.video)
+    best, video = ev_cfg.out / "best.pt", run / "best_lap.mp4"
+    if cfg.force or not video.exists() or video.stat().st_mtime < best.stat().st_mtime:
+        lap = play(best, video, track=tracks[0])
+    else:
+        lap = json.loads(video.with_suffix(".json").read_text())
     timings["play"] = time.perf_counter() - t0
 
+    rows = None
+    if p.held_out:
+        stage("7/7 evaluate")
+        t0 = time.perf_counter()
+        rows = evaluate(EvaluateConfig(controller=str(best), tracks=tracks + list(p.held_out), episodes=p.eval_episodes,
+                                       workers=workers, out=str(run / "eval")))
+        timings["evaluate"] = time.perf_counter() - t0
+
     stage("summary")
-    print(f"track {args.track}, preset {args.preset}, {workers} workers, {time.perf_counter() - t_all:.0f} s in all")
+    wall = time.perf_counter() - t_all
+    first = refs[tracks[0]]
+    print(f"run {run}: tracks {' '.join(tracks)}, preset {cfg.preset}, {workers} workers, {wall:.0f} s in all")
     print("stage seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()))
-    print(f"centre-line driver {refs['centre-line']['score']:.1f}, game AI {refs['game AI']['score']:.1f}, "
+    print(f"{tracks[0]}: centre-line driver {first['centreline']['score']:.1f}, game AI {first['ai']['score']:.1f}, "
           f"evolved controller {lap['score']:.1f} ({lap['end']} after {lap['steps']} steps; best fitness "
           f"{summary['best_fitness']:.1f})")
-    print(f"wrote {args.video}, {args.video.with_suffix('.json')}, {ck / 'dream.mp4'}, {args.runs / 'reference_strip.png'}")
-    (args.runs / "summary.json").write_text(json.dumps({"timings": timings, "references": refs, "lap": lap,
-                                                        "preset": args.preset, "workers": workers}, indent=2))
-    return 0
+    print(f"wrote {video}, {run / 'dream.mp4'}, {run / 'reference_strip.png'}")
+    result = {"timings": timings, "wall_s": wall, "references": refs, "lap": lap, "preset": cfg.preset, "workers": workers,
+              "evaluation": rows}
+    (run / "summary.json").write_text(json.dumps(result, indent=2))
+    return result
 
 
-def _finished(last: Path, kind: str, epochs: int) -> bool:
-    from vmc.training import load_checkpoint
-
-    return last.exists() and load_checkpoint(last, kind)["epoch"] >= epochs
-
-
-def reference_laps(track: str, runs: Path) -> dict:
-    """One lap per reference driver (in worker processes); a strip of frames; scores."""
-    from dataclasses import asdict
-
-    from PIL import Image
-
-    from vmc.env import EnvConfig
-    from vmc.pool import GamePool
-    from vmc.video import frame_strip
-
-    rows = {}
-    strips = []
-    for name, kind in (("centre-line", "player"), ("game AI", "ai")):
-        with GamePool(1, _setup_reference, (asdict(EnvConfig(track=track, controller=kind)),), name="vmc-reference") as pool:
-            (r,) = pool.map([name])
-        rows[name] = {k: v for k, v in r.items() if k != "frames"}
-        strips.append(frame_strip(r["frames"], 12))
-    Image.fromarray(np.concatenate(strips, axis=0)).save(runs / "reference_strip.png")
-    print(f"{'driver':<12} {'score':>7} {'steps':>6} {'end':>9} {'wall s':>7} {'steps/s':>8}")
-    for name, r in rows.items():
-        print(f"{name:<12} {r['score']:7.1f} {r['steps']:6d} {str(r['end']):>9} {r['wall_s']:7.1f} {r['steps_per_s']:8.1f}")
-    return rows
-
-
-def _setup_reference(env_config: dict):
-    from vmc.drivers import CentreLineDriver, GameAIDriver, run_episode
-    from vmc.env import EnvConfig, SuperTuxKartEnv
-
-    env = SuperTuxKartEnv(config=EnvConfig(**env_config))
-
-    def run(name: str) -> dict:
-        frames: list = []
-        t0 = time.perf_counter()
-        obs, _ = env.reset(seed=0)
-        frames.append(obs)
-        driver = CentreLineDriver() if name == "centre-line" else GameAIDriver()
-        r = run_episode(env, driver, seed=0, on_step=lambda o, *_: frames.append(o))
-        wall = time.perf_counter() - t0
-        return {"score": r.score, "steps": r.steps, "end": r.end, "wall_s": wall, "steps_per_s": r.steps / wall,
-                "frames": frames}
-
-    return run
+def main(argv: Optional[list[str]] = None) -> int:
+    cli.setup_logging()
+    cfg = cli.parse(MainConfig, argv, "python -m vmc.main")
+    return cli.run("vmc.main", lambda: run_main(cfg) and None)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

@@ -8,39 +8,56 @@ get a small overlay (score, lap time, speed) and go to an MP4; the score goes to
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
-import sys
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
-from vmc.training import CheckpointError, load_checkpoint
+from vmc import cli
+from vmc.checkpoints import load_agent, load_controller
+from vmc.cli import Config
+from vmc.sim.env import EnvConfig, check_track
 
 log = logging.getLogger("vmc.play")
 
 
-def load_agent(path: Path):
-    """The :class:`vmc.models.controller.WorldModelAgent` of a controller checkpoint (with its VAE and MDN-RNN)."""
-    from vmc.models.controller import LinearController, WorldModelAgent
-    from vmc.train_mdn import load_mdn
-    from vmc.train_vae import load_vae
+@dataclass
+class PlayConfig(Config):
+    """Render a controller's lap for people to watch."""
 
-    ck = load_checkpoint(Path(path), "controller")
-    vae, mdn = load_vae(Path(ck["vae"])), load_mdn(Path(ck["mdn"]))
-    controller = LinearController(ck["z_dim"], ck["h_dim"])
-    controller.set_flat(ck["params"])
-    return WorldModelAgent(vae, mdn, controller)
+    controller: str = "runs/lighthouse-small/controller/best.pt"
+    """Controller checkpoint (it carries its VAE and MDN-RNN)."""
+    out: str = ""
+    """Video file (default: ``best_lap.mp4`` in the controller's run folder); a JSON summary goes beside it."""
+    track: str = ""
+    """Track (default: the controller's first training track)."""
+    width: int = 400
+    """Width of the replay in pixels."""
+    height: int = 300
+    """Height of the replay in pixels."""
+    seed: Optional[int] = None
+    """Seed of the action noise (default: no noise)."""
+    renderer: str = "llvmpipe"
+    """Renderer of both games."""
+
+    def validate(self) -> None:
+        if self.track:
+            check_track(self.track)
+        EnvConfig(width=self.width, height=self.height, renderer=self.renderer)  # checks size and renderer
+
+    @property
+    def out_path(self) -> Path:
+        return Path(self.out) if self.out else Path(self.controller).parent.parent / "best_lap.mp4"
 
 
 def _setup_driver(ckpt_path: str, env_config: dict):
     """Worker: the controller at 64x64. ``run(seed) -> dict`` with the actions and per-step state."""
     import torch
 
-    from vmc.env import EnvConfig, SuperTuxKartEnv
+    from vmc.sim.env import SuperTuxKartEnv
 
     agent = load_agent(Path(ckpt_path))
     env = SuperTuxKartEnv(config=EnvConfig(**env_config))
@@ -65,7 +82,7 @@ def _setup_driver(ckpt_path: str, env_config: dict):
 
 def _setup_camera(env_config: dict):
     """Worker: the same race at a watchable size, replaying actions. ``run(actions) -> dict``."""
-    from vmc.env import EnvConfig, SuperTuxKartEnv
+    from vmc.sim.env import SuperTuxKartEnv
 
     env = SuperTuxKartEnv(config=EnvConfig(**env_config))
 
@@ -83,65 +100,54 @@ def _setup_camera(env_config: dict):
     return run
 
 
-def overlay(frame: np.ndarray, text: str) -> np.ndarray:
-    """``frame`` with ``text`` in a dark band at the top (PIL's default font)."""
-    from PIL import Image, ImageDraw
-
-    im = Image.fromarray(frame)
-    draw = ImageDraw.Draw(im)
-    draw.rectangle([0, 0, im.width, 16], fill=(0, 0, 0))
-    draw.text((4, 2), text, fill=(255, 255, 255))
-    return np.asarray(im)
-
-
-def play(controller: Path, out: Path, width: int = 400, height: int = 300, seed: Optional[int] = None,
-         renderer: str = "llvmpipe") -> dict:
-    """Drive, replay at ``width`` x ``height``, write ``out`` (mp4) and ``out`` .json; returns the summary."""
-    from vmc.env import EnvConfig
+def drive_and_film(controller: Path, track: str, renderer: str, max_steps: int, seed: Optional[int], width: int,
+                   height: int) -> tuple[dict, dict]:
+    """The controller's race at 64x64 (actions, per-step distance, score) and its replay at ``width`` x ``height``
+    (frames and per-step info), each in a game process of its own."""
     from vmc.pool import GamePool
-    from vmc.video import write_video
 
-    ck = load_checkpoint(controller, "controller")
-    base = EnvConfig(track=ck["track"], renderer=renderer, max_steps=ck["max_steps"])
+    base = EnvConfig(track=track, renderer=renderer, max_steps=max_steps)
     with GamePool(1, _setup_driver, (str(controller), asdict(base)), name="vmc-play-driver") as pool:
         (drive,) = pool.map([seed])
     big = asdict(EnvConfig(**{**asdict(base), "width": width, "height": height, "max_steps": len(drive["actions"])}))
     with GamePool(1, _setup_camera, (big,), name="vmc-play-camera") as pool:
         (film,) = pool.map([drive["actions"]])
+    return drive, film
+
+
+def play(controller: Path, out: Path, width: int = 400, height: int = 300, seed: Optional[int] = None,
+         renderer: str = "llvmpipe", track: str = "") -> dict:
+    """Drive, replay at ``width`` x ``height``, write ``out`` (mp4) and ``out`` .json; returns the summary."""
+    from vmc.video import label, write_video
+
+    ck, _ = load_controller(controller)
+    track = track or ck["track"]
+    drive, film = drive_and_film(controller, track, renderer, ck["max_steps"], seed, width, height)
     replay_distance = np.array([i["distance"] for i in film["infos"][1:]])
     n = min(len(replay_distance), len(drive["distance"]))
     drift = float(np.abs(replay_distance[:n] - drive["distance"][:n]).max()) if n else 0.0
     if drift > 1.0:
         log.warning("the %dx%d replay drifted %.1f m from the 64x64 race; the video may differ from the scored lap",
                     width, height, drift)
-    frames = [overlay(f, f"score {i['score']:6.1f}  time {i['lap_time']:5.1f} s  speed {i['speed'] * 3.6:5.1f} km/h")
+    frames = [label(f, f"score {i['score']:6.1f}  time {i['lap_time']:5.1f} s  speed {i['speed'] * 3.6:5.1f} km/h")
               for f, i in zip(film["frames"], [{"score": 0.0, "lap_time": 0.0, "speed": 0.0, **film["infos"][0]}] + film["infos"][1:])]
     write_video(out, frames, fps=10)
-    summary = {"track": ck["track"], "score": drive["score"], "steps": drive["steps"], "end": drive["end"],
+    summary = {"track": track, "score": drive["score"], "steps": drive["steps"], "end": drive["end"],
                "lap_time": drive["lap_time"], "replay_drift_m": drift, "video": str(out), "controller": str(controller)}
     out.with_suffix(".json").write_text(json.dumps(summary, indent=2))
     return summary
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    p = argparse.ArgumentParser(prog="python -m vmc.play", description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--controller", default="checkpoints/controller/best.pt")
-    p.add_argument("--out", default="best_lap.mp4")
-    p.add_argument("--width", type=int, default=400)
-    p.add_argument("--height", type=int, default=300)
-    p.add_argument("--seed", type=int, default=None, help="rollout seed (default: no action noise)")
-    p.add_argument("--renderer", default="llvmpipe")
-    a = p.parse_args(argv)
-    try:
-        s = play(Path(a.controller), Path(a.out), a.width, a.height, a.seed, a.renderer)
-    except CheckpointError as err:
-        print(f"vmc.play: error: {err}", file=sys.stderr)
-        return 1
-    print(f"{s['track']}: score {s['score']:.1f} in {s['steps']} steps ({s['end']}); wrote {s['video']}")
-    return 0
+    cli.setup_logging()
+    cfg = cli.parse(PlayConfig, argv, "python -m vmc.play")
+
+    def body() -> None:
+        s = play(Path(cfg.controller), cfg.out_path, cfg.width, cfg.height, cfg.seed, cfg.renderer, cfg.track)
+        print(f"{s['track']}: score {s['score']:.1f} in {s['steps']} steps ({s['end']}); wrote {s['video']}")
+
+    return cli.run("vmc.play", body)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

@@ -6,7 +6,7 @@ hands the wheel to a random ("brownian") driver for short spells, so the data al
 leaving the road and coming back.
 
 * ``brownian``: temporally correlated random actions (Ornstein-Uhlenbeck processes per entry).
-* ``centreline``: :class:`vmc.drivers.CentreLineDriver` with correlated noise on steering and throttle.
+* ``centreline``: :class:`vmc.sim.drivers.CentreLineDriver` with correlated noise on steering and throttle.
 * ``mix``: switches between the two within an episode.
 * ``ai``: the game's own AI (the env is built with ``controller='ai'``; actions come from ``info``).
 * ``controller``: a trained controller (``vmc.evolve``'s ``best.pt``) with Gaussian noise on steering and
@@ -22,8 +22,8 @@ from typing import Optional
 
 import numpy as np
 
-from vmc.drivers import CentreLineDriver, GameAIDriver
-from vmc.track import TrackGeometry
+from vmc.sim.drivers import CentreLineDriver, GameAIDriver
+from vmc.sim.track import TrackGeometry
 
 POLICIES = ("mix", "brownian", "centreline", "ai", "controller")
 
@@ -115,7 +115,7 @@ class AIPolicy(GameAIDriver):
 
 @functools.lru_cache(maxsize=2)
 def _agent(path: str):
-    from vmc.play import load_agent
+    from vmc.checkpoints import load_agent
 
     return load_agent(Path(path))
 

@@ -1,44 +1,46 @@
 """``python -m vmc.train_mdn``: train the MDN-RNN on the latent file written by ``vmc.train_vae``.
 
 Trains on random fixed-length windows of (z_t, a_t) → (z_{t+1}, r_t, done_t), with z drawn from each
-frame's N(mu, sigma) every time (as in World Models). Writes ``--out`` (best by validation loss),
-``<out>.last.pt`` (for ``--resume``), ``<out>.json``, ``mdn_loss.png`` and, at the end, ``dream.mp4``:
+frame's N(mu, sigma) every time (as in World Models). Writes into the run folder ``--run``: ``mdn.pt`` (best by
+validation loss), ``mdn.last.pt`` (for ``--resume``), ``mdn.json``, ``mdn_loss.png`` and, at the end, ``dream.mp4``:
 a validation episode's real frames beside the MDN-RNN's dream of it (start from the real first frame,
 then the recorded actions only), decoded by the VAE.
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import ClassVar, Optional
 
-import h5py
 import numpy as np
 import torch
 
+from vmc import cli
+from vmc.checkpoints import load_checkpoint, load_mdn, load_vae
+from vmc.cli import Config, check_positive
+from vmc.errors import CheckpointError
+from vmc.latents import latents_info, read_latents
 from vmc.models.mdn import MDNRNN, MDNRNNConfig
 from vmc.models.vae import ConvVAE
-from vmc.training import (CheckpointError, existing_run_guard, last_checkpoint, load_checkpoint, pick_device, plot_curves, restore,
-                          save_epoch, use_all_cores)
+from vmc.runs import RUNS
+from vmc.training import last_checkpoint, pick_device, plot_curves, restore, resume_point, save_epoch, use_all_cores
 
 log = logging.getLogger("vmc.train_mdn")
 
 
 @dataclass
-class TrainMDNConfig:
-    """What ``python -m vmc.train_mdn`` does; saved with the checkpoint."""
+class TrainMDNConfig(Config):
+    """Train the MDN-RNN on the run's latent file."""
 
-    latents: str = "checkpoints/latents.h5"
-    """Latent file from ``vmc.train_vae``."""
-    vae: str = "checkpoints/vae.pt"
-    """VAE checkpoint (for the dream video)."""
-    out: str = "checkpoints/mdn.pt"
-    """Best checkpoint; ``<out>.last.pt`` and pictures go beside it."""
+    run: str = str(RUNS / "lighthouse-small")
+    """Run folder: reads ``latents.h5`` and ``vae.pt`` there, writes ``mdn.pt``, ``mdn.last.pt``, ``dream.mp4``."""
+    latents: str = ""
+    """Latent file to train on (default: the run's ``latents.h5``)."""
+    vae: str = ""
+    """VAE checkpoint for the dream video (default: the run's ``vae.pt``)."""
     epochs: int = 10
     """Training epochs."""
     steps_per_epoch: int = 200
@@ -63,25 +65,40 @@ class TrainMDNConfig:
     """MDN-RNN checkpoint whose weights a new run starts from (the iterative procedure's previous round)."""
     model: MDNRNNConfig = field(default_factory=MDNRNNConfig)
     """The architecture."""
+    video: bool = True
+    """Write ``dream.mp4`` after training."""
+    resume: bool = False
+    """Continue the run's ``mdn.last.pt`` (it must have been made with the same config and latents)."""
+    force: bool = False
+    """Start over even if the run folder holds an MDN-RNN."""
+
+    RESUME_FREE: ClassVar[frozenset[str]] = frozenset({"epochs", "device", "threads", "video", "vae", "temperature"})
+
+    def validate(self) -> None:
+        check_positive(epochs=self.epochs, steps_per_epoch=self.steps_per_epoch, seq_len=self.seq_len,
+                       batch_size=self.batch_size)
+        if self.lr <= 0:
+            raise ValueError(f"--lr must be positive, got {self.lr}")
+
+    @property
+    def out(self) -> Path:
+        """The best checkpoint."""
+        return Path(self.run) / "mdn.pt"
+
+    @property
+    def latents_path(self) -> Path:
+        return Path(self.latents) if self.latents else Path(self.run) / "latents.h5"
+
+    @property
+    def vae_path(self) -> Path:
+        return Path(self.vae) if self.vae else Path(self.run) / "vae.pt"
 
 
 class LatentSequences:
     """Episodes of one split of a latent file, in memory, sampled as fixed-length windows."""
 
     def __init__(self, path: Path, split: str, seq_len: int) -> None:
-        path = Path(path)
-        try:
-            with h5py.File(path, "r") as f:
-                if f.attrs.get("vmc_format") != "vmc-latents-1":
-                    raise CheckpointError(f"{path}: not a vmc latent file")
-                self.data_folder = str(f.attrs.get("data", ""))
-                self.episodes = []
-                for name, g in f.items():
-                    if g.attrs["split"] != split or int(g.attrs["length"]) < seq_len:
-                        continue
-                    self.episodes.append({"name": name, **{k: g[k][()] for k in ("mu", "logvar", "actions", "rewards", "terminations")}})
-        except (OSError, KeyError) as err:
-            raise CheckpointError(f"{path}: unreadable latent file ({type(err).__name__}: {err})") from None
+        self.episodes = read_latents(path, split, seq_len, ("mu", "logvar", "actions", "rewards", "terminations"))
         self.seq_len = seq_len
         if not self.episodes:
             raise CheckpointError(f"{path}: no {split} episode with at least {seq_len} steps (lower --seq-len?)")
@@ -111,30 +128,35 @@ def batch_loss(model: MDNRNN, batch: dict[str, torch.Tensor], device: torch.devi
     return model.loss(heads, z[:, 1:], batch["rewards"].to(device), batch["dones"].to(device))
 
 
-def train(cfg: TrainMDNConfig, resume: bool = False, force: bool = False, progress: bool = True) -> dict:
+def train(cfg: TrainMDNConfig, progress: bool = True) -> dict:
     """Train (or continue); keeps best/last checkpoints and the loss curve. Returns the last history row."""
     from tqdm import tqdm
 
-    out = Path(cfg.out)
-    start = existing_run_guard(last_checkpoint(out), resume, force)
+    out = cfg.out
     torch.manual_seed(cfg.seed)
     use_all_cores(cfg.threads)
     device = pick_device(cfg.device)
-    train_set = LatentSequences(Path(cfg.latents), "train", cfg.seq_len)
-    val_set = LatentSequences(Path(cfg.latents), "val", cfg.seq_len)
+    info = latents_info(cfg.latents_path)
+    built_on = {"vae": info.get("vae"), "data_episodes": info.get("episodes")}
+    start = resume_point(last_checkpoint(out), "mdn", cfg, built_on, cfg.resume, cfg.force)
+    train_set = LatentSequences(cfg.latents_path, "train", cfg.seq_len)
+    val_set = LatentSequences(cfg.latents_path, "val", cfg.seq_len)
     z_dim = train_set.episodes[0]["mu"].shape[1]
     if z_dim != cfg.model.z_dim:
-        raise CheckpointError(f"{cfg.latents}: latents have {z_dim} dimensions, the model expects {cfg.model.z_dim}")
+        raise CheckpointError(f"{cfg.latents_path}: latents have {z_dim} dimensions, the model expects {cfg.model.z_dim} "
+                              "(--model.z-dim)")
     model = MDNRNN(cfg.model).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     history: list[dict] = []
     epoch0 = 0
     if start is not None:
-        history, epoch0 = restore(start, "mdn", model, opt, device)
-        log.info("resuming %s after epoch %d", start, epoch0)
+        history, epoch0 = restore(start, model, opt)
+        log.info("resuming %s after epoch %d", last_checkpoint(out), epoch0)
     elif cfg.init:
         model.load_state_dict(load_checkpoint(Path(cfg.init), "mdn", map_location=device)["model"])
         log.info("starting from the weights of %s", cfg.init)
+    if epoch0 >= cfg.epochs:
+        return history[-1]
     val_batch = val_set.sample(max(cfg.batch_size, 64), np.random.default_rng(12345), sample_z=False)
     best = min((h["val_loss"] for h in history), default=float("inf"))
     for epoch in range(epoch0 + 1, cfg.epochs + 1):
@@ -160,17 +182,9 @@ def train(cfg: TrainMDNConfig, resume: bool = False, force: bool = False, progre
         history.append(row)
         log.info("epoch %d: train %.3f, val %.3f (nll %.3f, reward %.4f, done %.4f), %.0f sequence steps/s", epoch,
                  row["train_loss"], row["val_loss"], row["val_nll"], row["val_reward"], row["val_done"], row["steps_per_s"])
-        best = save_epoch(out, "mdn", cfg, model, opt, history, best)
+        best = save_epoch(out, "mdn", cfg, model, opt, history, best, built_on)
         plot_curves(out.parent / "mdn_loss.png", history, ["train_loss", "val_loss"], "MDN-RNN loss")
-    return history[-1] if history else {}
-
-
-def load_mdn(path: Path, device: torch.device | str = "cpu") -> MDNRNN:
-    """The MDN-RNN stored in a checkpoint, in eval mode."""
-    ckpt = load_checkpoint(Path(path), "mdn", map_location=device)
-    model = MDNRNN(MDNRNNConfig(**ckpt["config"]["model"])).to(device)
-    model.load_state_dict(ckpt["model"])
-    return model.eval()
+    return history[-1]
 
 
 def dream_video(vae_path: Path, mdn_path: Path, latents: Path, out: Path, temperature: float = 1.0,
@@ -178,15 +192,13 @@ def dream_video(vae_path: Path, mdn_path: Path, latents: Path, out: Path, temper
     """Real frames (left) beside the dream (right): the MDN-RNN rolled from the real first latent on the
     recorded actions, each sampled z decoded by the VAE. Written to ``out`` (mp4, 4x upscaled)."""
     from vmc.data import RolloutDataset, load_episode
-    from vmc.train_vae import load_vae
     from vmc.video import write_video
 
     vae, mdn = load_vae(vae_path), load_mdn(mdn_path)
-    seqs = LatentSequences(latents, "val", seq_len=1)
-    ep = max(seqs.episodes, key=lambda e: len(e["actions"]))
-    with h5py.File(latents, "r") as f:
-        data = Path(str(f.attrs["data"]))
-    ref = next(r for r in RolloutDataset(data).episodes if r.name == ep["name"])
+    ep = max(read_latents(latents, "val", 1, ("mu", "actions")), key=lambda e: e["length"])
+    data = Path(str(latents_info(latents)["data"]))
+    with RolloutDataset(data) as ds:
+        ref = next(r for r in ds.episodes if r.name == ep["name"])
     real = load_episode(ref).observations
     n = min(steps, len(ep["actions"]))
     g = torch.Generator().manual_seed(seed)
@@ -203,51 +215,18 @@ def dream_video(vae_path: Path, mdn_path: Path, latents: Path, out: Path, temper
     return write_video(out, frames, fps=10, scale=4)
 
 
-def parse_args(argv: Optional[list[str]] = None) -> tuple[TrainMDNConfig, argparse.Namespace]:
-    d = TrainMDNConfig()
-    p = argparse.ArgumentParser(prog="python -m vmc.train_mdn", description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--latents", default=d.latents, help="latent file from vmc.train_vae")
-    p.add_argument("--vae", default=d.vae, help="VAE checkpoint (for the dream video)")
-    p.add_argument("--out", default=d.out, help="best checkpoint path")
-    p.add_argument("--epochs", type=int, default=d.epochs)
-    p.add_argument("--steps-per-epoch", type=int, default=d.steps_per_epoch)
-    p.add_argument("--seq-len", type=int, default=d.seq_len)
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--temperature", type=float, default=d.temperature, help="sampling temperature of the dream video")
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--init", default=d.init, help="checkpoint whose weights a new run starts from")
-    p.add_argument("--device", default=d.device)
-    p.add_argument("--threads", type=int, default=d.threads)
-    p.add_argument("--hidden", type=int, default=d.model.hidden, help="LSTM units")
-    p.add_argument("--gaussians", type=int, default=d.model.gaussians, help="mixture components")
-    p.add_argument("--z-dim", type=int, default=d.model.z_dim, help="latent size (must match the VAE)")
-    p.add_argument("--resume", action="store_true", help="continue from <out>.last.pt")
-    p.add_argument("--force", action="store_true", help="start over even if <out>.last.pt exists")
-    p.add_argument("--no-video", action="store_true", help="skip the dream video")
-    a = p.parse_args(argv)
-    cfg = TrainMDNConfig(latents=a.latents, vae=a.vae, out=a.out, epochs=a.epochs, steps_per_epoch=a.steps_per_epoch,
-                         seq_len=a.seq_len, batch_size=a.batch_size, lr=a.lr, temperature=a.temperature, seed=a.seed, init=a.init,
-                         device=a.device, threads=a.threads,
-                         model=MDNRNNConfig(z_dim=a.z_dim, hidden=a.hidden, gaussians=a.gaussians))
-    return cfg, a
-
-
 def main(argv: Optional[list[str]] = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    cfg, a = parse_args(argv)
-    try:
-        train(cfg, resume=a.resume, force=a.force)
-        if not a.no_video:
-            path = dream_video(Path(cfg.vae), Path(cfg.out), Path(cfg.latents), Path(cfg.out).parent / "dream.mp4",
-                               cfg.temperature)
-            log.info("wrote %s", path)
-    except CheckpointError as err:
-        print(f"vmc.train_mdn: error: {err}", file=sys.stderr)
-        return 1
-    return 0
+    cli.setup_logging()
+    cfg = cli.parse(TrainMDNConfig, argv, "python -m vmc.train_mdn")
+
+    def body() -> None:
+        train(cfg)
+        if cfg.video:
+            log.info("wrote %s", dream_video(cfg.vae_path, cfg.out, cfg.latents_path, cfg.out.parent / "dream.mp4",
+                                             cfg.temperature))
+
+    return cli.run("vmc.train_mdn", body)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

@@ -1,45 +1,43 @@
 """``python -m vmc.train_vae``: train the ConvVAE on collected frames, then encode them to latents.
 
-Writes ``--out`` (the best model by validation loss), ``<out>.last.pt`` (model, optimiser, epoch and
-history, for ``--resume``), ``<out>.json`` (the resolved config and package version), and beside them
-``vae_recon_epochNNN.png`` (validation frames over their reconstructions), ``vae_loss.png``.
-Finally every frame of the collection is encoded once to ``--latents`` (mu and logvar per frame with
-the episode's actions, rewards and ends), which the Memory stage trains on.
+Writes into the run folder ``--run``: ``vae.pt`` (the best model by validation loss), ``vae.last.pt`` (model,
+optimiser, epoch and history, for ``--resume``), ``vae.json`` (the resolved config and package version),
+``vae_recon_epochNNN.png`` (validation frames over their reconstructions) and ``vae_loss.png``. Finally every
+frame of the collection is encoded once to ``latents.h5`` (``vmc.latents``), which the Memory stage trains on.
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import ClassVar, Optional
 
-import h5py
 import numpy as np
 import torch
 
-from vmc.data import RolloutDataset, ShardError, validation_set
+from vmc import cli
+from vmc.checkpoints import load_checkpoint, vae_from
+from vmc.cli import Config, check_positive
+from vmc.data import RolloutDataset
+from vmc.errors import VmcError
+from vmc.latents import latents_info, write_latents
 from vmc.models.vae import ConvVAE, VAEConfig
-from vmc.training import (CheckpointError, existing_run_guard, last_checkpoint, load_checkpoint, pick_device, plot_curves, prefetch,
-                          restore, save_epoch, use_all_cores)
+from vmc.runs import RUNS
+from vmc.training import last_checkpoint, pick_device, plot_curves, prefetch, restore, resume_point, save_epoch, use_all_cores
 
 log = logging.getLogger("vmc.train_vae")
-LATENTS_FORMAT = "vmc-latents-1"
 
 
 @dataclass
-class TrainVAEConfig:
-    """What ``python -m vmc.train_vae`` does; saved with the checkpoint."""
+class TrainVAEConfig(Config):
+    """Train the ConvVAE on a collection's frames, then encode them to the run's latent file."""
 
     data: str = "data/lighthouse"
     """Collection folder (shards from ``vmc.collect``)."""
-    out: str = "checkpoints/vae.pt"
-    """Best checkpoint; ``<out>.last.pt`` and pictures go beside it."""
-    latents: str = ""
-    """Latent file to write after training (default: ``latents.h5`` beside ``out``: latents belong to a VAE)."""
+    run: str = str(RUNS / "lighthouse-small")
+    """Run folder: ``vae.pt``, ``vae.last.pt``, pictures and ``latents.h5`` go there."""
     epochs: int = 10
     """Passes over the training frames."""
     batch_size: int = 64
@@ -56,10 +54,31 @@ class TrainVAEConfig:
     """CPU threads for torch (0: one per core)."""
     model: VAEConfig = field(default_factory=VAEConfig)
     """The architecture."""
+    encode: bool = True
+    """Write the latent file after training."""
+    resume: bool = False
+    """Continue the run's ``vae.last.pt`` (it must have been made with the same config and data)."""
+    force: bool = False
+    """Start over even if the run folder holds a VAE."""
+
+    RESUME_FREE: ClassVar[frozenset[str]] = frozenset({"epochs", "device", "threads", "encode"})
+
+    def validate(self) -> None:
+        check_positive(epochs=self.epochs, batch_size=self.batch_size)
+        if not 0 < self.val_fraction < 1:
+            raise ValueError(f"--val-fraction must be between 0 and 1, got {self.val_fraction}")
+        if self.lr <= 0:
+            raise ValueError(f"--lr must be positive, got {self.lr}")
 
     @property
-    def latents_path(self) -> Path:
-        return Path(self.latents) if self.latents else Path(self.out).parent / "latents.h5"
+    def out(self) -> Path:
+        """The best checkpoint."""
+        return Path(self.run) / "vae.pt"
+
+    @property
+    def latents(self) -> Path:
+        """The latent file."""
+        return Path(self.run) / "latents.h5"
 
 
 def _recon_grid(model: ConvVAE, frames: np.ndarray, device: torch.device) -> np.ndarray:
@@ -88,154 +107,101 @@ def evaluate(model: ConvVAE, ds: RolloutDataset, batch_size: int, device: torch.
     return {k: v / max(n, 1) for k, v in totals.items()}
 
 
-def train(cfg: TrainVAEConfig, resume: bool = False, force: bool = False, progress: bool = True) -> dict:
+def data_identity(train_ds: RolloutDataset, val_ds: RolloutDataset) -> dict:
+    """What a VAE is built on: the collection's size (a collection that grew is other data)."""
+    return {"data_episodes": len(train_ds.episodes) + len(val_ds.episodes), "data_steps": train_ds.num_steps + val_ds.num_steps}
+
+
+def train(cfg: TrainVAEConfig, progress: bool = True) -> dict:
     """Train (or continue), keep best/last checkpoints and pictures; returns the history's last row."""
+    from PIL import Image
     from tqdm import tqdm
 
-    out = Path(cfg.out)
-    start = existing_run_guard(last_checkpoint(out), resume, force)
+    out = cfg.out
     torch.manual_seed(cfg.seed)
     use_all_cores(cfg.threads)
     device = pick_device(cfg.device)
-    train_ds = RolloutDataset(Path(cfg.data), "train", cfg.val_fraction)
-    val_ds = RolloutDataset(Path(cfg.data), "val", cfg.val_fraction)
-    if not train_ds.episodes or not val_ds.episodes:
-        raise SystemExit(f"error: {cfg.data} needs episodes in both splits (train {len(train_ds.episodes)}, "
-                         f"val {len(val_ds.episodes)}): collect more episodes or change --val-fraction")
-    model = ConvVAE(cfg.model).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    history: list[dict] = []
-    epoch0 = 0
-    if start is not None:
-        history, epoch0 = restore(start, "vae", model, opt, device)
-        log.info("resuming %s after epoch %d", start, epoch0)
-    log.info("training on %d frames (%d episodes), validating on %d frames, device %s, %d threads",
-             train_ds.num_frames, len(train_ds.episodes), val_ds.num_frames, device, torch.get_num_threads())
-    rng = np.random.default_rng(cfg.seed)
-    val_pick = np.sort(rng.choice(val_ds.num_frames, size=min(8, val_ds.num_frames), replace=False))
-    val_frames = np.stack([val_ds.frame(int(i)) for i in val_pick])
-    best = min((h["val_loss"] for h in history), default=float("inf"))
-    for epoch in range(epoch0 + 1, cfg.epochs + 1):
-        model.train()
-        t0, seen, running = time.perf_counter(), 0, 0.0
-        bar = tqdm(total=train_ds.num_frames, unit="frame", desc=f"vae epoch {epoch}/{cfg.epochs}", disable=not progress,
-                   dynamic_ncols=True)
-        for frames in prefetch(train_ds.iter_frames(cfg.batch_size, shuffle=True, seed=cfg.seed * 100003 + epoch)):
-            x = ConvVAE.to_input(torch.from_numpy(frames)).to(device)
-            recon, mu, logvar = model(x)
-            terms = model.loss(x, recon, mu, logvar)
-            opt.zero_grad(set_to_none=True)
-            terms["loss"].backward()
-            opt.step()
-            seen += len(frames)
-            running += terms["loss"].item() * len(frames)
-            bar.update(len(frames))
-            bar.set_postfix(loss=f"{terms['loss'].item():.1f}", recon=f"{terms['recon'].item():.1f}", kl=f"{terms['kl'].item():.1f}")
-        bar.close()
-        train_s = time.perf_counter() - t0
-        val = evaluate(model, val_ds, cfg.batch_size, device)
-        row = {"epoch": epoch, "train_loss": running / max(seen, 1), "val_loss": val["loss"], "val_recon": val["recon"],
-               "val_kl": val["kl"], "frames_per_s": seen / train_s, "seconds": time.perf_counter() - t0}
-        history.append(row)
-        log.info("epoch %d: train %.1f, val %.1f (recon %.1f, kl %.1f), %.0f frames/s", epoch, row["train_loss"],
-                 row["val_loss"], row["val_recon"], row["val_kl"], row["frames_per_s"])
-        best = save_epoch(out, "vae", cfg, model, opt, history, best)
-        from PIL import Image
-
-        Image.fromarray(_recon_grid(model, val_frames, device)).save(out.parent / f"vae_recon_epoch{epoch:03d}.png")
-        plot_curves(out.parent / "vae_loss.png", history, ["train_loss", "val_loss"], "ConvVAE loss per frame")
-    train_ds.close()
-    val_ds.close()
-    return history[-1] if history else {}
-
-
-def load_vae(path: Path, device: torch.device | str = "cpu") -> ConvVAE:
-    """The ConvVAE stored in a checkpoint, in eval mode."""
-    ckpt = load_checkpoint(Path(path), "vae", map_location=device)
-    model_cfg = VAEConfig(**ckpt["config"]["model"])
-    model = ConvVAE(model_cfg).to(device)
-    model.load_state_dict(ckpt["model"])
-    return model.eval()
+    with RolloutDataset(Path(cfg.data), "train", cfg.val_fraction) as train_ds, \
+            RolloutDataset(Path(cfg.data), "val", cfg.val_fraction) as val_ds:
+        if not train_ds.episodes or not val_ds.episodes:
+            raise VmcError(f"{cfg.data} needs episodes in both splits (train {len(train_ds.episodes)}, "
+                           f"val {len(val_ds.episodes)}): collect more episodes or change --val-fraction")
+        built_on = data_identity(train_ds, val_ds)
+        start = resume_point(last_checkpoint(out), "vae", cfg, built_on, cfg.resume, cfg.force)
+        model = ConvVAE(cfg.model).to(device)
+        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+        history: list[dict] = []
+        epoch0 = 0
+        if start is not None:
+            history, epoch0 = restore(start, model, opt)
+            log.info("resuming %s after epoch %d", last_checkpoint(out), epoch0)
+        if epoch0 >= cfg.epochs:
+            return history[-1]
+        log.info("training on %d frames (%d episodes), validating on %d frames, device %s, %d threads",
+                 train_ds.num_frames, len(train_ds.episodes), val_ds.num_frames, device, torch.get_num_threads())
+        rng = np.random.default_rng(cfg.seed)
+        val_pick = np.sort(rng.choice(val_ds.num_frames, size=min(8, val_ds.num_frames), replace=False))
+        val_frames = np.stack([val_ds.frame(int(i)) for i in val_pick])
+        best = min((h["val_loss"] for h in history), default=float("inf"))
+        for epoch in range(epoch0 + 1, cfg.epochs + 1):
+            model.train()
+            t0, seen, running = time.perf_counter(), 0, 0.0
+            bar = tqdm(total=train_ds.num_frames, unit="frame", desc=f"vae epoch {epoch}/{cfg.epochs}",
+                       disable=not progress, dynamic_ncols=True)
+            for frames in prefetch(train_ds.iter_frames(cfg.batch_size, shuffle=True, seed=cfg.seed * 100003 + epoch)):
+                x = ConvVAE.to_input(torch.from_numpy(frames)).to(device)
+                recon, mu, logvar = model(x)
+                terms = model.loss(x, recon, mu, logvar)
+                opt.zero_grad(set_to_none=True)
+                terms["loss"].backward()
+                opt.step()
+                seen += len(frames)
+                running += terms["loss"].item() * len(frames)
+                bar.update(len(frames))
+                bar.set_postfix(loss=f"{terms['loss'].item():.1f}", recon=f"{terms['recon'].item():.1f}",
+                                kl=f"{terms['kl'].item():.1f}")
+            bar.close()
+            train_s = time.perf_counter() - t0
+            val = evaluate(model, val_ds, cfg.batch_size, device)
+            row = {"epoch": epoch, "train_loss": running / max(seen, 1), "val_loss": val["loss"], "val_recon": val["recon"],
+                   "val_kl": val["kl"], "frames_per_s": seen / train_s, "seconds": time.perf_counter() - t0}
+            history.append(row)
+            log.info("epoch %d: train %.1f, val %.1f (recon %.1f, kl %.1f), %.0f frames/s", epoch, row["train_loss"],
+                     row["val_loss"], row["val_recon"], row["val_kl"], row["frames_per_s"])
+            best = save_epoch(out, "vae", cfg, model, opt, history, best, built_on)
+            Image.fromarray(_recon_grid(model, val_frames, device)).save(out.parent / f"vae_recon_epoch{epoch:03d}.png")
+            plot_curves(out.parent / "vae_loss.png", history, ["train_loss", "val_loss"], "ConvVAE loss per frame")
+    return history[-1]
 
 
-def encode_dataset(vae_path: Path, data: Path, latents: Path, val_fraction: float = 0.1, batch_size: int = 256,
-                   device: str = "auto") -> Path:
-    """Encode every frame of a collection to ``latents`` (HDF5, written atomically).
-
-    One group per episode (same name as in the shards): ``mu`` and ``logvar`` (T+1, Z) float32,
-    ``actions`` (T, 3), ``rewards`` (T,), ``terminations`` / ``truncations`` (T,); attributes ``track``,
-    ``index``, ``seed``, ``policy``, ``length`` and ``split`` (train / val, the same split as training).
-    """
-    dev = pick_device(device)
-    model = load_vae(vae_path, dev)
-    latents = Path(latents)
-    tmp = latents.with_name(latents.name + ".tmp")
-    with RolloutDataset(Path(data), "all") as ds, h5py.File(tmp, "w") as f, torch.no_grad():
-        val = validation_set(ds.episodes, val_fraction)
-        f.attrs["vmc_format"] = LATENTS_FORMAT
-        f.attrs["vae"] = str(vae_path)
-        f.attrs["z_dim"] = model.config.z_dim
-        f.attrs["data"] = str(data)
-        for ref in ds.episodes:
-            g_in = ds._group(ref)
-            obs = g_in["observations"]
-            mus, logvars = [], []
-            for s in range(0, len(obs), batch_size):
-                x = ConvVAE.to_input(torch.from_numpy(obs[s:s + batch_size])).to(dev)
-                mu, logvar = model.encode(x)
-                mus.append(mu.cpu().numpy())
-                logvars.append(logvar.cpu().numpy())
-            g = f.create_group(ref.name)  # indices are unique within a collection
-            g.create_dataset("mu", data=np.concatenate(mus).astype(np.float32))
-            g.create_dataset("logvar", data=np.concatenate(logvars).astype(np.float32))
-            for k in ("actions", "rewards", "terminations", "truncations"):
-                g.create_dataset(k, data=g_in[k][()])
-            g.attrs.update({"track": ref.track, "index": ref.index, "seed": ref.seed, "policy": ref.policy,
-                            "length": ref.length, "split": "val" if (ref.track, ref.index) in val else "train"})
-    tmp.replace(latents)
+def encode(cfg: TrainVAEConfig) -> Path:
+    """The run's latent file from its best VAE, written unless one from the same VAE and data is there."""
+    ckpt = load_checkpoint(cfg.out, "vae")
+    latents = cfg.latents
+    if latents.exists():
+        try:
+            info = latents_info(latents)
+            if info.get("vae") == ckpt["fingerprint"] and info.get("episodes") == ckpt["built_on"]["data_episodes"]:
+                return latents
+        except VmcError as err:
+            log.warning("%s; writing it again", err)
+    t0 = time.perf_counter()
+    write_latents(vae_from(ckpt, pick_device(cfg.device)), ckpt["fingerprint"], Path(cfg.data), latents, cfg.val_fraction)
+    log.info("encoded %s to %s in %.0f s", cfg.data, latents, time.perf_counter() - t0)
     return latents
 
 
-def parse_args(argv: Optional[list[str]] = None) -> tuple[TrainVAEConfig, argparse.Namespace]:
-    d = TrainVAEConfig()
-    p = argparse.ArgumentParser(prog="python -m vmc.train_vae", description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--data", default=d.data, help="collection folder")
-    p.add_argument("--out", default=d.out, help="best checkpoint path")
-    p.add_argument("--latents", default=d.latents, help="latent file to write (default: latents.h5 beside --out)")
-    p.add_argument("--epochs", type=int, default=d.epochs)
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--val-fraction", type=float, default=d.val_fraction)
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--device", default=d.device, help="auto, cpu, cuda, ...")
-    p.add_argument("--threads", type=int, default=d.threads, help="CPU threads (0: all cores)")
-    p.add_argument("--z-dim", type=int, default=d.model.z_dim, help="latent size")
-    p.add_argument("--kl-tolerance", type=float, default=d.model.kl_tolerance, help="free bits per latent dimension")
-    p.add_argument("--resume", action="store_true", help="continue from <out>.last.pt")
-    p.add_argument("--force", action="store_true", help="start over even if <out>.last.pt exists")
-    p.add_argument("--skip-encode", action="store_true", help="do not write the latent file")
-    a = p.parse_args(argv)
-    cfg = TrainVAEConfig(data=a.data, out=a.out, latents=a.latents, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr,
-                         val_fraction=a.val_fraction, seed=a.seed, device=a.device, threads=a.threads,
-                         model=VAEConfig(z_dim=a.z_dim, kl_tolerance=a.kl_tolerance))
-    return cfg, a
-
-
 def main(argv: Optional[list[str]] = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    cfg, a = parse_args(argv)
-    try:
-        train(cfg, resume=a.resume, force=a.force)
-        if not a.skip_encode:
-            t0 = time.perf_counter()
-            path = encode_dataset(Path(cfg.out), Path(cfg.data), cfg.latents_path, cfg.val_fraction, device=cfg.device)
-            log.info("encoded the collection to %s in %.0f s", path, time.perf_counter() - t0)
-    except (ShardError, CheckpointError, FileNotFoundError) as err:
-        print(f"vmc.train_vae: error: {err}", file=sys.stderr)
-        return 1
-    return 0
+    cli.setup_logging()
+    cfg = cli.parse(TrainVAEConfig, argv, "python -m vmc.train_vae")
+
+    def body() -> None:
+        train(cfg)
+        if cfg.encode:
+            encode(cfg)
+
+    return cli.run("vmc.train_vae", body)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

@@ -1,22 +1,19 @@
-"""What the training stages share: device choice, checkpoints on disk, loss curves, prefetching."""
+"""What the training stages share: device choice, epoch checkpoints and their resume, loss curves, prefetching."""
 
 from __future__ import annotations
 
-import json
 import os
 import queue
 import threading
-from dataclasses import asdict, is_dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Optional
+from typing import Iterable, Iterator, Optional
 
 import torch
 
-import vmc
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint is missing, corrupt or of the wrong kind; the message names the file."""
+from vmc.checkpoints import load_checkpoint, save_checkpoint
+from vmc.cli import Config
+from vmc.errors import VmcError
+from vmc.runs import check_resume
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -31,47 +28,6 @@ def use_all_cores(threads: int = 0) -> int:
     n = threads or os.cpu_count() or 1
     torch.set_num_threads(n)
     return n
-
-
-def _plain(obj: Any) -> Any:
-    if is_dataclass(obj):
-        return {k: _plain(v) for k, v in asdict(obj).items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    if isinstance(obj, dict):
-        return {k: _plain(v) for k, v in obj.items()}
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
-
-
-def save_checkpoint(path: Path, kind: str, payload: dict, config: Any) -> None:
-    """Write ``payload`` (state dicts, epoch, history...) atomically, with ``kind``, the resolved config
-    and the package version inside, and the same config as JSON beside it (``<name>.json``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"kind": kind, "vmc_version": vmc.__version__, "config": _plain(config)}
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({**payload, **meta}, tmp)
-    tmp.replace(path)
-    side = path.with_suffix(".json")
-    side.with_name(side.name + ".tmp").write_text(json.dumps({**meta, "checkpoint": path.name}, indent=2))
-    side.with_name(side.name + ".tmp").replace(side)
-
-
-def load_checkpoint(path: Path, kind: str, map_location: Any = "cpu") -> dict:
-    """Read a checkpoint written by :func:`save_checkpoint`; raises :class:`CheckpointError` naming the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as err:  # torch raises many types for a damaged file
-        raise CheckpointError(f"{path}: corrupt or unreadable checkpoint ({type(err).__name__}: {err})") from None
-    if not isinstance(ckpt, dict) or ckpt.get("kind") != kind:
-        found = ckpt.get("kind") if isinstance(ckpt, dict) else type(ckpt).__name__
-        raise CheckpointError(f"{path}: not a {kind} checkpoint (found {found!r})")
-    return ckpt
 
 
 def plot_curves(path: Path, history: list[dict], keys: Iterable[str], title: str) -> None:
@@ -126,34 +82,41 @@ def last_checkpoint(out: Path) -> Path:
     return out.with_name(out.stem + ".last.pt")
 
 
-def restore(start: Path, kind: str, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-            device: torch.device) -> tuple[list[dict], int]:
+def resume_point(last: Path, kind: str, cfg: Config, built_on: dict, resume: bool, force: bool) -> Optional[dict]:
+    """The last checkpoint to go on from, or None to start afresh.
+
+    An existing one is refused unless ``resume`` or ``force``; with ``resume`` it must have been made with the
+    same config (but for ``cfg.RESUME_FREE``) and on the same inputs (``built_on``: fingerprints, sizes)."""
+    if not last.exists():
+        if resume and not force:
+            raise VmcError(f"--resume given but {last} does not exist")
+        return None
+    if force:
+        return None
+    if not resume:
+        raise VmcError(f"{last} exists: pass --resume to continue that run or --force to start over")
+    ckpt = load_checkpoint(last, kind)
+    check_resume(last, {**ckpt["config"], "built_on": ckpt.get("built_on", {})}, {**cfg.record(), "built_on": built_on},
+                 cfg.RESUME_FREE)
+    return ckpt
+
+
+def restore(ckpt: dict, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> tuple[list[dict], int]:
     """Load model and optimiser state from a last checkpoint; returns (history, epoch)."""
-    ckpt = load_checkpoint(start, kind, map_location=device)
     model.load_state_dict(ckpt["model"])
     optimizer.load_state_dict(ckpt["optimizer"])
     return ckpt["history"], ckpt["epoch"]
 
 
-def save_epoch(out: Path, kind: str, config: Any, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-               history: list[dict], best: float) -> float:
+def save_epoch(out: Path, kind: str, config: Config, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+               history: list[dict], best: float, built_on: dict) -> float:
     """After an epoch: the last checkpoint always, the best one (``out``) when ``val_loss`` improved.
     Returns the best validation loss so far."""
     row = history[-1]
-    payload = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": row["epoch"], "history": history}
+    payload = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": row["epoch"], "history": history,
+               "built_on": built_on}
     if row["val_loss"] < best:
         best = row["val_loss"]
         save_checkpoint(out, kind, payload, config)
     save_checkpoint(last_checkpoint(out), kind, payload, config)
     return best
-
-
-def existing_run_guard(last: Path, resume: bool, force: bool) -> Optional[Path]:
-    """What to do with a previous run's last checkpoint: resume it, start over, or refuse (one line)."""
-    if last.exists() and not (resume or force):
-        raise SystemExit(f"error: {last} exists: pass --resume to continue that run or --force to start over")
-    if last.exists() and resume:
-        return last
-    if resume:
-        raise SystemExit(f"error: --resume given but {last} does not exist")
-    return None

@@ -16,6 +16,17 @@ def frame_strip(frames: Sequence[np.ndarray], n: int) -> np.ndarray:
     return np.concatenate([frames[i] for i in idx], axis=1)
 
 
+def label(frame: np.ndarray, text: str) -> np.ndarray:
+    """``frame`` with ``text`` in a dark band at the top (PIL's default font)."""
+    from PIL import Image, ImageDraw
+
+    im = Image.fromarray(frame)
+    draw = ImageDraw.Draw(im)
+    draw.rectangle([0, 0, im.width, 16], fill=(0, 0, 0))
+    draw.text((4, 2), text, fill=(255, 255, 255))
+    return np.asarray(im)
+
+
 def write_video(path: Path, frames: Sequence[np.ndarray], fps: int = 10, scale: int = 1) -> Path:
     """Write (H, W, 3) uint8 frames to an H.264 MP4, each pixel blown up ``scale`` times (nearest)."""
     import imageio.v2 as imageio

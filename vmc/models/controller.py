@@ -63,12 +63,12 @@ class WorldModelAgent:
     def advance(self, z: torch.Tensor, action: np.ndarray | torch.Tensor) -> None:
         """Step the MDN-RNN with the action actually taken (which may differ from the controller's)."""
         a = torch.as_tensor(np.asarray(action, np.float32)).view(1, -1)
-        _, self.state = self.mdn.step(z, a, self.state)
+        self.state = self.mdn.step_state(z, a, self.state)
 
     @torch.no_grad()
     def act(self, obs: np.ndarray) -> np.ndarray:
         """(64, 64, 3) uint8 frame → (3,) float32 action; advances the MDN-RNN state."""
         z, h = self.observe(obs)
         action = self.controller(z, h)
-        _, self.state = self.mdn.step(z, action, self.state)
+        self.state = self.mdn.step_state(z, action, self.state)
         return action[0].numpy().astype(np.float32)

@@ -67,6 +67,11 @@ class MDNRNN(nn.Module):
         heads, state = self.forward(z.unsqueeze(1), a.unsqueeze(1), state)
         return {k: v.squeeze(1) for k, v in heads.items()}, state
 
+    def step_state(self, z: torch.Tensor, a: torch.Tensor, state: Optional[State] = None) -> State:
+        """One LSTM step without the heads: z (B, Z), a (B, A) → the new state. What a driving agent needs (it
+        reads h, never the mixture), at a fraction of :meth:`step`'s cost."""
+        return self.lstm(torch.cat([z, a], dim=-1).unsqueeze(1), state)[1]
+
     @staticmethod
     def mdn_nll(heads: dict[str, torch.Tensor], target: torch.Tensor) -> torch.Tensor:
         """Mean negative log-likelihood per latent dimension of ``target`` (B, T, Z) under the mixture
@@ -76,8 +81,8 @@ class MDNRNN(nn.Module):
         log_prob = -0.5 * ((t - heads["mu"]) / log_sigma.exp()) ** 2 - log_sigma - 0.5 * math.log(2 * math.pi)
         return -torch.logsumexp(heads["log_pi"] + log_prob, dim=-2).mean()
 
-    def loss(self, heads: dict[str, torch.Tensor], z_next: torch.Tensor, reward: torch.Tensor, done: torch.Tensor,
-             mask: Optional[torch.Tensor] = None) -> dict[str, torch.Tensor]:
+    def loss(self, heads: dict[str, torch.Tensor], z_next: torch.Tensor, reward: torch.Tensor,
+             done: torch.Tensor) -> dict[str, torch.Tensor]:
         """MDN NLL of z_{t+1} (B, T, Z), squared error of reward (B, T) and BCE of done (B, T)."""
         nll = self.mdn_nll(heads, z_next)
         r = F.mse_loss(heads["reward"], reward)

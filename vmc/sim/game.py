@@ -14,7 +14,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from vmc.assets import ensure_assets
+from vmc.sim.assets import ensure_assets
 
 RENDERERS = ("llvmpipe", "softpipe", "system", "none")
 """``llvmpipe`` / ``softpipe``: Mesa's CPU rasterisers; ``system``: whatever OpenGL the machine has
@@ -90,13 +90,13 @@ def init_game(spec: GraphicsSpec) -> Any:
         return pystk2
     ensure_assets()
     if spec.renderer != "none":
-        from vmc.display import ensure_display
+        from vmc.sim.display import ensure_display
 
         ensure_display()
     _configure_renderer(spec)
     import pystk2
 
-    from vmc.engine import set_anisotropic, set_max_texture_size
+    from vmc.sim.engine import set_anisotropic, set_max_texture_size
 
     set_anisotropic(pystk2, spec.anisotropic)
     if spec.max_texture_size:

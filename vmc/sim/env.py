@@ -24,10 +24,10 @@ from typing import Any, Optional
 import gymnasium as gym
 import numpy as np
 
-from vmc import game
-from vmc.assets import ensure_assets
-from vmc.engine import GameClock
-from vmc.track import LapProgress, TrackGeometry, race_tracks
+from vmc.sim import game
+from vmc.sim.assets import ensure_assets
+from vmc.sim.engine import GameClock
+from vmc.sim.track import LapProgress, TrackGeometry, race_tracks
 
 CONTROLLERS = ("player", "ai")
 
@@ -48,7 +48,7 @@ class EnvConfig:
     ``none`` (physics only: observations are black)."""
     anisotropic: int = 0
     """Anisotropic texture filtering level (0, 2, 4, 8, 16). 0 by default: llvmpipe stalls for seconds
-    to minutes on some frames with it on (see ``vmc.engine``)."""
+    to minutes on some frames with it on (see ``vmc.sim.engine``)."""
     render_threads: int = 0
     """llvmpipe rasteriser threads; 0 renders in the game's thread (one core per env process)."""
     max_texture_size: int = 0

@@ -15,7 +15,7 @@ from typing import Optional, Protocol
 
 import numpy as np
 
-from vmc.track import TrackGeometry
+from vmc.sim.track import TrackGeometry
 
 
 class Driver(Protocol):
@@ -97,12 +97,15 @@ class EpisodeResult:
     """Game time (s) since the start."""
 
 
-def run_episode(env, driver: Driver, seed: Optional[int] = None, on_step=None) -> EpisodeResult:
+def run_episode(env, driver: Driver, seed: Optional[int] = None, on_step=None, on_reset=None) -> EpisodeResult:
     """Drive one episode of ``env`` (an unwrapped or wrapped SuperTuxKartEnv) with ``driver``.
 
-    ``on_step(obs, action, reward, terminated, truncated, info)`` is called after every step.
+    ``on_reset(obs, info)`` is called after the reset, ``on_step(obs, action, reward, terminated, truncated, info)``
+    after every step.
     """
     obs, info = env.reset(seed=seed)
+    if on_reset is not None:
+        on_reset(obs, info)
     driver.reset(env.unwrapped.track, seed)
     while True:
         action = driver.act(obs, info)

@@ -8,7 +8,7 @@ reachable here, so vmc lays the folder out itself and points pystk2 at it with `
 * the art (``karts tracks textures models library music sfx editor``) comes from Debian's
   ``supertuxkart-data`` package (STK 1.4 art, which the 1.5 engine reads), linked, not copied.
 
-``python -m vmc.assets`` builds the folder (a no-op when it is already there) and prints its path.
+``python -m vmc.sim.assets`` builds the folder (a no-op when it is already there) and prints its path.
 """
 
 from __future__ import annotations
@@ -147,7 +147,7 @@ def _build(root: Path, art: Path, quiet: bool) -> None:
         data.mkdir()
         _extract_game_data(archive, data)
         if not (data / "stk_config.xml").is_file():
-            raise AssetError(f"{archive} holds no data/stk_config.xml: delete it and run `python -m vmc.assets` again")
+            raise AssetError(f"{archive} holds no data/stk_config.xml: delete it and run `python -m vmc.sim.assets` again")
         for d in ART_DIRS:
             (data / d).symlink_to(art / d, target_is_directory=True)
         (tmp / MARKER).write_text(f"built by vmc from {archive.name} and {art}\n")
@@ -160,8 +160,8 @@ def _build(root: Path, art: Path, quiet: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m vmc.assets``: build (or check) the asset folder and print its path."""
-    parser = argparse.ArgumentParser(prog="python -m vmc.assets", description=__doc__.splitlines()[0])
+    """``python -m vmc.sim.assets``: build (or check) the asset folder and print its path."""
+    parser = argparse.ArgumentParser(prog="python -m vmc.sim.assets", description=__doc__.splitlines()[0])
     parser.add_argument("--rebuild", action="store_true", help="delete the folder and build it again")
     args = parser.parse_args(argv)
     try:

@@ -1,0 +1,68 @@
+"""The controller's starting points: least squares on the recorded data, and DAgger on the centre-line driver.
+
+* :func:`fit_initial_mean`: regress the recorded actions (pre-squash) on [z, h], where h comes from running the
+  MDN-RNN over each recorded episode of the latent file: a controller near the data's driving.
+* :func:`dagger`: imitate the centre-line driver (DAgger, Ross et al. 2011) in the real game. In round 0 the
+  driver races and the controller's inputs are recorded with its actions; from round 1 the controller fitted
+  so far races (the driver taking over with probability 0.5^round) while the driver labels every step, so the
+  fit also learns to come back from the controller's own mistakes. Races go round the given tracks.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vmc.latents import read_latents
+from vmc.models.mdn import MDNRNN
+from vmc.racing import DaggerRace
+
+log = logging.getLogger("vmc.dagger")
+
+
+def ridge_fit(x: np.ndarray, actions: np.ndarray, ridge: float = 1.0) -> np.ndarray:
+    """Flat controller parameters whose pre-squash outputs best match ``actions`` (N, 3) from inputs
+    ``x`` (N, Z+H) in least squares (ridge on the weights, not the bias): arctanh of the steering,
+    logits of acceleration and brake, clipped so that saturated actions give finite targets."""
+    x, y = np.asarray(x, np.float64), np.asarray(actions, np.float64)
+    pedals = np.clip(y[:, 1:], 0.05, 0.95)
+    target = np.concatenate([np.arctanh(np.clip(y[:, :1], -0.95, 0.95)), np.log(pedals / (1 - pedals))], 1)
+    xb = np.concatenate([x, np.ones((len(x), 1))], 1)
+    reg = ridge * np.eye(xb.shape[1])
+    reg[-1, -1] = 0.0
+    sol = np.linalg.solve(xb.T @ xb + reg, xb.T @ target)  # (Z+H+1, 3)
+    return np.concatenate([sol[:-1].T.ravel(), sol[-1]])  # LinearController's flat layout: W row-major, then b
+
+
+def fit_initial_mean(latents: Path, mdn: MDNRNN, ridge: float = 1.0) -> np.ndarray:
+    """Least-squares controller on every episode of a latent file (see the module docstring)."""
+    xs, ys = [], []
+    with torch.no_grad():
+        for ep in read_latents(latents, fields=("mu", "actions")):
+            mu, actions = torch.from_numpy(ep["mu"][:-1]), torch.from_numpy(ep["actions"])
+            heads, _ = mdn(mu[None], actions[None])
+            h = torch.cat([torch.zeros(1, mdn.config.hidden), heads["h"][0, :-1]])  # h_t before step t
+            xs.append(torch.cat([mu, h], 1).numpy())
+            ys.append(actions.numpy())
+    return ridge_fit(np.concatenate(xs), np.concatenate(ys), ridge)
+
+
+def dagger(pool, tracks: list[str], start: np.ndarray, rounds: int, episodes: int, seed: int) -> np.ndarray:
+    """DAgger from the controller ``start``: ``rounds`` rounds of ``episodes`` races each (tracks in turn) on
+    ``pool`` (a pool of :func:`vmc.racing.make_racer` workers); returns the last fit."""
+    xs: list[np.ndarray] = []
+    ys: list[np.ndarray] = []
+    params = start
+    for r in range(rounds):
+        beta = 0.5 ** r
+        seeds = [seed * 1_000_003 + 500_000 + r * episodes + k for k in range(episodes)]
+        res = pool.map([DaggerRace(params, tracks[(r * episodes + k) % len(tracks)], s, beta) for k, s in enumerate(seeds)])
+        xs += [x.x for x in res]
+        ys += [x.y for x in res]
+        params = ridge_fit(np.concatenate(xs), np.concatenate(ys))
+        log.info("DAgger round %d (expert share %.2f): scores %s, laps %d; refit on %d steps", r, beta,
+                 " ".join(f"{x.track}:{x.score:.0f}" for x in res), sum(x.lap for x in res), sum(len(x) for x in xs))
+    return params

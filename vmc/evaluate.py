@@ -1,0 +1,209 @@
+"""``python -m vmc.evaluate``: the standard evaluation of a controller, per track, beside the reference drivers.
+
+Every track gets ``--episodes`` races of the World Models agent with Gaussian noise ``--noise`` on steering and
+throttle (episode k's seed is ``seed + k`` on every track, so the same command gives the same table), and,
+with ``--perturb K``, K steps of random actions from a random (seeded) step of each race, to measure recovery.
+The centre-line driver and the game's AI drive each track once (the game is deterministic).
+
+Writes into ``--out`` (default: ``eval/`` beside the controller's folder): ``table.md`` (the table printed at the
+end), ``episodes.json`` and ``episodes.csv`` (every episode), ``grid.mp4`` (one tile per track: the first
+episode of each, side by side) and ``grid.png`` (frames of it).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from vmc import cli
+from vmc.checkpoints import load_controller
+from vmc.cli import Config, check_non_negative, check_positive
+from vmc.racing import AgentRace, RaceResult, ReferenceRace, racing_pool
+from vmc.sim.env import EnvConfig, check_track
+
+log = logging.getLogger("vmc.evaluate")
+
+
+@dataclass
+class EvaluateConfig(Config):
+    """Evaluate a controller on tracks: laps, scores, lap steps against the game's AI, how races ended."""
+
+    controller: str = "runs/lighthouse-small/controller/best.pt"
+    """Controller checkpoint (``best.pt``; it carries its VAE and MDN-RNN)."""
+    tracks: list[str] = field(default_factory=list)
+    """Tracks to race on (default: the tracks the controller was trained on)."""
+    episodes: int = 20
+    """Races per track."""
+    noise: float = 0.1
+    """Std of the Gaussian noise on steering and throttle (0: none)."""
+    perturb: int = 0
+    """Steps of random actions from a random step of each race (0: none)."""
+    seed: int = 0
+    """Episode k of every track uses seed ``seed + k``."""
+    max_steps: int = 1000
+    """Step limit of a race."""
+    workers: int = 0
+    """Game processes (0: one per core)."""
+    renderer: str = "llvmpipe"
+    """Renderer of the worker games."""
+    out: str = ""
+    """Output folder (default: ``eval`` beside the controller's folder, or ``eval-perturb<K>``)."""
+    video: bool = True
+    """Write the grid video and picture."""
+
+    def validate(self) -> None:
+        check_positive(episodes=self.episodes, max_steps=self.max_steps)
+        check_non_negative(noise=self.noise, perturb=self.perturb, workers=self.workers)
+        for t in self.tracks:
+            check_track(t)
+
+    @property
+    def out_path(self) -> Path:
+        if self.out:
+            return Path(self.out)
+        return Path(self.controller).parent.parent / (f"eval-perturb{self.perturb}" if self.perturb else "eval")
+
+
+def reference_laps(pool, tracks: list[str], record: bool = False) -> dict[str, dict[str, RaceResult]]:
+    """One lap of each reference driver (``centreline``, ``ai``) per track on ``pool``: ``{track: {driver: result}}``."""
+    tasks = [ReferenceRace(d, t, record) for t in tracks for d in ("centreline", "ai")]
+    out: dict[str, dict[str, RaceResult]] = {}
+    for task, r in zip(tasks, pool.map(tasks)):
+        out.setdefault(task.track, {})[task.driver] = r
+    return out
+
+
+def score_candidates(pool, candidates: dict[str, np.ndarray], tracks: list[str], seeds: list[Optional[int]]) -> dict[str, dict]:
+    """Race each parameter vector on every track and seed; per name: ``mean``, ``std`` (over the noisy seeds),
+    ``noise_free`` (mean of the ``None`` seeds), ``laps``, ``races``, ``per_track`` means and the ``params``."""
+    tasks = [AgentRace(p, t, s) for p in candidates.values() for t in tracks for s in seeds]
+    res = pool.map(tasks)
+    n = len(tracks) * len(seeds)
+    out = {}
+    for j, (name, params) in enumerate(candidates.items()):
+        rows = list(zip(tasks[j * n:(j + 1) * n], res[j * n:(j + 1) * n]))
+        noisy = [r.score for t, r in rows if t.seed is not None]
+        clean = [r.score for t, r in rows if t.seed is None]
+        out[name] = {"mean": float(np.mean(noisy)) if noisy else float(np.mean(clean)),
+                     "std": float(np.std(noisy)) if noisy else 0.0,
+                     "noise_free": float(np.mean(clean)) if clean else float("nan"),
+                     "laps": int(sum(r.lap for _, r in rows)), "races": len(rows),
+                     "per_track": {t: float(np.mean([r.score for tk, r in rows if tk.track == t])) for t in tracks},
+                     "params": params}
+    return out
+
+
+def summarise(track: str, results: list[RaceResult], refs: dict[str, RaceResult]) -> dict:
+    """One table row: laps, score mean ± std, median lap steps, the AI's lap steps and the ratio, endings."""
+    scores = np.array([r.score for r in results])
+    lap_steps = [r.steps for r in results if r.lap]
+    ai = refs["ai"]
+    median = float(np.median(lap_steps)) if lap_steps else None
+    ends: dict[str, int] = {}
+    for r in results:
+        ends[str(r.end)] = ends.get(str(r.end), 0) + 1
+    return {"track": track, "laps": len(lap_steps), "episodes": len(results), "mean": float(scores.mean()),
+            "std": float(scores.std()), "median_lap_steps": median, "ai_steps": ai.steps if ai.lap else None,
+            "ai_end": ai.end, "ratio": (median / ai.steps) if (median and ai.lap) else None,
+            "centreline": refs["centreline"].score, "centreline_end": refs["centreline"].end, "ai_score": ai.score,
+            "ends": ends}
+
+
+def markdown_table(rows: list[dict], title: str) -> str:
+    """The evaluation table in Markdown."""
+    lines = [f"**{title}**", "",
+             "| track | laps | score | median lap steps | game AI steps | ratio | centre-line driver | game AI | ends |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        med = f"{r['median_lap_steps']:.0f}" if r["median_lap_steps"] is not None else "-"
+        ai = f"{r['ai_steps']}" if r["ai_steps"] is not None else f"- ({r['ai_end']})"
+        ratio = f"{r['ratio']:.2f}" if r["ratio"] is not None else "-"
+        ends = ", ".join(f"{k} {v}" for k, v in sorted(r["ends"].items()))
+        lines.append(f"| {r['track']} | {r['laps']}/{r['episodes']} | {r['mean']:.1f} ± {r['std']:.1f} | {med} | {ai} | "
+                     f"{ratio} | {r['centreline']:.1f} ({r['centreline_end']}) | {r['ai_score']:.1f} ({r['ai_end']}) | {ends} |")
+    return "\n".join(lines) + "\n"
+
+
+def grid_frames(tiles: list[list[np.ndarray]], labels: list[str], scale: int = 3) -> list[np.ndarray]:
+    """Frames of a grid video: tile i shows ``tiles[i]`` (frames, (H, W, 3) uint8) under ``labels[i]``; a race that
+    ended holds its last frame."""
+    from vmc.video import label
+
+    n = len(tiles)
+    cols = int(np.ceil(np.sqrt(n)))
+    rows = int(np.ceil(n / cols))
+    length = max(len(t) for t in tiles)
+    h, w = tiles[0][0].shape[:2]
+    out = []
+    for k in range(length):
+        canvas = np.zeros((rows * (h * scale + 14), cols * w * scale, 3), np.uint8)
+        for i, (frames, name) in enumerate(zip(tiles, labels)):
+            f = np.repeat(np.repeat(frames[min(k, len(frames) - 1)], scale, 0), scale, 1)
+            tile = label(f, name)
+            r, c = divmod(i, cols)
+            canvas[r * tile.shape[0]:(r + 1) * tile.shape[0], c * tile.shape[1]:(c + 1) * tile.shape[1]] = tile
+        out.append(canvas)
+    return out
+
+
+def evaluate(cfg: EvaluateConfig, progress: bool = True) -> list[dict]:
+    """Run the evaluation and write its files; returns the table's rows."""
+    import os
+
+    from PIL import Image
+    from tqdm import tqdm
+
+    from vmc.video import frame_strip, write_video
+
+    ck, models = load_controller(Path(cfg.controller))
+    tracks = cfg.tracks or list(ck.get("tracks") or [ck.get("track", "lighthouse")])
+    for t in tracks:
+        check_track(t)
+    workers = cfg.workers or os.cpu_count() or 1
+    env = EnvConfig(renderer=cfg.renderer, max_steps=cfg.max_steps)
+    out = cfg.out_path
+    out.mkdir(parents=True, exist_ok=True)
+    with racing_pool(workers, models, env, cfg.noise, name="vmc-evaluate") as pool:
+        refs = reference_laps(pool, tracks)
+        tasks = [AgentRace(ck["params"], t, cfg.seed + k, cfg.perturb,
+                           perturb_window=max(20, int(0.8 * (refs[t]["ai"].steps or 300))), record=cfg.video and k == 0)
+                 for t in tracks for k in range(cfg.episodes)]
+        bar = tqdm(total=len(tasks), unit="race", desc="evaluate", disable=not progress, dynamic_ncols=True)
+        results = pool.map(tasks, on_result=lambda *_: bar.update(1))
+        bar.close()
+    rows = [summarise(t, [r for task, r in zip(tasks, results) if task.track == t], refs[t]) for t in tracks]
+    title = (f"{cfg.controller}: {cfg.episodes} episodes per track, action noise {cfg.noise}"
+             + (f", {cfg.perturb} random steps per race" if cfg.perturb else ""))
+    table = markdown_table(rows, title)
+    (out / "table.md").write_text(table)
+    episodes = [{"track": task.track, "seed": task.seed, "score": r.score, "steps": r.steps, "end": r.end,
+                 "lap_fraction": r.lap_fraction} for task, r in zip(tasks, results)]
+    (out / "episodes.json").write_text(json.dumps({"config": cfg.record(), "rows": rows, "episodes": episodes}, indent=2))
+    with open(out / "episodes.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(episodes[0]))
+        w.writeheader()
+        w.writerows(episodes)
+    if cfg.video:
+        tiles = [r.frames for task, r in zip(tasks, results) if task.record]
+        labels = [f"{task.track} {r.score:.0f} ({r.end})" for task, r in zip(tasks, results) if task.record]
+        frames = grid_frames(tiles, labels)
+        write_video(out / "grid.mp4", frames, fps=10)
+        Image.fromarray(np.concatenate([frame_strip(frames, 4)], axis=0)).save(out / "grid.png")
+    print(table)
+    return rows
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    cli.setup_logging()
+    cfg = cli.parse(EvaluateConfig, argv, "python -m vmc.evaluate")
+    return cli.run("vmc.evaluate", lambda: evaluate(cfg) and None)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,214 @@
+"""Races in worker processes: the typed tasks the stages send and the worker that drives them.
+
+Every real-game stage (DAgger, CMA-ES fitness, evaluation, reference laps) hands tasks to a pool of game
+processes (:class:`vmc.pool.GamePool`) whose workers are built by :func:`make_racer`: it loads the world models
+once (sent as weights, not paths) and keeps one game, switching track or controller kind when a task needs it.
+
+* :class:`AgentRace`: the World Models agent drives with a linear controller's parameters. The game is
+  deterministic, so a seed varies a race through Gaussian noise on steering and throttle (``seed=None``: no
+  noise); ``perturb`` replaces the controller's actions by that many steps of random actions from a seeded
+  random step, to measure recovery.
+* :class:`DaggerRace`: the agent drives with the centre-line driver taking over with probability ``beta`` and
+  labelling every step (see ``vmc.dagger``).
+* :class:`ReferenceRace`: the centre-line driver or the game's AI.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Optional, Union
+
+import numpy as np
+import torch
+
+from vmc.checkpoints import WorldModels
+from vmc.models.controller import WorldModelAgent
+from vmc.sim.drivers import CentreLineDriver, GameAIDriver, run_episode
+from vmc.sim.env import EnvConfig, SuperTuxKartEnv, env_for
+
+LOW, HIGH = np.array([-1.0, 0.0, 0.0], np.float32), np.array([1.0, 1.0, 1.0], np.float32)
+
+
+@dataclass(frozen=True)
+class AgentRace:
+    """One race of the World Models agent."""
+
+    params: np.ndarray
+    """Flat linear-controller parameters, (3 (Z + H) + 3,)."""
+    track: str
+    """Race track."""
+    seed: Optional[int] = None
+    """Seed of the action noise (and of the perturbation); None: no noise, no perturbation."""
+    perturb: int = 0
+    """Steps of uniformly random actions replacing the controller's, from a random step of the race."""
+    perturb_window: int = 300
+    """The perturbation starts at a step drawn uniformly from [10, this)."""
+    record: bool = False
+    """Return the frames (for videos)."""
+
+
+@dataclass(frozen=True)
+class DaggerRace:
+    """One DAgger race: the agent drives, the centre-line driver labels every step and takes over with
+    probability ``beta``."""
+
+    params: np.ndarray
+    """Flat linear-controller parameters."""
+    track: str
+    """Race track."""
+    seed: int
+    """Seed of the take-overs and the action noise."""
+    beta: float
+    """Probability that the centre-line driver's action is taken at a step."""
+
+
+@dataclass(frozen=True)
+class ReferenceRace:
+    """One race of a reference driver (``centreline`` or ``ai``); the game is deterministic, so one is enough."""
+
+    driver: str
+    """``centreline`` (vmc's centre-line driver) or ``ai`` (the game's AI)."""
+    track: str
+    """Race track."""
+    record: bool = False
+    """Return the frames."""
+
+
+Task = Union[AgentRace, DaggerRace, ReferenceRace]
+
+
+@dataclass
+class RaceResult:
+    """What a race returns to the parent."""
+
+    score: float
+    """Sum of rewards."""
+    steps: int
+    """Agent steps."""
+    end: Optional[str]
+    """``lap``, ``stuck``, ``off_track`` or ``max_steps``."""
+    lap_fraction: float
+    """Best progress in [0, 1]."""
+    track: str = ""
+    """The race's track."""
+    x: Optional[np.ndarray] = None
+    """DAgger: the controller's inputs [z, h] at every step, (T, Z + H)."""
+    y: Optional[np.ndarray] = None
+    """DAgger: the centre-line driver's action at every step, (T, 3)."""
+    frames: list = field(default_factory=list)
+    """Recorded frames, (H, W, 3) uint8 each, the first after reset (when asked for)."""
+
+    @property
+    def lap(self) -> bool:
+        return self.end == "lap"
+
+
+class AgentDriver:
+    """The World Models agent as a driver: frame → z → action from [z, h] → MDN-RNN step, with seeded noise on
+    steering and throttle and an optional spell of random actions."""
+
+    def __init__(self, agent: WorldModelAgent, noise: float, seed: Optional[int], perturb: int = 0,
+                 perturb_window: int = 300) -> None:
+        self.agent, self.noise = agent, noise
+        self.rng = np.random.default_rng(seed) if seed is not None else None
+        self.t = 0
+        self.perturb_at = range(0)
+        if perturb and self.rng is not None:
+            start = int(np.random.default_rng([seed, 7]).integers(10, max(11, perturb_window)))
+            self.perturb_at = range(start, start + perturb)
+            self.perturb_rng = np.random.default_rng([seed, 8])
+
+    def reset(self, track, seed=None) -> None:
+        self.agent.reset()
+        self.t = 0
+
+    def act(self, obs: np.ndarray, info: dict) -> np.ndarray:
+        z, h = self.agent.observe(obs)
+        if self.t in self.perturb_at:
+            a = self.perturb_rng.uniform(LOW, HIGH).astype(np.float32)
+        else:
+            a = self.agent.controller(z, h)[0].numpy()
+            if self.rng is not None and self.noise > 0:
+                a[:2] += self.rng.normal(0.0, self.noise, 2).astype(np.float32)
+                a = np.clip(a, LOW, HIGH).astype(np.float32)
+        self.agent.advance(z, a)  # the MDN-RNN models what was done, as in the dream
+        self.t += 1
+        return a
+
+
+class DaggerDriver:
+    """Drives with the expert's action with probability ``beta``, else the controller's (plus noise), and records
+    the controller's inputs [z_t, h_t] with the expert's action as label."""
+
+    def __init__(self, agent: WorldModelAgent, noise: float, seed: int, beta: float) -> None:
+        self.agent, self.noise, self.beta = agent, noise, beta
+        self.rng, self.expert = np.random.default_rng(seed), CentreLineDriver()
+        self.x: list[np.ndarray] = []
+        self.y: list[np.ndarray] = []
+
+    def reset(self, track, seed=None) -> None:
+        self.agent.reset()
+        self.expert.reset(track, seed)
+
+    def act(self, obs: np.ndarray, info: dict) -> np.ndarray:
+        z, h = self.agent.observe(obs)
+        label = self.expert.act(obs, info)
+        a = label.copy() if self.rng.random() < self.beta else self.agent.controller(z, h)[0].numpy()
+        if self.noise > 0:
+            a[:2] += self.rng.normal(0.0, self.noise, 2).astype(np.float32)
+        a = np.clip(a, LOW, HIGH).astype(np.float32)
+        self.agent.advance(z, a)
+        self.x.append(torch.cat([z, h], 1)[0].numpy())
+        self.y.append(label)
+        return a
+
+
+def make_racer(models: Optional[WorldModels], env_config: dict, action_noise: float = 0.1) -> Callable[[Task], RaceResult]:
+    """Worker set-up: the agent (when ``models`` are given) and one game, built once; returns ``run(task)``.
+
+    ``env_config`` is an :class:`EnvConfig` as a dict; each task's track (and, for the AI, controller kind)
+    replace its own, and the game is only rebuilt when they change."""
+    agent = models.agent() if models is not None else None
+    env: Optional[SuperTuxKartEnv] = None
+
+    def env_with(track: str, controller: str = "player") -> SuperTuxKartEnv:
+        nonlocal env
+        env = env_for(env, EnvConfig(**{**env_config, "track": track, "controller": controller}))
+        return env
+
+    def run(task: Task) -> RaceResult:
+        frames: list[np.ndarray] = []
+        record = getattr(task, "record", False)
+        on_step = (lambda o, *_: frames.append(o)) if record else None
+        if isinstance(task, ReferenceRace):
+            race = env_with(task.track, "ai" if task.driver == "ai" else "player")
+            driver = GameAIDriver() if task.driver == "ai" else CentreLineDriver()
+            seed = None
+        else:
+            if agent is None:
+                raise ValueError(f"{type(task).__name__} needs a racer built with world models")
+            agent.controller.set_flat(task.params)
+            race, seed = env_with(task.track), task.seed
+            if isinstance(task, DaggerRace):
+                driver = DaggerDriver(agent, action_noise, task.seed, task.beta)
+            else:
+                driver = AgentDriver(agent, action_noise, task.seed, task.perturb, task.perturb_window)
+        with torch.no_grad():
+            r = run_episode(race, driver, seed=seed, on_step=on_step,
+                            on_reset=(lambda o, _: frames.append(o)) if record else None)
+        result = RaceResult(r.score, r.steps, r.end, r.lap_fraction, task.track, frames=frames)
+        if isinstance(driver, DaggerDriver):
+            result.x, result.y = np.stack(driver.x), np.stack(driver.y)
+        return result
+
+    return run
+
+
+def racing_pool(workers: int, models: Optional[WorldModels], env_config: EnvConfig, action_noise: float = 0.1,
+                task_timeout: float = 600.0, name: str = "vmc-racer"):
+    """A :class:`vmc.pool.GamePool` of :func:`make_racer` workers (the models go to each worker once, as weights)."""
+    from dataclasses import asdict
+
+    from vmc.pool import GamePool
+
+    return GamePool(workers, make_racer, (models, asdict(env_config), action_noise), task_timeout, name=name)
