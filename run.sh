@@ -4,7 +4,7 @@
 #
 #   ./run.sh [OPTIONS] the main job on the small built-in default (see `python -m vmc.main --help`), e.g.
 #                      ./run.sh --preset debug, ./run.sh --tracks zengarden; `./run.sh main OPTIONS` is the same
-#   ./run.sh test      the test suite (what CI runs)
+#   ./run.sh test      ruff, then the test suite (what CI runs)
 #   ./run.sh bench     the benchmarks (prints the tables that are in the README); ./run.sh bench NAME [ARGS]
 #                      runs one of benchmarks/NAME.py (env_speed, cpu_scaling, collect_speed, dream_speed,
 #                      dream_temperatures)
@@ -62,7 +62,10 @@ esac
 case "$cmd" in
     setup) setup ;;
     main) setup; exec "$VENV/bin/python" -m vmc.main "$@" ;;
-    test) setup; exec "$VENV/bin/python" -m pytest "$@" ;;
+    test)
+        setup
+        "$VENV/bin/ruff" check . || { say "ruff found problems (above); fix them or run '$VENV/bin/ruff check --fix .'"; exit 1; }
+        exec "$VENV/bin/python" -m pytest "$@" ;;
     bench)
         setup
         if [ $# -gt 0 ]; then  # one benchmark by name, with its own options

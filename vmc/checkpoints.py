@@ -135,7 +135,7 @@ class WorldModels:
         self.vae_entry, self.mdn_entry = vae, mdn
 
     @classmethod
-    def load(cls, vae_path: Path, mdn_path: Path) -> "WorldModels":
+    def load(cls, vae_path: Path, mdn_path: Path) -> WorldModels:
         return cls(model_entry(load_checkpoint(Path(vae_path), "vae")), model_entry(load_checkpoint(Path(mdn_path), "mdn")))
 
     def vae(self) -> ConvVAE:

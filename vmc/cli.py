@@ -12,9 +12,10 @@ import contextlib
 import contextvars
 import logging
 import sys
+from collections.abc import Callable
 from dataclasses import asdict, fields, is_dataclass
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Optional, TypeVar
+from typing import Any, ClassVar, Optional, TypeVar
 
 from vmc.errors import VmcError
 

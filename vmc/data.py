@@ -26,9 +26,10 @@ from __future__ import annotations
 
 import json
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Optional
 
 import h5py
 import numpy as np
@@ -198,7 +199,7 @@ class RolloutDataset:
         self._files: dict[Path, h5py.File] = {}
         self._starts = np.cumsum([0] + [r.length + 1 for r in self.episodes])
 
-    def __enter__(self) -> "RolloutDataset":
+    def __enter__(self) -> RolloutDataset:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -38,7 +38,7 @@ class DreamStarts:
     at_start: torch.Tensor
 
     @classmethod
-    def from_latents(cls, path: Path, mdn: MDNRNN, split: str = "train", every: int = 10) -> "DreamStarts":
+    def from_latents(cls, path: Path, mdn: MDNRNN, split: str = "train", every: int = 10) -> DreamStarts:
         """Starts from a latent file (``vmc.train_vae``): every episode's first step, and every ``every``-th step
         after it, with the LSTM state from running the MDN-RNN over the recorded (z, action) prefix."""
         zs, hs, cs, first = [], [], [], []

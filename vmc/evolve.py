@@ -109,7 +109,7 @@ class EvolveConfig(Config):
     force: bool = False
     """Start over even if the run folder holds an evolution."""
 
-    RESUME_FREE: ClassVar[frozenset[str]] = frozenset({"generations", "workers", "task_timeout", "dream_device",
+    RESUME_FREE: ClassVar[frozenset[str]] = frozenset({"run", "generations", "workers", "task_timeout", "dream_device",
                                                        "vae", "mdn", "latents", "renderer"})
 
     def validate(self) -> None:

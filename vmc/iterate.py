@@ -78,7 +78,7 @@ class IterateConfig(Config):
     force: bool = False
     """Start over even if ``iterate/`` holds rounds made with another config."""
 
-    RESUME_FREE: ClassVar[frozenset[str]] = frozenset({"rounds", "workers"})
+    RESUME_FREE: ClassVar[frozenset[str]] = frozenset({"run", "rounds", "workers"})
 
     def validate(self) -> None:
         check_positive(rounds=self.rounds, episodes=self.episodes, episode_steps=self.episode_steps,

@@ -16,8 +16,9 @@ import multiprocessing as mp
 import signal
 import time
 import traceback
+from collections.abc import Callable, Iterable
 from multiprocessing.connection import Connection, wait
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Optional
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +163,7 @@ class GamePool:
                 slot.proc.terminate()
         self.slots.clear()
 
-    def __enter__(self) -> "GamePool":
+    def __enter__(self) -> GamePool:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -15,8 +15,9 @@ once (sent as weights, not paths) and keeps one game, switching track or control
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Optional, Union
+from typing import Optional, Union
 
 import numpy as np
 import torch

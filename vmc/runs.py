@@ -12,8 +12,9 @@ and raises :class:`vmc.errors.ConfigMismatch` naming the file and the fields tha
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import vmc
 from vmc.errors import ConfigMismatch

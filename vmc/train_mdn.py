@@ -72,7 +72,7 @@ class TrainMDNConfig(Config):
     force: bool = False
     """Start over even if the run folder holds an MDN-RNN."""
 
-    RESUME_FREE: ClassVar[frozenset[str]] = frozenset({"epochs", "device", "threads", "video", "vae", "temperature"})
+    RESUME_FREE: ClassVar[frozenset[str]] = frozenset({"run", "epochs", "device", "threads", "video", "vae", "temperature"})
 
     def validate(self) -> None:
         check_positive(epochs=self.epochs, steps_per_epoch=self.steps_per_epoch, seq_len=self.seq_len,

@@ -61,7 +61,7 @@ class TrainVAEConfig(Config):
     force: bool = False
     """Start over even if the run folder holds a VAE."""
 
-    RESUME_FREE: ClassVar[frozenset[str]] = frozenset({"epochs", "device", "threads", "encode"})
+    RESUME_FREE: ClassVar[frozenset[str]] = frozenset({"run", "epochs", "device", "threads", "encode"})
 
     def validate(self) -> None:
         check_positive(epochs=self.epochs, batch_size=self.batch_size)

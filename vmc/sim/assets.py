@@ -23,8 +23,8 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 ART_DIRS = ("karts", "tracks", "textures", "models", "library", "music", "sfx", "editor")
 """Folders of Debian's supertuxkart-data that are linked into the asset folder."""

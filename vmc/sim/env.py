@@ -97,7 +97,7 @@ class EnvConfig:
                                  self.max_texture_size)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "EnvConfig":
+    def from_dict(cls, d: dict[str, Any]) -> EnvConfig:
         """Inverse of :func:`dataclasses.asdict`, ignoring unknown keys (configs from newer versions)."""
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})

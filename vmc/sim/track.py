@@ -51,7 +51,7 @@ class TrackGeometry:
     distance: np.ndarray
 
     @classmethod
-    def from_pystk(cls, name: str, track) -> "TrackGeometry":
+    def from_pystk(cls, name: str, track) -> TrackGeometry:
         """From an updated ``pystk2.Track``."""
         nodes = np.asarray(track.path_nodes, dtype=np.float64)  # (N, 2, 3)
         return cls(

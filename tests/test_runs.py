@@ -1,0 +1,196 @@
+"""Run folders: resumes that check what they resume, checkpoints safe to load and to move, one-line errors."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from vmc.checkpoints import load_checkpoint, save_checkpoint
+from vmc.errors import CheckpointError, ConfigMismatch
+from vmc.runs import check_resume, differences, run_name, write_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class _Payload:
+    """Pickles to a call of ``open(marker, 'w')``: loading it with plain pickle would create the marker."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def evil_checkpoint(path: Path, marker: Path) -> Path:
+    torch.save({"kind": "controller", "model": _Payload(marker)}, path)
+    return path
+
+
+def vmc(*args: str, cwd: Path = ROOT, timeout: float = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "COLUMNS": "250"}  # help boxes unwrapped
+    return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, cwd=cwd, timeout=timeout, env=env)
+
+
+def test_differences_name_nested_fields_and_skip_free_ones():
+    old = {"tracks": ["lighthouse"], "epochs": 3, "model": {"z_dim": 32}}
+    new = {"tracks": ["zengarden"], "epochs": 9, "model": {"z_dim": 16}}
+    assert differences(old, new, free={"epochs"}) == ["model.z_dim: 32 → 16", "tracks: ['lighthouse'] → ['zengarden']"]
+    with pytest.raises(ConfigMismatch, match=r"runs/x/vae.last.pt was made with a different config \(model.z_dim"):
+        check_resume(Path("runs/x/vae.last.pt"), old, new, free={"epochs"})
+    check_resume(Path("x"), old, {**old, "epochs": 99}, free={"epochs"})  # a free field may differ
+
+
+def test_run_config_is_refused_when_changed(tmp_path: Path):
+    write_config(tmp_path / "r", {"tracks": ["lighthouse"], "workers": 2}, free={"workers"})
+    write_config(tmp_path / "r", {"tracks": ["lighthouse"], "workers": 8}, free={"workers"})  # same run
+    with pytest.raises(ConfigMismatch, match="config.json was made with a different config .*tracks"):
+        write_config(tmp_path / "r", {"tracks": ["zengarden"], "workers": 2}, free={"workers"})
+    write_config(tmp_path / "r", {"tracks": ["zengarden"], "workers": 2}, force=True)
+    saved = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert saved["config"]["tracks"] == ["zengarden"] and "vmc_version" in saved
+    assert run_name(["lighthouse"], "debug") == "lighthouse-debug" and run_name(["a", "b", "c"], "tracks") == "3tracks-tracks"
+
+
+def test_loading_a_crafted_checkpoint_runs_no_code(tmp_path: Path):
+    marker = tmp_path / "ran"
+    path = evil_checkpoint(tmp_path / "evil.pt", marker)
+    with pytest.raises(CheckpointError, match="refused.*could run code"):
+        load_checkpoint(path, "controller")
+    assert not marker.exists()
+    save_checkpoint(tmp_path / "ok.pt", "vae", {"model": {"w": torch.ones(2)}, "epoch": 1}, {"lr": 0.1})
+    ck = load_checkpoint(tmp_path / "ok.pt", "vae")
+    assert ck["epoch"] == 1 and ck["config"] == {"lr": 0.1} and len(ck["fingerprint"]) == 16
+    with pytest.raises(CheckpointError, match="not a mdn checkpoint"):
+        load_checkpoint(tmp_path / "ok.pt", "mdn")
+
+
+def test_bad_values_fail_with_one_line():
+    r = vmc("vmc.evolve", "--workers", "-3")
+    assert r.returncode == 2 and r.stderr.strip() == "python -m vmc.evolve: error: --workers must be at least 0, got -3"
+    r = vmc("vmc.collect", "--episodes", "0")
+    assert r.returncode == 2 and r.stderr.strip().endswith("--episodes must be at least 1, got 0")
+    r = vmc("vmc.evaluate", "--tracks", "nowhere")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+    assert "unknown track 'nowhere'" in r.stderr and "lighthouse" in r.stderr and "zengarden" in r.stderr
+
+
+def test_every_option_has_help():
+    for stage in ("collect", "train_vae", "train_mdn", "evolve", "play", "evaluate", "iterate", "main", "dream"):
+        r = vmc(f"vmc.{stage}", "--help")
+        assert r.returncode == 0, r.stderr
+        assert "--run" in r.stdout or "--controller" in r.stdout or "--out" in r.stdout
+    evolve_help = vmc("vmc.evolve", "--help").stdout
+    for option, words in (("--popsize", "CMA-ES population"), ("--dagger-rounds", "DAgger rounds"),
+                          ("--tracks-per-generation", "seeded subset")):
+        assert option in evolve_help and words in evolve_help
+
+
+@pytest.mark.game
+def test_crafted_checkpoint_refused_by_play_and_evolve(tmp_path: Path):
+    marker = tmp_path / "ran"
+    evil = evil_checkpoint(tmp_path / "evil.pt", marker)
+    r = vmc("vmc.play", "--controller", str(evil), "--out", str(tmp_path / "lap.mp4"))
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "could run code" in r.stderr
+    r = vmc("vmc.evolve", "--vae", str(evil), "--run", str(tmp_path / "run"))
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "could run code" in r.stderr
+    assert not marker.exists()
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> Path:
+    """A run folder with a tiny real collection, VAE, MDN-RNN and one generation of evolve."""
+    from vmc import evolve, train_mdn, train_vae
+    from vmc.collect import CollectConfig, Collector
+    from vmc.models import MDNRNNConfig, VAEConfig
+
+    root = tmp_path_factory.mktemp("tiny")
+    run = root / "run"
+    Collector(CollectConfig(out=str(root / "data"), episodes=4, workers=2, max_steps=30)).run(progress=False)
+    vcfg = train_vae.TrainVAEConfig(data=str(root / "data"), run=str(run), epochs=1,
+                                    model=VAEConfig(z_dim=8, channels=(8, 16, 16, 32)))
+    train_vae.train(vcfg, progress=False)
+    train_vae.encode(vcfg)
+    train_mdn.train(train_mdn.TrainMDNConfig(run=str(run), epochs=1, steps_per_epoch=3, seq_len=8, batch_size=4,
+                                             model=MDNRNNConfig(z_dim=8, hidden=16, gaussians=2)), progress=False)
+    evolve.evolve(evolve.EvolveConfig(run=str(run), workers=2, popsize=4, rollouts=1, generations=1, max_steps=20,
+                                      eval_every=0, init="fit"), progress=False)
+    return root
+
+
+@pytest.mark.game
+def test_each_stage_refuses_a_changed_config_on_resume(tiny_run: Path, tmp_path: Path):
+    from vmc import evolve, train_mdn, train_vae
+    from vmc.collect import CollectConfig, Collector
+    from vmc.models import MDNRNNConfig, VAEConfig
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run / "run", run)
+    data = str(tiny_run / "data")
+    vae = dict(data=data, run=str(run), epochs=1, model=VAEConfig(z_dim=8, channels=(8, 16, 16, 32)), resume=True)
+    train_vae.train(train_vae.TrainVAEConfig(**vae), progress=False)  # same config: resumes (nothing left to do)
+    with pytest.raises(ConfigMismatch, match=r"vae.last.pt was made with a different config \(lr: 0.001 → 0.01\)"):
+        train_vae.train(train_vae.TrainVAEConfig(**{**vae, "lr": 0.01}), progress=False)
+    mdn = dict(run=str(run), epochs=1, steps_per_epoch=3, seq_len=8, batch_size=4, resume=True,
+               model=MDNRNNConfig(z_dim=8, hidden=16, gaussians=2))
+    train_mdn.train(train_mdn.TrainMDNConfig(**mdn), progress=False)
+    with pytest.raises(ConfigMismatch, match=r"mdn.last.pt was made with a different config \(seq_len: 8 → 6\)"):
+        train_mdn.train(train_mdn.TrainMDNConfig(**{**mdn, "seq_len": 6}), progress=False)
+    ev = dict(run=str(run), workers=1, popsize=4, rollouts=1, generations=1, max_steps=20, eval_every=0, init="fit",
+              resume=True)
+    with pytest.raises(ConfigMismatch, match=r"evolve.pt was made with a different config \(tracks: \['lighthouse'\] → "
+                                             r"\['zengarden'\]\)"):
+        evolve.evolve(evolve.EvolveConfig(**{**ev, "tracks": ["zengarden"]}), progress=False)
+    # Another MDN-RNN under the same name: the controller's models changed, so its evolution is not resumed.
+    train_mdn.train(train_mdn.TrainMDNConfig(**{**mdn, "seed": 5, "resume": False, "force": True}), progress=False)
+    with pytest.raises(ConfigMismatch, match=r"built_on.mdn"):
+        evolve.evolve(evolve.EvolveConfig(**ev), progress=False)
+    with pytest.raises(ConfigMismatch, match=r"manifest.json was made with a different config \(max_steps: 30 → 40\)"):
+        Collector(CollectConfig(out=data, episodes=4, workers=1, max_steps=40)).run(progress=False)
+
+
+@pytest.mark.game
+def test_moved_controller_still_plays(tiny_run: Path, tmp_path: Path):
+    elsewhere = tmp_path / "handed-over"
+    elsewhere.mkdir()
+    shutil.copy(tiny_run / "run" / "controller" / "best.pt", elsewhere / "agent.pt")
+    moved = tmp_path / "moved-run"
+    shutil.copytree(tiny_run / "run", moved)
+    shutil.rmtree(moved / "controller")
+    (moved / "vae.pt").unlink()  # the models it was made with are gone from where they were
+    r = vmc("vmc.play", "--controller", str(elsewhere / "agent.pt"), "--out", str(elsewhere / "lap.mp4"), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    summary = json.loads((elsewhere / "lap.json").read_text())
+    assert summary["track"] == "lighthouse" and summary["steps"] >= 1 and (elsewhere / "lap.mp4").stat().st_size > 0
+
+
+@pytest.mark.game
+def test_two_experiments_with_the_readme_commands(tmp_path: Path):
+    """``./run.sh --preset debug`` and ``./run.sh --preset debug --tracks zengarden`` leave their own run folders,
+    each with the video of its own track; a changed config in an existing folder is refused with one line."""
+    checkout = tmp_path / "vmc"
+    top = {".venv", ".git", "runs", "data", ".pytest_cache"}
+    shutil.copytree(ROOT, checkout, ignore=lambda d, names: [n for n in names if n == "__pycache__" or (Path(d) == ROOT and n in top)])
+    (checkout / "data").mkdir()
+    (checkout / ".venv").symlink_to(ROOT / ".venv")  # the set-up is done: ./run.sh finds it and goes on
+
+    def run_sh(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["./run.sh", *args], capture_output=True, text=True, cwd=checkout, timeout=1500)
+
+    for args, track in ((("--preset", "debug"), "lighthouse"), (("main", "--preset", "debug", "--tracks", "zengarden"), "zengarden")):
+        r = run_sh(*args)
+        assert r.returncode == 0, r.stderr[-3000:]
+        run = checkout / "runs" / f"{track}-debug"
+        lap = json.loads((run / "best_lap.json").read_text())
+        assert lap["track"] == track and (run / "best_lap.mp4").stat().st_size > 0
+        assert json.loads((run / "config.json").read_text())["config"]["tracks"] == [track]
+        assert (run / "vae.pt").is_file() and (run / "mdn.pt").is_file() and (run / "controller" / "best.pt").is_file()
+        assert load_checkpoint(run / "controller" / "best.pt", "controller")["tracks"] == [track]
+    r = run_sh("--preset", "debug", "--tracks", "zengarden", "--name", "lighthouse-debug")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+    assert "config.json was made with a different config" in r.stderr and "tracks" in r.stderr
