@@ -5,7 +5,10 @@ and the linear controller, timed whole. Real game: the same controller races on 
 processes (llvmpipe, 64x64), timed over a few races after the workers are up; the generation's wall
 time is estimated as (population x rollouts x steps) / measured steps per second.
 
-    python benchmarks/dream_speed.py [--popsize 64 --rollouts 16 --steps 500 --workers 2]
+The models, latent file and controller are the run folder's (``--run``, default ``runs/lighthouse-small``,
+what ``./run.sh`` leaves); ``--vae``, ``--mdn``, ``--latents`` and ``--controller`` name other files.
+
+    python benchmarks/dream_speed.py [--run runs/lighthouse-small --popsize 64 --rollouts 16 --steps 500 --workers 2]
 """
 
 from __future__ import annotations
@@ -13,7 +16,6 @@ from __future__ import annotations
 import argparse
 import os
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -22,10 +24,12 @@ import torch
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--mdn", default="checkpoints/mdn.pt")
-    p.add_argument("--vae", default="checkpoints/vae.pt")
-    p.add_argument("--latents", default="checkpoints/latents.h5")
-    p.add_argument("--controller", default="checkpoints/controller/best.pt", help="parameters to race (zeros if absent)")
+    p.add_argument("--run", default="runs/lighthouse-small", help="run folder with vae.pt, mdn.pt, latents.h5")
+    p.add_argument("--mdn", default="", help="MDN-RNN checkpoint (default: the run's mdn.pt)")
+    p.add_argument("--vae", default="", help="VAE checkpoint (default: the run's vae.pt)")
+    p.add_argument("--latents", default="", help="latent file (default: the run's latents.h5)")
+    p.add_argument("--controller", default="",
+                   help="parameters to race (default: the run's controller/best.pt; zeros if absent)")
     p.add_argument("--track", default="lighthouse")
     p.add_argument("--popsize", type=int, default=64)
     p.add_argument("--rollouts", type=int, default=16)
@@ -36,17 +40,22 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=0, help="torch threads for the dream (0: one per core)")
     a = p.parse_args()
 
+    from vmc.checkpoints import WorldModels, load_checkpoint
     from vmc.dream import load_dream
-    from vmc.env import EnvConfig
-    from vmc.evolve import _setup_racer
-    from vmc.pool import GamePool
-    from vmc.training import load_checkpoint, use_all_cores
+    from vmc.racing import AgentRace, racing_pool
+    from vmc.sim.env import EnvConfig
+    from vmc.training import use_all_cores
 
+    run = Path(a.run)
+    vae, mdn = Path(a.vae or run / "vae.pt"), Path(a.mdn or run / "mdn.pt")
+    latents, ck = Path(a.latents or run / "latents.h5"), Path(a.controller or run / "controller" / "best.pt")
     threads = use_all_cores(a.threads)
-    dream = load_dream(Path(a.mdn), Path(a.latents), a.temperature, a.steps, action_noise=0.1)
-    n_params = (dream.mdn.config.z_dim + dream.mdn.config.hidden) * 3 + 3
-    ck = Path(a.controller)
-    x = load_checkpoint(ck, "controller")["params"] if ck.is_file() else np.zeros(n_params)
+    models = WorldModels.load(vae, mdn)
+    dream = load_dream(models.mdn(), latents, a.temperature, a.steps, action_noise=0.1)
+    n_params = models.n_params
+    x = np.asarray(load_checkpoint(ck, "controller")["params"], np.float64) if ck.is_file() else np.zeros(n_params)
+    if x.shape != (n_params,):
+        raise SystemExit(f"{ck}: {x.shape[0]} controller parameters, the models of {vae} and {mdn} need {n_params}")
     rng = np.random.default_rng(0)
     population = np.stack([x + 0.02 * rng.standard_normal(n_params) for _ in range(a.popsize)])
 
@@ -56,13 +65,12 @@ def main() -> None:
     dream_s = time.perf_counter() - t0
     dream_steps = int(res.steps.sum())
 
-    env_config = asdict(EnvConfig(track=a.track, max_steps=a.steps))
-    with GamePool(a.workers, _setup_racer, (a.vae, a.mdn, env_config, 0.1), name="vmc-bench") as pool:
-        pool.map([{"kind": "controller", "params": x, "seed": s} for s in range(a.workers)])  # workers up, tracks loaded
+    with racing_pool(a.workers, models, EnvConfig(track=a.track, max_steps=a.steps), 0.1, name="vmc-bench") as pool:
+        pool.map([AgentRace(x, a.track, s) for s in range(a.workers)])  # workers up, tracks loaded
         t0 = time.perf_counter()
-        races = pool.map([{"kind": "controller", "params": x, "seed": 100 + s} for s in range(a.real_races)])
+        races = pool.map([AgentRace(x, a.track, 100 + s) for s in range(a.real_races)])
         real_s = time.perf_counter() - t0
-    real_steps = sum(r["steps"] for r in races)
+    real_steps = sum(r.steps for r in races)
     real_rate = real_steps / real_s
     full = a.popsize * a.rollouts * a.steps
     real_gen = full / real_rate

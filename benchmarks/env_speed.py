@@ -24,8 +24,8 @@ import numpy as np
 
 
 def _lap(track: str, renderer: str, width: int, options: dict, timeout: float, repeats: int, queue, barrier) -> None:
-    from vmc.drivers import CentreLineDriver
-    from vmc.env import SuperTuxKartEnv
+    from vmc.sim.drivers import CentreLineDriver
+    from vmc.sim.env import SuperTuxKartEnv
 
     env = SuperTuxKartEnv(track=track, renderer=renderer, width=width, height=width, max_steps=2000, **options)
     times, ends = [], []
@@ -116,8 +116,9 @@ def main() -> None:
                         rows.append(measure(track, renderer, procs, args.width, args.lap_timeout, args.anisotropic,
                                             args.repeats, tex, rep))
         for r in rows:
-            print(f"| {r['track']:<18} | {r['renderer']:<9} | {r['tex']:3d} | {r['repeat']:3d} | {r['procs']:5d} | {r['steps']:5d} | {r['lap_s']:5.1f} "
-                  f"| {r['median_ms']:9.1f} | {r['p99_ms']:6.1f} | {r['max_ms']:6.0f} | {r['steps_per_s']:7.1f} | {r['end']} |",
+            print(f"| {r['track']:<18} | {r['renderer']:<9} | {r['tex']:3d} | {r['repeat']:3d} | {r['procs']:5d} "
+                  f"| {r['steps']:5d} | {r['lap_s']:5.1f} | {r['median_ms']:9.1f} | {r['p99_ms']:6.1f} | {r['max_ms']:6.0f} "
+                  f"| {r['steps_per_s']:7.1f} | {r['end']} |",
                   flush=True)
 
 

@@ -8,7 +8,9 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
+import numpy as np
 import pytest
 
 
@@ -29,3 +31,23 @@ def run_python(code: str, env: dict | None = None, timeout: float = 600) -> subp
                           env={**os.environ, **(env or {})}, timeout=timeout)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
+
+
+def tiny_collection(folder: Path, episodes: int = 12, steps: int = 20) -> Path:
+    """A synthetic collection (no game): a bar that moves across the frame, something to encode and to predict."""
+    from vmc.data import Episode, write_episode
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(episodes):
+        rng = np.random.default_rng(i)
+        obs = np.zeros((steps + 1, 64, 64, 3), np.uint8)
+        for t in range(steps + 1):
+            obs[t, :, (i + 3 * t) % 60:(i + 3 * t) % 60 + 4] = (200, 120, 40)
+            obs[t, 40:] += np.uint8(60)
+        write_episode(folder / f"shard-{i % 2}.h5", Episode(
+            observations=obs, actions=rng.uniform(0, 1, (steps, 3)).astype(np.float32),
+            rewards=np.full(steps, 0.5, np.float32), terminations=np.eye(1, steps, steps - 1, dtype=bool)[0],
+            truncations=np.zeros(steps, bool), distance=np.zeros(steps + 1, np.float32),
+            off_track=np.zeros(steps + 1, bool), speed=np.zeros(steps + 1, np.float32),
+            attrs={"track": "lighthouse", "policy": "mix", "seed": i, "index": i, "score": 0.0, "end": "lap"}))
+    return folder

@@ -3,18 +3,19 @@ start states match the recorded prefix, and ``evolve --dream`` resumes exactly."
 
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_collection
 
 from vmc import evolve
+from vmc.checkpoints import WorldModels, fingerprint, load_checkpoint, save_checkpoint, save_controller
 from vmc.dream import DreamEnv, DreamStarts, batched_actions
+from vmc.errors import VmcError
+from vmc.latents import FORMAT, latents_info, read_latents, write_latents
 from vmc.models import MDNRNN, MDNRNNConfig, VAEConfig
 from vmc.models.controller import LinearController
 from vmc.models.vae import ConvVAE
-from vmc.training import save_checkpoint
-from vmc.train_vae import LATENTS_FORMAT
 
 Z, H = 4, 8
 
@@ -24,18 +25,19 @@ def tiny_mdn(seed: int = 0) -> MDNRNN:
     return MDNRNN(MDNRNNConfig(z_dim=Z, hidden=H, gaussians=3)).eval()
 
 
-def tiny_latents(path: Path, episodes: int = 4, steps: int = 25) -> Path:
-    with h5py.File(path, "w") as f:
-        f.attrs["vmc_format"] = LATENTS_FORMAT
-        for i in range(episodes):
-            rng = np.random.default_rng(i)
-            g = f.create_group(f"ep_{i:07d}")
-            g["mu"] = rng.normal(size=(steps + 1, Z)).astype(np.float32)
-            g["logvar"] = np.full((steps + 1, Z), -2.0, np.float32)
-            g["actions"] = rng.uniform(0, 1, (steps, 3)).astype(np.float32)
-            g["rewards"] = np.full(steps, 2.0, np.float32)
-            g["terminations"] = np.zeros(steps, bool)
-            g.attrs.update({"split": "train" if i < episodes - 1 else "val", "length": steps})
+def tiny_vae(seed: int = 0) -> ConvVAE:
+    torch.manual_seed(seed)
+    return ConvVAE(VAEConfig(z_dim=Z, channels=(8, 8, 8, 8))).eval()
+
+
+def tiny_latents(path: Path, episodes: int = 4, steps: int = 25, vae: ConvVAE | None = None) -> Path:
+    """A latent file written by ``vmc.latents`` from a synthetic collection; its split puts episodes 0, 1 and 3
+    in training and episode 2 in validation."""
+    vae = vae or tiny_vae()
+    data = tiny_collection(path.with_name(path.stem + "-data"), episodes, steps)
+    write_latents(vae, fingerprint(vae.state_dict()), data, path)
+    info = latents_info(path)
+    assert info["vmc_format"] == FORMAT and info["z_dim"] == Z and info["episodes"] == episodes
     return path
 
 
@@ -54,9 +56,10 @@ def test_starts_hold_the_lstm_state_of_the_recorded_prefix(tmp_path: Path):
     mdn = tiny_mdn()
     lat = tiny_latents(tmp_path / "lat.h5")
     starts = DreamStarts.from_latents(lat, mdn, every=10)
+    train = read_latents(lat, "train")
+    assert [e["name"] for e in train] == ["ep_0000000", "ep_0000001", "ep_0000003"]
     assert len(starts) == 3 * 3 and int(starts.at_start.sum()) == 3  # steps 0, 10, 20 of 3 training episodes
-    with h5py.File(lat) as f:
-        mu, actions = torch.from_numpy(f["ep_0000000"]["mu"][()]), torch.from_numpy(f["ep_0000000"]["actions"][()])
+    mu, actions = torch.from_numpy(train[0]["mu"]), torch.from_numpy(train[0]["actions"])
     with torch.no_grad():
         heads, _ = mdn(mu[None, :10], actions[None, :10])
     torch.testing.assert_close(starts.h[1], heads["h"][0, 9])  # state before step 10 = output after step 9
@@ -110,13 +113,13 @@ def test_done_head_ends_rollouts(tmp_path: Path, bias: float, steps: int):
 
 
 def tiny_checkpoints(tmp_path: Path) -> evolve.EvolveConfig:
-    torch.manual_seed(0)
-    vae_cfg = VAEConfig(z_dim=Z, channels=(8, 8, 8, 8))
-    save_checkpoint(tmp_path / "vae.pt", "vae", {"model": ConvVAE(vae_cfg).state_dict()}, {"model": vae_cfg})
+    vae = tiny_vae()
+    save_checkpoint(tmp_path / "vae.pt", "vae", {"model": vae.state_dict()}, {"model": vae.config})
     mdn_cfg = MDNRNNConfig(z_dim=Z, hidden=H, gaussians=3)
+    torch.manual_seed(0)
     save_checkpoint(tmp_path / "mdn.pt", "mdn", {"model": MDNRNN(mdn_cfg).state_dict()}, {"model": mdn_cfg})
-    return evolve.EvolveConfig(vae=str(tmp_path / "vae.pt"), mdn=str(tmp_path / "mdn.pt"),
-                               latents=str(tiny_latents(tmp_path / "lat.h5")), out=str(tmp_path / "ctrl"), dream=True,
+    return evolve.EvolveConfig(run=str(tmp_path / "run"), vae=str(tmp_path / "vae.pt"), mdn=str(tmp_path / "mdn.pt"),
+                               latents=str(tiny_latents(tmp_path / "lat.h5", vae=vae)), dream=True,
                                init="zeros", popsize=6, rollouts=3, dream_steps=15, eval_every=0, workers=1)
 
 
@@ -124,20 +127,22 @@ def test_dream_evolve_resumes_exactly(tmp_path: Path):
     cfg = tiny_checkpoints(tmp_path)
     cfg.generations = 4
     straight = evolve.evolve(cfg, progress=False)
-    rows = evolve.load_checkpoint(tmp_path / "ctrl" / "evolve.pt", "evolve")["history"]
+    rows = load_checkpoint(tmp_path / "run" / "controller" / "evolve.pt", "evolve")["history"]
 
-    cfg.out = str(tmp_path / "ctrl2")
+    cfg.run = str(tmp_path / "run2")
     cfg.generations = 2
     evolve.evolve(cfg, progress=False)
     cfg.generations = 4
-    with pytest.raises(SystemExit, match="--resume"):
+    with pytest.raises(VmcError, match="--resume"):
         evolve.evolve(cfg, progress=False)
-    resumed = evolve.evolve(cfg, resume=True, progress=False)
-    rows2 = evolve.load_checkpoint(tmp_path / "ctrl2" / "evolve.pt", "evolve")["history"]
+    cfg.resume = True
+    resumed = evolve.evolve(cfg, progress=False)
+    out2 = tmp_path / "run2" / "controller"
+    rows2 = load_checkpoint(out2 / "evolve.pt", "evolve")["history"]
     assert [r["generation"] for r in rows2] == [1, 2, 3, 4]
     assert [r["best"] for r in rows2] == [r["best"] for r in rows]
     assert resumed["best_fitness"] == straight["best_fitness"]
-    assert (tmp_path / "ctrl2" / "best.pt").is_file() and (tmp_path / "ctrl2" / "log.csv").is_file()
+    assert (out2 / "best.pt").is_file() and (out2 / "log.csv").is_file()
 
 
 def test_controller_policy_explores_around_the_controller(tmp_path: Path):
@@ -145,7 +150,9 @@ def test_controller_policy_explores_around_the_controller(tmp_path: Path):
 
     cfg = tiny_checkpoints(tmp_path)
     params = np.random.default_rng(0).normal(0, 0.1, (Z + H) * 3 + 3)
-    evolve.save_best(tmp_path, cfg, params, 0.0, 0, Z, H)
+    save_controller(tmp_path / "best.pt", WorldModels.load(cfg.vae, cfg.mdn), params,
+                    {"fitness": 0.0, "generation": 0, "tracks": list(cfg.tracks), "track": cfg.tracks[0],
+                     "max_steps": cfg.max_steps}, cfg)
     frames = np.random.default_rng(1).integers(0, 255, (30, 64, 64, 3), dtype=np.uint8)
 
     def drive(seed: int, noise: float) -> np.ndarray:

@@ -8,13 +8,12 @@ import textwrap
 import gymnasium
 import numpy as np
 import pytest
+from conftest import run_python
 from gymnasium.utils.env_checker import check_env
 
 import vmc
-from vmc.drivers import CentreLineDriver, GameAIDriver, run_episode
-from vmc.env import EnvConfig, SuperTuxKartEnv, list_tracks
-
-from conftest import run_python
+from vmc.sim.drivers import CentreLineDriver, GameAIDriver, run_episode
+from vmc.sim.env import SuperTuxKartEnv, list_tracks
 
 pytestmark = pytest.mark.game
 
@@ -82,7 +81,7 @@ def test_stuck_and_step_limit_end_episodes():
     env = SuperTuxKartEnv(track="lighthouse", stuck_steps=15)
     try:
         env.reset(seed=0)
-        for i in range(40):
+        for _ in range(40):
             _, _, terminated, truncated, info = env.step(np.zeros(3, np.float32))  # never accelerates
             if terminated or truncated:
                 break
@@ -93,7 +92,7 @@ def test_stuck_and_step_limit_end_episodes():
     env = SuperTuxKartEnv(track="lighthouse", max_steps=12)
     try:
         env.reset(seed=0)
-        for i in range(12):
+        for _ in range(12):
             _, _, terminated, truncated, info = env.step(np.array([0, 1, 0], np.float32))
         assert truncated and not terminated and info["end"] == "max_steps"
     finally:
@@ -104,7 +103,7 @@ def test_driving_off_the_track_terminates():
     env = SuperTuxKartEnv(track="lighthouse", offtrack_steps=10, stuck_steps=0, max_steps=300)
     try:
         env.reset(seed=0)
-        for i in range(300):
+        for _ in range(300):
             _, _, terminated, truncated, info = env.step(np.array([1.0, 1.0, 0.0], np.float32))  # circles
             if terminated or truncated:
                 break
@@ -170,7 +169,7 @@ def test_engine_settings_are_applied():
 
     import pystk2
 
-    from vmc import engine
+    from vmc.sim import engine
 
     env = SuperTuxKartEnv(track="lighthouse")
     try:
@@ -192,7 +191,7 @@ def test_other_renderer_in_the_same_process_is_refused():
 def test_processes_without_display_start_their_own_xvfb():
     code = """
         import os, numpy as np
-        from vmc.env import SuperTuxKartEnv
+        from vmc.sim.env import SuperTuxKartEnv
         assert 'DISPLAY' not in os.environ
         env = SuperTuxKartEnv(track='zengarden')
         obs, _ = env.reset(seed=0)
@@ -204,7 +203,7 @@ def test_processes_without_display_start_their_own_xvfb():
     procs = [subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for _ in range(2)]
     outs = [p.communicate(timeout=300) for p in procs]
-    for p, (out, err) in zip(procs, outs):
+    for p, (_, err) in zip(procs, outs):
         assert p.returncode == 0, err[-2000:]
     displays = [out.split()[-2] for out, _ in outs]
     assert all(float(out.split()[-1]) > 20 for out, _ in outs)
@@ -213,8 +212,8 @@ def test_processes_without_display_start_their_own_xvfb():
 
 def test_physics_only_renderer_runs_a_lap():
     proc = run_python("""
-        from vmc.env import SuperTuxKartEnv
-        from vmc.drivers import CentreLineDriver, run_episode
+        from vmc.sim.env import SuperTuxKartEnv
+        from vmc.sim.drivers import CentreLineDriver, run_episode
         env = SuperTuxKartEnv(track='lighthouse', renderer='none')
         r = run_episode(env, CentreLineDriver(), seed=0)
         print(r.end, r.score, env.observation_space.shape)
@@ -226,7 +225,7 @@ def test_physics_only_renderer_runs_a_lap():
 def test_softpipe_renders_the_same_scene():
     proc = run_python("""
         import numpy as np
-        from vmc.env import SuperTuxKartEnv
+        from vmc.sim.env import SuperTuxKartEnv
         env = SuperTuxKartEnv(track='lighthouse', renderer='softpipe')
         obs, _ = env.reset(seed=0)
         for _ in range(10):
@@ -243,7 +242,7 @@ def test_smaller_textures_render_the_same_scene(lighthouse_env, tmp_path):
         obs, *_ = lighthouse_env.step(np.array([0, 1, 0], np.float32))
     run_python(f"""
         import numpy as np
-        from vmc.env import SuperTuxKartEnv
+        from vmc.sim.env import SuperTuxKartEnv
         env = SuperTuxKartEnv(track='lighthouse', max_texture_size=64)
         obs, _ = env.reset(seed=0)
         for _ in range(10):

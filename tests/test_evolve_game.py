@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,30 +13,32 @@ import numpy as np
 import pytest
 
 from vmc import evolve, train_mdn, train_vae
+from vmc.checkpoints import load_checkpoint
 from vmc.collect import CollectConfig, Collector
 from vmc.models import MDNRNNConfig, VAEConfig
-from vmc.training import load_checkpoint
 
 pytestmark = pytest.mark.game
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> Path:
-    """A tiny real collection, VAE and MDN-RNN (minutes of work cut to seconds)."""
+    """A run folder with a tiny real collection (``data/``), VAE, latent file and MDN-RNN (minutes of work cut to
+    seconds). Tests evolve into run folders of their own, with this one's models."""
     root = tmp_path_factory.mktemp("world")
     Collector(CollectConfig(out=str(root / "data"), episodes=4, workers=2, max_steps=40)).run(progress=False)
-    train_vae.train(train_vae.TrainVAEConfig(data=str(root / "data"), out=str(root / "vae.pt"), epochs=1,
-                                             model=VAEConfig(z_dim=8, channels=(8, 16, 16, 32))), progress=False)
-    latents = train_vae.encode_dataset(root / "vae.pt", root / "data", root / "latents.h5")
-    train_mdn.train(train_mdn.TrainMDNConfig(latents=str(latents), vae=str(root / "vae.pt"), out=str(root / "mdn.pt"),
-                                             epochs=1, steps_per_epoch=5, seq_len=8, batch_size=4,
+    vae_cfg = train_vae.TrainVAEConfig(data=str(root / "data"), run=str(root), epochs=1,
+                                       model=VAEConfig(z_dim=8, channels=(8, 16, 16, 32)))
+    train_vae.train(vae_cfg, progress=False)
+    assert train_vae.encode(vae_cfg) == root / "latents.h5"
+    train_mdn.train(train_mdn.TrainMDNConfig(run=str(root), epochs=1, steps_per_epoch=5, seq_len=8, batch_size=4,
                                              model=MDNRNNConfig(z_dim=8, hidden=16, gaussians=2)), progress=False)
+    assert (root / "vae.pt").is_file() and (root / "mdn.pt").is_file()
     return root
 
 
-def cli(world: Path, out: Path, generations: int, *extra: str) -> list[str]:
+def cli(world: Path, run: Path, generations: int, *extra: str) -> list[str]:
     return [sys.executable, "-m", "vmc.evolve", "--vae", str(world / "vae.pt"), "--mdn", str(world / "mdn.pt"),
-            "--latents", str(world / "latents.h5"), "--out", str(out), "--workers", "2", "--popsize", "4",
+            "--latents", str(world / "latents.h5"), "--run", str(run), "--workers", "2", "--popsize", "4",
             "--rollouts", "1", "--max-steps", "15", "--eval-every", "2", "--eval-rollouts", "1", "--dagger-rounds", "2",
             "--dagger-episodes", "2",
             "--generations", str(generations), *extra]
@@ -43,18 +46,19 @@ def cli(world: Path, out: Path, generations: int, *extra: str) -> list[str]:
 
 def test_two_generations_write_logs_and_best(world: Path, tmp_path: Path):
     cfg = evolve.EvolveConfig(vae=str(world / "vae.pt"), mdn=str(world / "mdn.pt"), latents=str(world / "latents.h5"),
-                              out=str(tmp_path / "c"), workers=2, popsize=4, rollouts=2, generations=2, max_steps=15,
+                              run=str(tmp_path / "r"), workers=2, popsize=4, rollouts=2, generations=2, max_steps=15,
                               eval_every=2, eval_rollouts=2, dagger_rounds=2, dagger_episodes=2)
     summary = evolve.evolve(cfg, progress=False)
-    ck = load_checkpoint(tmp_path / "c" / "evolve.pt", "evolve")
+    out = tmp_path / "r" / "controller"
+    ck = load_checkpoint(out / "evolve.pt", "evolve")
     assert [h["generation"] for h in ck["history"]] == [1, 2] and ck["generation"] == 2
     assert len(ck["best_params"]) == (8 + 16) * 3 + 3
     # DAgger's starting point is evaluated before generation 1, then the best/mean at generation 2
     assert [e["generation"] for e in summary["evals"]] == [0, 2] and summary["evals"][0]["which"] == "initial"
-    rows = (tmp_path / "c" / "log.csv").read_text().strip().splitlines()
+    rows = (out / "log.csv").read_text().strip().splitlines()
     assert rows[0].startswith("generation,best,mean,worst") and len(rows) == 3
-    assert (tmp_path / "c" / "curve.png").is_file() and (tmp_path / "c" / "best.pt").is_file()
-    assert load_checkpoint(tmp_path / "c" / "best.pt", "controller")["fitness"] == pytest.approx(ck["best_eval"])
+    assert (out / "curve.png").is_file() and (out / "best.pt").is_file()
+    assert load_checkpoint(out / "best.pt", "controller")["fitness"] == pytest.approx(ck["best_eval"])
     assert summary["evals"][1]["which"] in ("best", "mean")
 
 
@@ -63,7 +67,7 @@ def test_kill_and_resume_continues_exactly(world: Path, tmp_path: Path):
     assert straight.returncode == 0, straight.stderr[-2000:]
     proc = subprocess.Popen(cli(world, tmp_path / "killed", 20), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
-    state = tmp_path / "killed" / "evolve.pt"
+    state = tmp_path / "killed" / "controller" / "evolve.pt"
     t0 = time.time()
     while time.time() - t0 < 300 and not (state.exists() and load_checkpoint(state, "evolve")["generation"] >= 1):
         time.sleep(0.2)
@@ -74,7 +78,7 @@ def test_kill_and_resume_continues_exactly(world: Path, tmp_path: Path):
     resumed = subprocess.run(cli(world, tmp_path / "killed", max(3, done), "--resume"), capture_output=True, text=True,
                              timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    a = load_checkpoint(tmp_path / "straight" / "evolve.pt", "evolve")["history"]
+    a = load_checkpoint(tmp_path / "straight" / "controller" / "evolve.pt", "evolve")["history"]
     b = load_checkpoint(state, "evolve")["history"][:3]
     assert [(h["generation"], h["best"], h["mean"], h["sigma"]) for h in a] == [(h["generation"], h["best"], h["mean"], h["sigma"]) for h in b]
     again = subprocess.run(cli(world, tmp_path / "killed", 3), capture_output=True, text=True, timeout=120)
@@ -87,10 +91,10 @@ def test_play_renders_a_watchable_lap(world: Path, tmp_path: Path):
     from vmc.play import play
 
     cfg = evolve.EvolveConfig(vae=str(world / "vae.pt"), mdn=str(world / "mdn.pt"), latents=str(world / "latents.h5"),
-                              out=str(tmp_path / "c"), workers=1, popsize=4, rollouts=1, generations=1, max_steps=25,
+                              run=str(tmp_path / "r"), workers=1, popsize=4, rollouts=1, generations=1, max_steps=25,
                               eval_every=0, init="fit")
     evolve.evolve(cfg, progress=False)
-    summary = play(tmp_path / "c" / "best.pt", tmp_path / "lap.mp4")
+    summary = play(tmp_path / "r" / "controller" / "best.pt", tmp_path / "lap.mp4")
     frames = imageio.mimread(tmp_path / "lap.mp4")
     assert len(frames) == summary["steps"] + 1 and frames[0].shape == (300, 400, 3)
     assert np.asarray(frames[-1]).std() > 20
@@ -141,17 +145,19 @@ def test_iterative_procedure_runs_two_rounds_and_leaves_the_base_data_alone(worl
     from vmc.iterate import IterateConfig, iterate
 
     before = sorted(p.name for p in (world / "data").glob("shard-*.h5"))
-    cfg = IterateConfig(rounds=2, data=str(world / "data"), vae=str(world / "vae.pt"), mdn=str(world / "mdn.pt"),
-                        latents=str(world / "latents.h5"), out=str(tmp_path / "it"), workers=2, episodes=2,
+    run = tmp_path / "run"  # the world's models, in a run folder of this test's own
+    shutil.copytree(world, run, ignore=shutil.ignore_patterns("data"))
+    cfg = IterateConfig(rounds=2, data=str(world / "data"), run=str(run), workers=2, episodes=2,
                         episode_steps=20, mdn_epochs=1, mdn_steps=3, mdn_seq_len=8, popsize=4, rollouts=2, generations=1,
                         dream_steps=10, eval_seeds=1, max_steps=15)
     rows = iterate(cfg)
     assert [r["round"] for r in rows] == [1, 2] and rows[1]["episodes"] == 4 + 2
     for r in rows:  # a dream score and a real score side by side
         assert np.isfinite(r["dream"]) and np.isfinite(r["real"])
-    with RolloutDataset(tmp_path / "it" / "data", "all") as ds:
+    it = run / "iterate"
+    with RolloutDataset(it / "data", "all") as ds:
         assert sorted(e.policy for e in ds.episodes).count("controller") == 2
     assert sorted(p.name for p in (world / "data").glob("shard-*.h5")) == before
-    assert (tmp_path / "it" / "round-2" / "mdn.pt").is_file() and (tmp_path / "it" / "rounds.csv").is_file()
+    assert (it / "round-2" / "mdn.pt").is_file() and (it / "rounds.csv").is_file()
     again = iterate(cfg)  # everything on disk: nothing is redone, the same rows come back
     assert [r["real"] for r in again] == [r["real"] for r in rows]

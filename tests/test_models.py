@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from vmc.checkpoints import load_checkpoint, save_checkpoint
+from vmc.errors import CheckpointError
 from vmc.models import MDNRNN, ConvVAE, MDNRNNConfig, VAEConfig
-from vmc.training import CheckpointError, load_checkpoint, save_checkpoint
 
 
 def test_vae_shapes_and_original_architecture():
@@ -114,7 +115,7 @@ def test_checkpoint_round_trip_and_errors(tmp_path: Path):
 
 
 def test_ridge_fit_recovers_a_linear_controller_from_its_actions():
-    from vmc.evolve import ridge_fit
+    from vmc.dagger import ridge_fit
     from vmc.models.controller import LinearController
 
     torch.manual_seed(0)

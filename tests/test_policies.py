@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from vmc.policies import POLICIES, make_policy
-from vmc.track import TrackGeometry
+from vmc.sim.track import TrackGeometry
 
 
 def straight_track() -> TrackGeometry:

@@ -7,9 +7,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from helpers_pool import setup_square  # noqa: E402
+from helpers_pool import setup_square
 
-from vmc.pool import GamePool  # noqa: E402
+from vmc.pool import GamePool
 
 
 def test_results_in_task_order_and_dead_worker_replaced(tmp_path: Path, caplog):

@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vmc.track import LapProgress, TrackGeometry, race_tracks
+from vmc.sim.track import LapProgress, TrackGeometry, race_tracks
 
 
 def drive(progress: LapProgress, distances):

@@ -5,8 +5,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vmc import assets
-from vmc.env import EnvConfig
+from vmc.sim import assets
+from vmc.sim.env import EnvConfig
 from vmc.video import frame_strip, write_video
 
 
