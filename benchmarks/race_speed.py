@@ -43,7 +43,6 @@ def _setup_parts(models, track: str, renderer: str):
     import torch
 
     from vmc.racing import AgentDriver
-    from vmc.sim.drivers import run_episode
     from vmc.sim.env import SuperTuxKartEnv
 
     env = SuperTuxKartEnv(track=track, renderer=renderer, max_steps=1000)
@@ -127,7 +126,7 @@ def main() -> None:
         from vmc.models import MDNRNN, ConvVAE
 
         vae, mdn = ConvVAE(), MDNRNN()
-        entry = lambda m: model_entry({"model": m.state_dict(), "config": {"model": vars(m.config)}, "fingerprint": "-"})  # noqa: E731
+        entry = lambda m: model_entry({"model": m.state_dict(), "config": {"model": vars(m.config)}, "fingerprint": "-"})
         models = WorldModels(entry(vae), entry(mdn))
         params = np.zeros(models.n_params)
         params[-2] = 3.0  # full throttle: the untrained controller drives off straight ahead
@@ -141,7 +140,7 @@ def main() -> None:
         pool.map([parts["actions"][:5]])
         physics = pool.map([parts["actions"]])[0]
     n = parts["steps"]
-    ms = lambda s: 1000 * s / n  # noqa: E731
+    ms = lambda s: 1000 * s / n
     step_rest = parts["step"] - parts["_game_step"] - parts["_frame"]
     agent = parts["encode"] + parts["step_state"] + parts["controller"]
     other = parts["race"] - parts["step"] - agent
@@ -167,7 +166,7 @@ def main() -> None:
             pool.map([parts["actions"][:5]] * w)
             done: list[float] = []
             t0 = time.perf_counter()
-            bare = pool.map([parts["actions"]] * (a.races * w), on_result=lambda *_: done.append(time.perf_counter()))
+            bare = pool.map([parts["actions"]] * (a.races * w), on_result=lambda *_, d=done: d.append(time.perf_counter()))
             bare_rate = sum(r["steps"] for r in bare) / (time.perf_counter() - t0)
         # One worker runs its races back to back: the parent's time per race beyond the worker's own is the pipe.
         pipe_ms = (f"{1000 * float(np.median(np.diff([t0] + done) - [r['wall'] for r in bare])):13.2f}" if w == 1

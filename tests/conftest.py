@@ -51,3 +51,24 @@ def tiny_collection(folder: Path, episodes: int = 12, steps: int = 20) -> Path:
             off_track=np.zeros(steps + 1, bool), speed=np.zeros(steps + 1, np.float32),
             attrs={"track": "lighthouse", "policy": "mix", "seed": i, "index": i, "score": 0.0, "end": "lap"}))
     return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """A run folder with a tiny real collection, VAE, MDN-RNN and one generation of evolve."""
+    from vmc import evolve, train_mdn, train_vae
+    from vmc.collect import CollectConfig, Collector
+    from vmc.models import MDNRNNConfig, VAEConfig
+
+    root = tmp_path_factory.mktemp("tiny")
+    run = root / "run"
+    Collector(CollectConfig(out=str(root / "data"), episodes=4, workers=2, max_steps=30)).run(progress=False)
+    vcfg = train_vae.TrainVAEConfig(data=str(root / "data"), run=str(run), epochs=1,
+                                    model=VAEConfig(z_dim=8, channels=(8, 16, 16, 32)))
+    train_vae.train(vcfg, progress=False)
+    train_vae.encode(vcfg)
+    train_mdn.train(train_mdn.TrainMDNConfig(run=str(run), epochs=1, steps_per_epoch=3, seq_len=8, batch_size=4,
+                                             model=MDNRNNConfig(z_dim=8, hidden=16, gaussians=2)), progress=False)
+    evolve.evolve(evolve.EvolveConfig(run=str(run), workers=2, popsize=4, rollouts=1, generations=1, max_steps=20,
+                                      eval_every=0, init="fit"), progress=False)
+    return root

@@ -92,9 +92,6 @@ def test_frames_and_sequences(tmp_path: Path):
         assert sum(len(b) for b in batches) == ds.num_frames
         assert batches[0].shape == (16, 64, 64, 3) and batches[0].dtype == np.uint8
         np.testing.assert_array_equal(ds.frame(13), fake_episode(1, 13).observations[0])
-        seq = ds.sample_sequences(batch_size=5, seq_len=10, rng=np.random.default_rng(0))
-        assert seq["observations"].shape == (5, 11, 64, 64, 3) and seq["actions"].shape == (5, 10, 3)
-        assert seq["rewards"].shape == (5, 10) and seq["dones"].dtype == bool
 
 
 def test_manifest_counts_what_is_on_disk(tmp_path: Path):

@@ -12,27 +12,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vmc import evolve, train_mdn, train_vae
+from vmc import evolve
 from vmc.checkpoints import load_checkpoint
-from vmc.collect import CollectConfig, Collector
 from vmc.models import MDNRNNConfig, VAEConfig
 
 pytestmark = pytest.mark.game
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory) -> Path:
-    """A run folder with a tiny real collection (``data/``), VAE, latent file and MDN-RNN (minutes of work cut to
-    seconds). Tests evolve into run folders of their own, with this one's models."""
-    root = tmp_path_factory.mktemp("world")
-    Collector(CollectConfig(out=str(root / "data"), episodes=4, workers=2, max_steps=40)).run(progress=False)
-    vae_cfg = train_vae.TrainVAEConfig(data=str(root / "data"), run=str(root), epochs=1,
-                                       model=VAEConfig(z_dim=8, channels=(8, 16, 16, 32)))
-    train_vae.train(vae_cfg, progress=False)
-    assert train_vae.encode(vae_cfg) == root / "latents.h5"
-    train_mdn.train(train_mdn.TrainMDNConfig(run=str(root), epochs=1, steps_per_epoch=5, seq_len=8, batch_size=4,
-                                             model=MDNRNNConfig(z_dim=8, hidden=16, gaussians=2)), progress=False)
-    assert (root / "vae.pt").is_file() and (root / "mdn.pt").is_file()
+def world(tiny_run: Path) -> Path:
+    """The session's tiny run folder (real collection in ``../data``, VAE, latent file, MDN-RNN). Tests evolve into
+    run folders of their own, with its models."""
+    root = tiny_run / "run"
+    assert (root / "vae.pt").is_file() and (root / "mdn.pt").is_file() and (root / "latents.h5").is_file()
     return root
 
 
@@ -105,13 +97,16 @@ def test_play_renders_a_watchable_lap(world: Path, tmp_path: Path):
 def test_vae_and_mdn_losses_fall_on_real_frames(world: Path):
     import torch
 
-    from vmc.data import RolloutDataset
+    from vmc.data import RolloutDataset, load_episode
     from vmc.models import MDNRNN, ConvVAE
 
     torch.manual_seed(0)
-    with RolloutDataset(world / "data") as ds:
+    with RolloutDataset(world.parent / "data") as ds:
         frames = next(ds.iter_frames(32, shuffle=True, seed=0))
-        seq = ds.sample_sequences(4, 10, np.random.default_rng(0))
+        episodes = [load_episode(r) for r in ds.episodes[:4]]
+    seq = {"observations": np.stack([e.observations[:11] for e in episodes]),
+           "actions": np.stack([e.actions[:10] for e in episodes]), "rewards": np.stack([e.rewards[:10] for e in episodes]),
+           "dones": np.stack([e.terminations[:10] for e in episodes])}
     x = ConvVAE.to_input(torch.from_numpy(frames))
     vae = ConvVAE(VAEConfig(z_dim=8, channels=(16, 32, 32, 64)))
     opt = torch.optim.Adam(vae.parameters(), lr=1e-3)
@@ -144,10 +139,10 @@ def test_iterative_procedure_runs_two_rounds_and_leaves_the_base_data_alone(worl
     from vmc.data import RolloutDataset
     from vmc.iterate import IterateConfig, iterate
 
-    before = sorted(p.name for p in (world / "data").glob("shard-*.h5"))
+    before = sorted(p.name for p in (world.parent / "data").glob("shard-*.h5"))
     run = tmp_path / "run"  # the world's models, in a run folder of this test's own
-    shutil.copytree(world, run, ignore=shutil.ignore_patterns("data"))
-    cfg = IterateConfig(rounds=2, data=str(world / "data"), run=str(run), workers=2, episodes=2,
+    shutil.copytree(world, run, ignore=shutil.ignore_patterns("controller"))
+    cfg = IterateConfig(rounds=2, data=str(world.parent / "data"), run=str(run), workers=2, episodes=2,
                         episode_steps=20, mdn_epochs=1, mdn_steps=3, mdn_seq_len=8, popsize=4, rollouts=2, generations=1,
                         dream_steps=10, eval_seeds=1, max_steps=15)
     rows = iterate(cfg)
@@ -157,7 +152,7 @@ def test_iterative_procedure_runs_two_rounds_and_leaves_the_base_data_alone(worl
     it = run / "iterate"
     with RolloutDataset(it / "data", "all") as ds:
         assert sorted(e.policy for e in ds.episodes).count("controller") == 2
-    assert sorted(p.name for p in (world / "data").glob("shard-*.h5")) == before
+    assert sorted(p.name for p in (world.parent / "data").glob("shard-*.h5")) == before
     assert (it / "round-2" / "mdn.pt").is_file() and (it / "rounds.csv").is_file()
     again = iterate(cfg)  # everything on disk: nothing is redone, the same rows come back
     assert [r["real"] for r in again] == [r["real"] for r in rows]

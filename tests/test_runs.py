@@ -1,5 +1,6 @@
 """Run folders: resumes that check what they resume, checkpoints safe to load and to move, one-line errors."""
 
+import hashlib
 import json
 import os
 import shutil
@@ -102,27 +103,6 @@ def test_crafted_checkpoint_refused_by_play_and_evolve(tmp_path: Path):
     assert not marker.exists()
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory) -> Path:
-    """A run folder with a tiny real collection, VAE, MDN-RNN and one generation of evolve."""
-    from vmc import evolve, train_mdn, train_vae
-    from vmc.collect import CollectConfig, Collector
-    from vmc.models import MDNRNNConfig, VAEConfig
-
-    root = tmp_path_factory.mktemp("tiny")
-    run = root / "run"
-    Collector(CollectConfig(out=str(root / "data"), episodes=4, workers=2, max_steps=30)).run(progress=False)
-    vcfg = train_vae.TrainVAEConfig(data=str(root / "data"), run=str(run), epochs=1,
-                                    model=VAEConfig(z_dim=8, channels=(8, 16, 16, 32)))
-    train_vae.train(vcfg, progress=False)
-    train_vae.encode(vcfg)
-    train_mdn.train(train_mdn.TrainMDNConfig(run=str(run), epochs=1, steps_per_epoch=3, seq_len=8, batch_size=4,
-                                             model=MDNRNNConfig(z_dim=8, hidden=16, gaussians=2)), progress=False)
-    evolve.evolve(evolve.EvolveConfig(run=str(run), workers=2, popsize=4, rollouts=1, generations=1, max_steps=20,
-                                      eval_every=0, init="fit"), progress=False)
-    return root
-
-
 @pytest.mark.game
 def test_each_stage_refuses_a_changed_config_on_resume(tiny_run: Path, tmp_path: Path):
     from vmc import evolve, train_mdn, train_vae
@@ -177,7 +157,12 @@ def test_two_experiments_with_the_readme_commands(tmp_path: Path):
     top = {".venv", ".git", "runs", "data", ".pytest_cache"}
     shutil.copytree(ROOT, checkout, ignore=lambda d, names: [n for n in names if n == "__pycache__" or (Path(d) == ROOT and n in top)])
     (checkout / "data").mkdir()
-    (checkout / ".venv").symlink_to(ROOT / ".venv")  # the set-up is done: ./run.sh finds it and goes on
+    # The set-up is done (./run.sh test did it): the copy's ./run.sh finds it and goes on. A virtualenv set up for
+    # another pyproject.toml would be reinstalled from the copy, which is removed after the test.
+    stamp = (ROOT / ".venv" / ".vmc-installed").read_text().split()[0]
+    if stamp != hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()[:16]:
+        pytest.fail("the virtualenv was set up for another pyproject.toml: run ./run.sh setup first")
+    (checkout / ".venv").symlink_to(ROOT / ".venv")
 
     def run_sh(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run(["./run.sh", *args], capture_output=True, text=True, cwd=checkout, timeout=1500)

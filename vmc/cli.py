@@ -8,12 +8,11 @@ checked by the config's ``validate()`` after parsing, and :func:`run` turns any 
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import logging
 import sys
 from collections.abc import Callable
-from dataclasses import asdict, fields, is_dataclass
+from dataclasses import fields, is_dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Optional, TypeVar
 
@@ -106,14 +105,4 @@ def run(prog: str, body: Callable[[], Optional[int]]) -> int:
         return 130
 
 
-@contextlib.contextmanager
-def no_validation():
-    """Build configs without validating them (what :func:`parse` does while tyro fills them in)."""
-    token = _parsing.set(True)
-    try:
-        yield
-    finally:
-        _parsing.reset(token)
-
-
-__all__ = ["Config", "parse", "run", "plain", "asdict", "check_positive", "check_non_negative", "setup_logging"]
+__all__ = ["Config", "parse", "run", "plain", "check_positive", "check_non_negative", "setup_logging"]

@@ -232,6 +232,16 @@ class RolloutDataset:
         e = int(np.searchsorted(self._starts, i, side="right")) - 1
         return self.group(self.episodes[e])["observations"][i - self._starts[e]]
 
+    def load_frames(self) -> np.ndarray:
+        """Every frame of the split, (num_frames, H, W, 3) uint8, in the order :meth:`frame` counts them."""
+        out = None
+        for e, ref in enumerate(self.episodes):
+            obs = self.group(ref)["observations"]
+            if out is None:
+                out = np.empty((self.num_frames, *obs.shape[1:]), np.uint8)
+            obs.read_direct(out, dest_sel=np.s_[self._starts[e]:self._starts[e + 1]])
+        return out if out is not None else np.empty((0, 64, 64, 3), np.uint8)
+
     def iter_frames(self, batch_size: int, shuffle: bool = True, seed: int = 0) -> Iterator[np.ndarray]:
         """Batches (B, H, W, 3) uint8 over every frame once. Shuffling is by chunk and within the
         batch, so reads stay sequential inside HDF5 chunks."""
@@ -251,23 +261,6 @@ class RolloutDataset:
                 yield batch
         if buf:
             yield np.stack(buf)
-
-    def sample_sequences(self, batch_size: int, seq_len: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-        """Random windows: ``observations`` (B, L+1, H, W, 3), ``actions`` (B, L, 3), ``rewards`` (B, L),
-        ``dones`` (B, L) from episodes with at least ``seq_len`` steps."""
-        eligible = [r for r in self.episodes if r.length >= seq_len]
-        if not eligible:
-            raise ValueError(f"no episode has {seq_len} steps")
-        out: dict[str, list] = {"observations": [], "actions": [], "rewards": [], "dones": []}
-        for _ in range(batch_size):
-            r = eligible[int(rng.integers(len(eligible)))]
-            s = int(rng.integers(r.length - seq_len + 1))
-            g = self.group(r)
-            out["observations"].append(g["observations"][s:s + seq_len + 1])
-            out["actions"].append(g["actions"][s:s + seq_len])
-            out["rewards"].append(g["rewards"][s:s + seq_len])
-            out["dones"].append(g["terminations"][s:s + seq_len])
-        return {k: np.stack(v) for k, v in out.items()}
 
 
 def write_manifest(folder: Path, extra: dict, refs: Optional[list[EpisodeRef]] = None) -> Path:

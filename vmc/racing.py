@@ -73,6 +73,8 @@ class ReferenceRace:
     """Race track."""
     record: bool = False
     """Return the frames."""
+    max_steps: int = 2000
+    """Step limit of this race (a reference drives the whole lap, whatever the agents' limit)."""
 
 
 Task = Union[AgentRace, DaggerRace, ReferenceRace]
@@ -98,6 +100,8 @@ class RaceResult:
     """DAgger: the centre-line driver's action at every step, (T, 3)."""
     frames: list = field(default_factory=list)
     """Recorded frames, (H, W, 3) uint8 each, the first after reset (when asked for)."""
+    actions: Optional[np.ndarray] = None
+    """The actions driven, (T, 3) (for the agent: after noise and perturbation)."""
 
     @property
     def lap(self) -> bool:
@@ -172,17 +176,24 @@ def make_racer(models: Optional[WorldModels], env_config: dict, action_noise: fl
     agent = models.agent() if models is not None else None
     env: Optional[SuperTuxKartEnv] = None
 
-    def env_with(track: str, controller: str = "player") -> SuperTuxKartEnv:
+    def env_with(track: str, controller: str = "player", max_steps: Optional[int] = None) -> SuperTuxKartEnv:
         nonlocal env
-        env = env_for(env, EnvConfig(**{**env_config, "track": track, "controller": controller}))
+        limit = {"max_steps": max_steps} if max_steps else {}
+        env = env_for(env, EnvConfig(**{**env_config, "track": track, "controller": controller, **limit}))
         return env
 
     def run(task: Task) -> RaceResult:
         frames: list[np.ndarray] = []
+        actions: list[np.ndarray] = []
         record = getattr(task, "record", False)
-        on_step = (lambda o, *_: frames.append(o)) if record else None
+
+        def on_step(obs, action, *_) -> None:
+            actions.append(action)
+            if record:
+                frames.append(obs)
+
         if isinstance(task, ReferenceRace):
-            race = env_with(task.track, "ai" if task.driver == "ai" else "player")
+            race = env_with(task.track, "ai" if task.driver == "ai" else "player", task.max_steps)
             driver = GameAIDriver() if task.driver == "ai" else CentreLineDriver()
             seed = None
         else:
@@ -197,7 +208,8 @@ def make_racer(models: Optional[WorldModels], env_config: dict, action_noise: fl
         with torch.no_grad():
             r = run_episode(race, driver, seed=seed, on_step=on_step,
                             on_reset=(lambda o, _: frames.append(o)) if record else None)
-        result = RaceResult(r.score, r.steps, r.end, r.lap_fraction, task.track, frames=frames)
+        result = RaceResult(r.score, r.steps, r.end, r.lap_fraction, task.track, frames=frames,
+                            actions=np.asarray(actions, np.float32).reshape(-1, 3))
         if isinstance(driver, DaggerDriver):
             result.x, result.y = np.stack(driver.x), np.stack(driver.y)
         return result

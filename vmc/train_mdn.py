@@ -13,7 +13,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, Optional
+from typing import ClassVar, Literal, Optional
 
 import numpy as np
 import torch
@@ -26,7 +26,7 @@ from vmc.latents import latents_info, read_latents
 from vmc.models.mdn import MDNRNN, MDNRNNConfig
 from vmc.models.vae import ConvVAE
 from vmc.runs import RUNS
-from vmc.training import last_checkpoint, pick_device, plot_curves, restore, resume_point, save_epoch, use_all_cores
+from vmc.training import last_checkpoint, pick_device, plot_curves, restore, resume_point, save_epoch, use_all_cores, use_bf16
 
 log = logging.getLogger("vmc.train_mdn")
 
@@ -61,6 +61,9 @@ class TrainMDNConfig(Config):
     """``auto`` (CUDA when present, else CPU), ``cpu``, ``cuda``..."""
     threads: int = 0
     """CPU threads for torch (0: one per core)."""
+    precision: Literal["auto", "fp32", "bf16"] = "fp32"
+    """Arithmetic of the forward pass: ``bf16`` autocast (``auto``: where the CPU or GPU has bfloat16 units) or
+    ``fp32``. Weights, optimiser and loss stay in float32."""
     init: str = ""
     """MDN-RNN checkpoint whose weights a new run starts from (the iterative procedure's previous round)."""
     model: MDNRNNConfig = field(default_factory=MDNRNNConfig)
@@ -72,7 +75,7 @@ class TrainMDNConfig(Config):
     force: bool = False
     """Start over even if the run folder holds an MDN-RNN."""
 
-    RESUME_FREE: ClassVar[frozenset[str]] = frozenset({"run", "epochs", "device", "threads", "video", "vae", "temperature"})
+    RESUME_FREE: ClassVar[frozenset[str]] = frozenset({"run", "epochs", "device", "threads", "video", "vae", "temperature", "precision"})
 
     def validate(self) -> None:
         check_positive(epochs=self.epochs, steps_per_epoch=self.steps_per_epoch, seq_len=self.seq_len,
@@ -121,10 +124,12 @@ class LatentSequences:
         return {k: torch.from_numpy(np.stack(v).astype(np.float32)) for k, v in out.items()}
 
 
-def batch_loss(model: MDNRNN, batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    """Loss terms of one batch of windows."""
+def batch_loss(model: MDNRNN, batch: dict[str, torch.Tensor], device: torch.device, bf16: bool = False) -> dict[str, torch.Tensor]:
+    """Loss terms of one batch of windows (the forward pass in bfloat16 autocast when ``bf16``)."""
     z = batch["z"].to(device)
-    heads, _ = model(z[:, :-1], batch["actions"].to(device))
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+        heads, _ = model(z[:, :-1], batch["actions"].to(device))
+    heads = {k: v.float() for k, v in heads.items()}
     return model.loss(heads, z[:, 1:], batch["rewards"].to(device), batch["dones"].to(device))
 
 
@@ -147,6 +152,7 @@ def train(cfg: TrainMDNConfig, progress: bool = True) -> dict:
                               "(--model.z-dim)")
     model = MDNRNN(cfg.model).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    bf16 = use_bf16(cfg.precision, device)
     history: list[dict] = []
     epoch0 = 0
     if start is not None:
@@ -165,7 +171,7 @@ def train(cfg: TrainMDNConfig, progress: bool = True) -> dict:
         t0, total = time.perf_counter(), 0.0
         bar = tqdm(range(cfg.steps_per_epoch), desc=f"mdn epoch {epoch}/{cfg.epochs}", disable=not progress, dynamic_ncols=True)
         for _ in bar:
-            terms = batch_loss(model, train_set.sample(cfg.batch_size, rng), device)
+            terms = batch_loss(model, train_set.sample(cfg.batch_size, rng), device, bf16)
             opt.zero_grad(set_to_none=True)
             terms["loss"].backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)

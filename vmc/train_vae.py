@@ -12,7 +12,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, Optional
+from typing import ClassVar, Literal, Optional
 
 import numpy as np
 import torch
@@ -25,7 +25,7 @@ from vmc.errors import VmcError
 from vmc.latents import latents_info, write_latents
 from vmc.models.vae import ConvVAE, VAEConfig
 from vmc.runs import RUNS
-from vmc.training import last_checkpoint, pick_device, plot_curves, prefetch, restore, resume_point, save_epoch, use_all_cores
+from vmc.training import last_checkpoint, pick_device, plot_curves, prefetch, restore, resume_point, save_epoch, use_all_cores, use_bf16
 
 log = logging.getLogger("vmc.train_vae")
 
@@ -52,6 +52,12 @@ class TrainVAEConfig(Config):
     """``auto`` (CUDA when present, else CPU), ``cpu``, ``cuda``..."""
     threads: int = 0
     """CPU threads for torch (0: one per core)."""
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    """Arithmetic of the forward pass: ``bf16`` autocast (``auto``: where the CPU or GPU has bfloat16 units) or
+    ``fp32``. Weights, optimiser and loss stay in float32."""
+    in_memory: bool = True
+    """Decompress the training frames into memory once (about 12 KB a frame) instead of reading the shards every
+    epoch."""
     model: VAEConfig = field(default_factory=VAEConfig)
     """The architecture."""
     encode: bool = True
@@ -61,7 +67,7 @@ class TrainVAEConfig(Config):
     force: bool = False
     """Start over even if the run folder holds a VAE."""
 
-    RESUME_FREE: ClassVar[frozenset[str]] = frozenset({"run", "epochs", "device", "threads", "encode"})
+    RESUME_FREE: ClassVar[frozenset[str]] = frozenset({"run", "epochs", "device", "threads", "encode", "in_memory", "precision"})
 
     def validate(self) -> None:
         check_positive(epochs=self.epochs, batch_size=self.batch_size)
@@ -128,8 +134,9 @@ def train(cfg: TrainVAEConfig, progress: bool = True) -> dict:
                            f"val {len(val_ds.episodes)}): collect more episodes or change --val-fraction")
         built_on = data_identity(train_ds, val_ds)
         start = resume_point(last_checkpoint(out), "vae", cfg, built_on, cfg.resume, cfg.force)
-        model = ConvVAE(cfg.model).to(device)
+        model = ConvVAE(cfg.model).to(device).to(memory_format=torch.channels_last)
         opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+        bf16 = use_bf16(cfg.precision, device)
         history: list[dict] = []
         epoch0 = 0
         if start is not None:
@@ -143,15 +150,27 @@ def train(cfg: TrainVAEConfig, progress: bool = True) -> dict:
         val_pick = np.sort(rng.choice(val_ds.num_frames, size=min(8, val_ds.num_frames), replace=False))
         val_frames = np.stack([val_ds.frame(int(i)) for i in val_pick])
         best = min((h["val_loss"] for h in history), default=float("inf"))
+        frames_in_memory = train_ds.load_frames() if cfg.in_memory else None
+
+        def batches(epoch: int):
+            seed = cfg.seed * 100003 + epoch
+            if frames_in_memory is None:
+                return prefetch(train_ds.iter_frames(cfg.batch_size, shuffle=True, seed=seed))
+            order = np.random.default_rng(seed).permutation(len(frames_in_memory))
+            return (frames_in_memory[order[s:s + cfg.batch_size]] for s in range(0, len(order), cfg.batch_size))
+
+        log.info("%s frames, %s, %s", "in memory" if cfg.in_memory else "streamed from the shards",
+                 "bf16 autocast" if bf16 else "fp32", device)
         for epoch in range(epoch0 + 1, cfg.epochs + 1):
             model.train()
             t0, seen, running = time.perf_counter(), 0, 0.0
             bar = tqdm(total=train_ds.num_frames, unit="frame", desc=f"vae epoch {epoch}/{cfg.epochs}",
                        disable=not progress, dynamic_ncols=True)
-            for frames in prefetch(train_ds.iter_frames(cfg.batch_size, shuffle=True, seed=cfg.seed * 100003 + epoch)):
-                x = ConvVAE.to_input(torch.from_numpy(frames)).to(device)
-                recon, mu, logvar = model(x)
-                terms = model.loss(x, recon, mu, logvar)
+            for frames in batches(epoch):
+                x = ConvVAE.to_input(torch.from_numpy(frames)).to(device).contiguous(memory_format=torch.channels_last)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                    recon, mu, logvar = model(x)
+                terms = model.loss(x, recon.float(), mu.float(), logvar.float())
                 opt.zero_grad(set_to_none=True)
                 terms["loss"].backward()
                 opt.step()

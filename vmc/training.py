@@ -31,6 +31,15 @@ def use_all_cores(threads: int = 0) -> int:
     return n
 
 
+def use_bf16(precision: str, device: torch.device) -> bool:
+    """Whether ``precision`` means bfloat16 autocast on ``device`` (``auto``: where it has bfloat16 units)."""
+    if precision == "auto":
+        if device.type == "cuda":
+            return torch.cuda.is_bf16_supported()
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return precision == "bf16"
+
+
 def plot_curves(path: Path, history: list[dict], keys: Iterable[str], title: str) -> None:
     """Loss curves (one line per key, by epoch) to a PNG."""
     import matplotlib

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import numpy as np
 import torch
 from torch import nn
 
-from vmc.models.mdn import MDNRNN, State
-from vmc.models.vae import ConvVAE
+from vmc.models.mdn import MDNRNN
+from vmc.models.vae import ConvVAE, FrameEncoder
 
 
 class LinearController(nn.Module):
@@ -35,40 +33,39 @@ class LinearController(nn.Module):
         """Load a flat parameter vector (``num_params``,): W row-major, then b."""
         torch.nn.utils.vector_to_parameters(torch.as_tensor(np.asarray(params), dtype=torch.float32), self.parameters())
 
-    def get_flat(self) -> np.ndarray:
-        """The parameters as a flat float64 vector (CMA-ES's format)."""
-        return torch.nn.utils.parameters_to_vector(self.parameters()).detach().double().numpy()
-
 
 class WorldModelAgent:
-    """frame → z (VAE mean) → action from [z, h] → MDN-RNN step → next h. No I/O."""
+    """frame → z (VAE mean) → action from [z, h] → LSTM step → next h, one frame at a time. No I/O.
+
+    The encoder runs as a traced, frozen graph (:meth:`vmc.models.vae.FrameEncoder.fast`) and the MDN-RNN as an
+    ``nn.LSTMCell`` without its heads (a driver reads h, never the mixture), both with the models' weights as they
+    were when the agent was built; only the controller's parameters change afterwards (``controller.set_flat``)."""
 
     def __init__(self, vae: ConvVAE, mdn: MDNRNN, controller: LinearController) -> None:
         self.vae, self.mdn, self.controller = vae.eval(), mdn.eval(), controller.eval()
-        self.state: Optional[State] = None
+        self.encode = FrameEncoder.fast(self.vae)
+        self.cell = mdn.cell()
+        self.h = self.c = torch.zeros(1, mdn.config.hidden)
 
     def reset(self) -> None:
-        """Forget the episode (h back to zeros)."""
-        self.state = self.mdn.initial_state(1)
+        """Forget the episode (h and c back to zeros)."""
+        self.h = self.c = torch.zeros(1, self.mdn.config.hidden)
 
     @torch.no_grad()
     def observe(self, obs: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """(64, 64, 3) uint8 frame → the controller's inputs z (1, Z) (VAE mean) and h (1, H)."""
-        if self.state is None:
-            self.reset()
-        z, _ = self.vae.encode(ConvVAE.to_input(torch.from_numpy(np.ascontiguousarray(obs))[None]))
-        return z, self.state[0][0]
+        return self.encode(torch.from_numpy(np.ascontiguousarray(obs))[None]), self.h
 
     @torch.no_grad()
     def advance(self, z: torch.Tensor, action: np.ndarray | torch.Tensor) -> None:
-        """Step the MDN-RNN with the action actually taken (which may differ from the controller's)."""
+        """Step the LSTM with the action actually taken (which may differ from the controller's)."""
         a = torch.as_tensor(np.asarray(action, np.float32)).view(1, -1)
-        self.state = self.mdn.step_state(z, a, self.state)
+        self.h, self.c = self.cell(torch.cat([z, a], dim=-1), (self.h, self.c))
 
     @torch.no_grad()
     def act(self, obs: np.ndarray) -> np.ndarray:
-        """(64, 64, 3) uint8 frame → (3,) float32 action; advances the MDN-RNN state."""
+        """(64, 64, 3) uint8 frame → (3,) float32 action; advances the LSTM state."""
         z, h = self.observe(obs)
         action = self.controller(z, h)
-        self.state = self.mdn.step_state(z, action, self.state)
+        self.advance(z, action)
         return action[0].numpy().astype(np.float32)

@@ -67,6 +67,15 @@ class MDNRNN(nn.Module):
         heads, state = self.forward(z.unsqueeze(1), a.unsqueeze(1), state)
         return {k: v.squeeze(1) for k, v in heads.items()}, state
 
+    def cell(self) -> nn.LSTMCell:
+        """An ``nn.LSTMCell`` with a copy of the LSTM's weights: the same step for one sequence at a time, a fraction
+        of ``nn.LSTM``'s per-call cost (what a driving agent uses, :class:`vmc.models.controller.WorldModelAgent`)."""
+        cell = nn.LSTMCell(self.lstm.input_size, self.lstm.hidden_size)
+        with torch.no_grad():
+            for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+                getattr(cell, name).copy_(getattr(self.lstm, f"{name}_l0"))
+        return cell.to(self.lstm.weight_ih_l0.device).eval()
+
     def step_state(self, z: torch.Tensor, a: torch.Tensor, state: Optional[State] = None) -> State:
         """One LSTM step without the heads: z (B, Z), a (B, A) → the new state. What a driving agent needs (it
         reads h, never the mixture), at a fraction of :meth:`step`'s cost."""

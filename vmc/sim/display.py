@@ -14,9 +14,6 @@ import os
 import shutil
 import signal
 import subprocess
-from typing import Optional
-
-_XVFB: Optional[subprocess.Popen] = None
 
 
 def _die_with_parent() -> None:
@@ -29,7 +26,6 @@ def _die_with_parent() -> None:
 
 def ensure_display() -> str:
     """Return a usable ``DISPLAY``, starting Xvfb when there is none. Idempotent per process."""
-    global _XVFB
     if os.environ.get("DISPLAY"):
         return os.environ["DISPLAY"]
     xvfb = shutil.which("Xvfb")
@@ -49,6 +45,5 @@ def ensure_display() -> str:
         raise RuntimeError("Xvfb did not start (no display number reported)")
     # No atexit stop: games close their races in their own exit hooks, which may run after ours;
     # the server goes when this process does (PR_SET_PDEATHSIG above).
-    _XVFB = proc
     os.environ["DISPLAY"] = f":{number}"
     return os.environ["DISPLAY"]

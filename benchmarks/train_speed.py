@@ -1,0 +1,79 @@
+"""ConvVAE (and MDN-RNN) training speed on a real collection: today's defaults against the previous ones, one run.
+
+The previous way (``before``): frames read and decompressed from the shards every epoch, float32, and the
+decoder's first transposed convolution run as a convolution. Today's defaults (``after``): the training frames
+decompressed into memory once, bfloat16 autocast where the CPU has bfloat16 units, channels-last tensors, and
+that first layer as the matrix product it is. Both train from the same seed for the same epochs on the same
+frames; the table gives frames/s per epoch and the validation loss after each, with the ratios.
+
+    python benchmarks/train_speed.py --data data/lighthouse-small --epochs 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+
+def _decode_as_convolution(self, z: torch.Tensor) -> torch.Tensor:
+    """ConvVAE.decode as it was: the 1x1 map through the first transposed convolution."""
+    return self.decoder(self.fc_decode(z).unsqueeze(-1).unsqueeze(-1))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", default="data/lighthouse-small")
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--mdn-steps", type=int, default=100, help="MDN-RNN optimiser steps per variant")
+    a = p.parse_args()
+
+    from vmc import train_mdn, train_vae
+    from vmc.models import ConvVAE
+    from vmc.training import use_bf16
+
+    rows = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, overrides in (("before", {"in_memory": False, "precision": "fp32"}), ("after", {})):
+            cfg = train_vae.TrainVAEConfig(data=a.data, run=str(Path(tmp) / name), epochs=a.epochs, **overrides)
+            original = ConvVAE.decode
+            if name == "before":
+                ConvVAE.decode = _decode_as_convolution
+            try:
+                t0 = time.perf_counter()
+                train_vae.train(cfg, progress=False)
+                wall = time.perf_counter() - t0
+            finally:
+                ConvVAE.decode = original
+            from vmc.checkpoints import load_checkpoint
+
+            rows[name] = (load_checkpoint(cfg.out.with_name("vae.last.pt"), "vae")["history"], wall)
+            if name == "after":
+                train_vae.encode(cfg)
+                latents = cfg.latents
+        mdn_rows = {}
+        for name, precision in (("fp32", "fp32"), ("bf16", "bf16")):
+            mcfg = train_mdn.TrainMDNConfig(run=str(Path(tmp) / f"mdn-{name}"), latents=str(latents), epochs=1,
+                                            steps_per_epoch=a.mdn_steps, video=False, precision=precision)
+            mdn_rows[name] = train_mdn.train(mcfg, progress=False)
+
+    print(f"\ntrain_speed: {a.data}, {a.epochs} epochs, {torch.get_num_threads()} threads, {os.cpu_count()} cores, "
+          f"bf16 units: {use_bf16('auto', torch.device('cpu'))}")
+    print(f"{'epoch':>5} {'before frames/s':>16} {'after frames/s':>15} {'ratio':>6} {'before val loss':>16} "
+          f"{'after val loss':>15} {'ratio':>6}")
+    (before, wb), (after, wa) = rows["before"], rows["after"]
+    for b, f in zip(before, after):
+        print(f"{b['epoch']:>5} {b['frames_per_s']:16.1f} {f['frames_per_s']:15.1f} {f['frames_per_s'] / b['frames_per_s']:6.2f} "
+              f"{b['val_loss']:16.2f} {f['val_loss']:15.2f} {f['val_loss'] / b['val_loss']:6.3f}")
+    print(f"{'all':>5} {'wall ' + format(wb, '.0f') + ' s':>16} {'wall ' + format(wa, '.0f') + ' s':>15} {wb / wa:6.2f}")
+    f32, b16 = mdn_rows["fp32"], mdn_rows["bf16"]
+    print(f"\nMDN-RNN, {a.mdn_steps} steps: fp32 {f32['steps_per_s']:.0f} sequence steps/s, val loss {f32['val_loss']:.3f}; "
+          f"bf16 {b16['steps_per_s']:.0f} ({b16['steps_per_s'] / f32['steps_per_s']:.2f}x), val loss {b16['val_loss']:.3f}")
+
+
+if __name__ == "__main__":
+    main()

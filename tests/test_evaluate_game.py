@@ -1,0 +1,57 @@
+"""``vmc.evaluate`` on the real game, tiny budgets: the table and its files, seeds that reproduce, perturbation."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vmc.evaluate import EvaluateConfig, evaluate
+
+pytestmark = pytest.mark.game
+
+
+def test_table_files_and_grid_video(tiny_run: Path, tmp_path: Path):
+    import imageio.v2 as imageio
+
+    controller = tiny_run / "run" / "controller" / "best.pt"
+    out = tmp_path / "eval"
+    r = subprocess.run([sys.executable, "-m", "vmc.evaluate", "--controller", str(controller), "--tracks", "lighthouse",
+                        "zengarden", "--episodes", "2", "--max-steps", "20", "--workers", "2", "--out", str(out)],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    table = (out / "table.md").read_text()
+    assert "| lighthouse | 0/2 |" in table and "| zengarden | 0/2 |" in table and table in r.stdout
+    data = json.loads((out / "episodes.json").read_text())
+    assert [(e["track"], e["seed"]) for e in data["episodes"]] == [("lighthouse", 0), ("lighthouse", 1), ("zengarden", 0),
+                                                                    ("zengarden", 1)]
+    assert all(e["end"] == "max_steps" or e["steps"] <= 20 for e in data["episodes"])
+    row = {r["track"]: r for r in data["rows"]}["lighthouse"]
+    assert row["ai_steps"] > 300 and row["centreline"] > 900  # the references drive whole laps (no step limit)
+    assert (out / "episodes.csv").read_text().splitlines()[0] == "track,seed,score,steps,end,lap_fraction"
+    frames = imageio.mimread(out / "grid.mp4")
+    assert len(frames) == 21 and frames[0].shape[1] == 2 * 64 * 3  # two tiles side by side, 20 steps + the start
+    assert (out / "grid.png").is_file()
+
+
+def test_same_seeds_same_table_and_perturb_changes_actions(tiny_run: Path, tmp_path: Path):
+    from vmc.checkpoints import load_controller
+    from vmc.racing import AgentRace, racing_pool
+    from vmc.sim.env import EnvConfig
+
+    controller = str(tiny_run / "run" / "controller" / "best.pt")
+    kw = dict(controller=controller, tracks=["lighthouse"], episodes=2, max_steps=25, workers=2, video=False)
+    a = evaluate(EvaluateConfig(**kw, out=str(tmp_path / "a")), progress=False)
+    b = evaluate(EvaluateConfig(**kw, out=str(tmp_path / "b")), progress=False)
+    assert (tmp_path / "a" / "table.md").read_text().splitlines()[2:] == (tmp_path / "b" / "table.md").read_text().splitlines()[2:]
+    assert a == b
+
+    ck, models = load_controller(Path(controller))
+    with racing_pool(1, models, EnvConfig(max_steps=25), action_noise=0.0) as pool:
+        plain, perturbed = pool.map([AgentRace(ck["params"], "lighthouse", 3),
+                                     AgentRace(ck["params"], "lighthouse", 3, perturb=5, perturb_window=15)])
+    differ = np.flatnonzero(np.any(plain.actions != perturbed.actions, axis=1))
+    assert len(differ) and 10 <= differ[0] < 15  # the same race up to the random spell, which starts in [10, 15)
+    np.testing.assert_array_equal(plain.actions[:differ[0]], perturbed.actions[:differ[0]])
