@@ -132,3 +132,34 @@ def test_ridge_fit_recovers_a_linear_controller_from_its_actions():
         got = fitted(x[:, :6], x[:, 6:]).numpy()
     assert ok.mean() > 0.5
     np.testing.assert_allclose(got[ok], actions[ok], atol=0.05)
+
+
+def test_agent_fast_path_equals_the_modules_step_by_step():
+    """The agent's traced encoder and LSTMCell give the actions and states of the plain modules (to 1e-5)."""
+    from vmc.models.controller import LinearController, WorldModelAgent
+
+    torch.manual_seed(0)
+    vae, mdn = ConvVAE(VAEConfig(z_dim=8, channels=(8, 16, 16, 32))).eval(), MDNRNN(MDNRNNConfig(z_dim=8, hidden=16)).eval()
+    controller = LinearController(8, 16)
+    torch.nn.init.normal_(controller.linear.weight, std=0.3)
+    agent = WorldModelAgent(vae, mdn, controller)
+    agent.reset()
+    frames = torch.randint(0, 256, (30, 64, 64, 3), dtype=torch.uint8)
+    state = mdn.initial_state(1)
+    with torch.no_grad():
+        for f in frames:
+            z, _ = vae.encode(ConvVAE.to_input(f[None]))
+            a = controller(z, state[0][0])
+            _, state = mdn.step(z, a, state)
+            np.testing.assert_allclose(agent.act(f.numpy()), a[0].numpy(), atol=1e-5)
+            np.testing.assert_allclose(agent.h.numpy(), state[0][0].numpy(), atol=1e-5)
+            np.testing.assert_allclose(agent.c.numpy(), state[1][0].numpy(), atol=1e-5)
+
+
+def test_decoder_first_layer_as_a_matrix_product_equals_the_convolution():
+    torch.manual_seed(0)
+    vae = ConvVAE().eval()
+    z = torch.randn(5, 32)
+    with torch.no_grad():
+        as_convolution = vae.decoder(vae.fc_decode(z)[..., None, None])
+        np.testing.assert_allclose(vae.decode(z).numpy(), as_convolution.numpy(), atol=1e-5)

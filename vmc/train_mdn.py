@@ -153,12 +153,8 @@ def train(cfg: TrainMDNConfig, progress: bool = True) -> dict:
     model = MDNRNN(cfg.model).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     bf16 = use_bf16(cfg.precision, device)
-    history: list[dict] = []
-    epoch0 = 0
-    if start is not None:
-        history, epoch0 = restore(start, model, opt)
-        log.info("resuming %s after epoch %d", last_checkpoint(out), epoch0)
-    elif cfg.init:
+    history, epoch0 = restore(start, model, opt)
+    if start is None and cfg.init:
         model.load_state_dict(load_checkpoint(Path(cfg.init), "mdn", map_location=device)["model"])
         log.info("starting from the weights of %s", cfg.init)
     if epoch0 >= cfg.epochs:

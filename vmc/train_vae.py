@@ -137,11 +137,7 @@ def train(cfg: TrainVAEConfig, progress: bool = True) -> dict:
         model = ConvVAE(cfg.model).to(device).to(memory_format=torch.channels_last)
         opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
         bf16 = use_bf16(cfg.precision, device)
-        history: list[dict] = []
-        epoch0 = 0
-        if start is not None:
-            history, epoch0 = restore(start, model, opt)
-            log.info("resuming %s after epoch %d", last_checkpoint(out), epoch0)
+        history, epoch0 = restore(start, model, opt)
         if epoch0 >= cfg.epochs:
             return history[-1]
         log.info("training on %d frames (%d episodes), validating on %d frames, device %s, %d threads",

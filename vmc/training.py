@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import queue
 import threading
@@ -15,6 +16,8 @@ from vmc.checkpoints import load_checkpoint, save_checkpoint
 from vmc.cli import Config
 from vmc.errors import VmcError
 from vmc.runs import check_resume
+
+log = logging.getLogger("vmc.training")
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -111,10 +114,14 @@ def resume_point(last: Path, kind: str, cfg: Config, built_on: dict, resume: boo
     return ckpt
 
 
-def restore(ckpt: dict, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> tuple[list[dict], int]:
-    """Load model and optimiser state from a last checkpoint; returns (history, epoch)."""
+def restore(ckpt: Optional[dict], model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> tuple[list[dict], int]:
+    """Load model and optimiser state from a last checkpoint (:func:`resume_point`); returns (history, epoch), or
+    an empty history and epoch 0 for a fresh start (``ckpt`` None)."""
+    if ckpt is None:
+        return [], 0
     model.load_state_dict(ckpt["model"])
     optimizer.load_state_dict(ckpt["optimizer"])
+    log.info("resuming after epoch %d", ckpt["epoch"])
     return ckpt["history"], ckpt["epoch"]
 
 
