@@ -151,8 +151,9 @@ def test_moved_controller_still_plays(tiny_run: Path, tmp_path: Path):
 
 @pytest.mark.game
 def test_two_experiments_with_the_readme_commands(tmp_path: Path):
-    """``./run.sh --preset debug`` and ``./run.sh --preset debug --tracks zengarden`` leave their own run folders,
-    each with the video of its own track; a changed config in an existing folder is refused with one line."""
+    """``./run.sh --preset debug`` and ``./run.sh main --preset debug --tracks zengarden hacienda`` leave their own
+    run folders, each with its own models and the video of its own (first) track; a changed config in an existing
+    folder is refused with one line."""
     checkout = tmp_path / "vmc"
     top = {".venv", ".git", "runs", "data", ".pytest_cache"}
     shutil.copytree(ROOT, checkout, ignore=lambda d, names: [n for n in names if n == "__pycache__" or (Path(d) == ROOT and n in top)])
@@ -167,15 +168,19 @@ def test_two_experiments_with_the_readme_commands(tmp_path: Path):
     def run_sh(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run(["./run.sh", *args], capture_output=True, text=True, cwd=checkout, timeout=1500)
 
-    for args, track in ((("--preset", "debug"), "lighthouse"), (("main", "--preset", "debug", "--tracks", "zengarden"), "zengarden")):
+    for args, name, tracks in ((("--preset", "debug"), "lighthouse-debug", ["lighthouse"]),
+                               (("main", "--preset", "debug", "--tracks", "zengarden", "hacienda"), "2tracks-debug",
+                                ["zengarden", "hacienda"])):
         r = run_sh(*args)
         assert r.returncode == 0, r.stderr[-3000:]
-        run = checkout / "runs" / f"{track}-debug"
+        run = checkout / "runs" / name
         lap = json.loads((run / "best_lap.json").read_text())
-        assert lap["track"] == track and (run / "best_lap.mp4").stat().st_size > 0
-        assert json.loads((run / "config.json").read_text())["config"]["tracks"] == [track]
+        assert lap["track"] == tracks[0] and (run / "best_lap.mp4").stat().st_size > 0
+        assert json.loads((run / "config.json").read_text())["config"]["tracks"] == tracks
         assert (run / "vae.pt").is_file() and (run / "mdn.pt").is_file() and (run / "controller" / "best.pt").is_file()
-        assert load_checkpoint(run / "controller" / "best.pt", "controller")["tracks"] == [track]
+        assert load_checkpoint(run / "controller" / "best.pt", "controller")["tracks"] == tracks
+        assert json.loads((checkout / "data" / name / "manifest.json").read_text())["tracks"] == sorted(tracks)
+        assert sorted(json.loads((run / "references.json").read_text())) == sorted(tracks)
     r = run_sh("--preset", "debug", "--tracks", "zengarden", "--name", "lighthouse-debug")
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
     assert "config.json was made with a different config" in r.stderr and "tracks" in r.stderr

@@ -45,3 +45,15 @@ def test_video_decodes_to_the_frames(tmp_path: Path):
     assert len(back) == 8 and back[0].shape == (64, 64, 3)
     assert abs(int(back[5].mean()) - 50) <= 3
     assert frame_strip(frames, 4).shape == (16, 64, 3)
+
+
+def test_generation_tracks_are_a_seeded_subset_shared_by_every_candidate():
+    from vmc.evolve import EvolveConfig, generation_tracks
+
+    tracks = ["lighthouse", "zengarden", "hacienda", "scotland", "cornfield_crossing"]
+    cfg = EvolveConfig(tracks=tracks, tracks_per_generation=2)
+    picks = [generation_tracks(cfg, g) for g in range(1, 21)]
+    assert all(len(p) == 2 and set(p) <= set(tracks) for p in picks)
+    assert picks == [generation_tracks(cfg, g) for g in range(1, 21)]  # the same for the same generation
+    assert len({t for p in picks for t in p}) == 5  # every track comes up over the generations
+    assert generation_tracks(EvolveConfig(tracks=tracks), 3) == tracks  # 0: all of them

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import csv
 import logging
-import os
 import pickle
 import time
 from dataclasses import dataclass, field
@@ -31,9 +30,10 @@ from typing import ClassVar, Optional
 
 import numpy as np
 
-from vmc import cli
+from vmc import cli, records
 from vmc.checkpoints import WorldModels, load_checkpoint, load_controller, save_checkpoint, save_controller
 from vmc.cli import Config, check_non_negative, check_positive
+from vmc.cluster import check_cluster
 from vmc.errors import CheckpointError, VmcError
 from vmc.evaluate import score_candidates
 from vmc.racing import AgentRace, racing_pool
@@ -63,6 +63,10 @@ class EvolveConfig(Config):
     """Tracks each generation's candidates race on: a seeded subset shared by all candidates (0: all of them)."""
     workers: int = 0
     """Game processes (0: one per core)."""
+    cluster: str = "local"
+    """Where the game workers run: ``local`` (processes on this machine), ``ray`` (join the running Ray cluster of
+    ``RAY_ADDRESS`` or ``ray start``), ``ray-local`` (start a private Ray here) or a Ray address (``HOST:6379``,
+    ``ray://HOST:10001``); on Ray, ``--workers 0`` is one worker per CPU of the cluster."""
     popsize: int = 64
     """CMA-ES population."""
     rollouts: int = 4
@@ -109,7 +113,7 @@ class EvolveConfig(Config):
     force: bool = False
     """Start over even if the run folder holds an evolution."""
 
-    RESUME_FREE: ClassVar[frozenset[str]] = frozenset({"run", "generations", "workers", "task_timeout", "dream_device",
+    RESUME_FREE: ClassVar[frozenset[str]] = frozenset({"run", "generations", "workers", "task_timeout", "dream_device", "cluster",
                                                        "vae", "mdn", "latents", "renderer"})
 
     def validate(self) -> None:
@@ -124,6 +128,7 @@ class EvolveConfig(Config):
             raise ValueError(f"--sigma0 must be positive, got {self.sigma0}")
         if not self.tracks:
             raise ValueError("--tracks needs at least one track")
+        check_cluster(self.cluster)
         if self.init == "dagger" and self.dagger_rounds and self.dagger_episodes < 1:
             raise ValueError(f"--dagger-episodes must be at least 1, got {self.dagger_episodes}")
         if self.init not in INITS and not Path(self.init).is_file():
@@ -167,7 +172,7 @@ def initial_mean(cfg: EvolveConfig, models: WorldModels, pool) -> np.ndarray:
     if cfg.init == "zeros":
         return np.zeros(models.n_params)
     if cfg.init not in INITS:
-        ck, start_models = load_controller(Path(cfg.init))
+        ck, _ = load_controller(Path(cfg.init))
         if ck["params"].shape != (models.n_params,):
             raise CheckpointError(f"{cfg.init}: {ck['params'].shape[0]} controller parameters, these models need "
                                   f"{models.n_params}")
@@ -262,6 +267,8 @@ class Evolution:
         name = max(ev, key=lambda k: ev[k]["mean"])
         self.evals.append({"generation": self.generation, "which": name,
                            **{k: v for k, v in ev[name].items() if k != "params"}})
+        records.scalars(self.cfg.run, "evolve/eval", {f"real_{k}" if k in ("mean", "std") else k: v
+                                                      for k, v in self.evals[-1].items() if k != "generation"}, self.generation)
         if self.history:
             self.history[-1]["real_eval"], self.history[-1]["dream_eval"] = ev[name]["mean"], ev[name].get("dream_mean")
         if ev[name]["mean"] > self.best_eval:
@@ -288,6 +295,7 @@ def evolve(cfg: EvolveConfig, progress: bool = True) -> dict:
         run.load()
         log.info("resuming %s after generation %d (best %.1f)", run.state_path, run.generation, run.best_fitness)
     cfg.out.mkdir(parents=True, exist_ok=True)
+    records.text(cfg.run, "config/evolve", cfg.record())
     dream = None
     if cfg.dream:
         from vmc.dream import load_dream
@@ -301,9 +309,8 @@ def evolve(cfg: EvolveConfig, progress: bool = True) -> dict:
     # Real races are needed to score candidates, to evaluate them and for DAgger; a dream run without
     # evaluations from a non-DAgger start never starts a game.
     needs_game = not cfg.dream or cfg.eval_every > 0 or (cfg.init == "dagger" and not resume)
-    workers = cfg.workers or os.cpu_count() or 1
-    pool = racing_pool(workers, models, EnvConfig(renderer=cfg.renderer, max_steps=cfg.max_steps), cfg.action_noise,
-                       cfg.task_timeout, "vmc-evolve-worker") if needs_game else None
+    pool = racing_pool(cfg.workers, models, EnvConfig(renderer=cfg.renderer, max_steps=cfg.max_steps), cfg.action_noise,
+                       cfg.task_timeout, "vmc-evolve-worker", cfg.cluster) if needs_game else None
     bar = None
     try:
         if not resume:
@@ -339,6 +346,7 @@ def evolve(cfg: EvolveConfig, progress: bool = True) -> dict:
                     # that candidate and the CMA-ES mean, in the real game.
                     run.evaluate(pool, dream, {"best": run.best_params, "mean": np.asarray(run.es.result.xfavorite)})
                 row = run.history[-1]
+                records.scalars(cfg.run, "evolve", row, gen)
                 log.info("generation %d: best %.1f mean %.1f worst %.1f (best so far %.1f), sigma %.4f, %d of %d "
                          "rollouts ended early%s, %.0f steps/s, %.1f s", gen, row["best"], row["mean"], row["worst"],
                          run.best_fitness, row["sigma"], ended, scores.size, "" if laps is None else f" ({laps} laps)",
