@@ -276,7 +276,7 @@ class SuperTuxKartEnv(gym.Env):
         if self.config.controller == "ai":
             ai = self._race.get_kart_action(0)
             taken = np.array([ai.steer, ai.acceleration, float(ai.brake)], np.float32)
-        reward = self.progress.update(kart.overall_distance)
+        reward = self.progress.update(kart.overall_distance, on_road=bool(kart.is_on_road))
         lateral, seg = self.track.lateral_offset(kart.location)
         off_track = self.track.beyond_road(lateral, seg, self.config.offtrack_margin)
         self._offtrack = self._offtrack + 1 if off_track else 0
