@@ -77,6 +77,39 @@ def test_long_episode_repeats_exactly_after_a_different_one(lighthouse_env):
     np.testing.assert_array_equal(drive(150, 0.0), first)
 
 
+@pytest.mark.parametrize("track", ["lighthouse", "zengarden"])
+def test_restarted_race_gives_the_frames_of_a_freshly_loaded_one(track):
+    """Resets reuse the loaded track (vmc.sim.restart): after other episodes, the same actions must give the
+    frames, distances and scores of the race's first episode, which loaded the track."""
+    from vmc.sim.env import SuperTuxKartEnv
+
+    rng = np.random.default_rng(0)
+    actions = np.stack([np.sin(np.arange(120) / 7), np.full(120, 1.0), np.zeros(120)], 1).astype(np.float32)
+    env = SuperTuxKartEnv(track=track)
+    assert env._restart is not None
+
+    def episode(acts):
+        obs, info = env.reset(seed=0)
+        frames, distance = [obs], [info["distance"]]
+        for a in acts:
+            obs, _, terminated, truncated, info = env.step(a)
+            frames.append(obs)
+            distance.append(info["distance"])
+            if terminated or truncated:
+                break
+        return np.stack(frames), np.array(distance), info["score"]
+
+    fresh = episode(actions)  # the first reset loads the track
+    assert env._race is not None and not env._needs_new_race
+    for other in (rng.uniform([-1, 0, 0], [1, 1, 1], (90, 3)).astype(np.float32), np.tile([0.0, 1.0, 0.0], (200, 1))):
+        episode(other)  # another race in between, of another length
+        again = episode(actions)  # a restart, not a load
+        np.testing.assert_array_equal(again[0], fresh[0])
+        np.testing.assert_array_equal(again[1], fresh[1])
+        assert again[2] == fresh[2]
+    env.close()
+
+
 def test_stuck_and_step_limit_end_episodes():
     env = SuperTuxKartEnv(track="lighthouse", stuck_steps=15)
     try:

@@ -99,8 +99,8 @@ def test_lateral_offset_and_off_track():
     t = square_track()
     dist, i = t.lateral_offset(np.array([20.0, 0.0, 3.0]))
     assert dist == pytest.approx(3.0) and i == 0
-    assert not t.is_off_track(np.array([20.0, 0.0, 3.0]), margin=2.0)
-    assert t.is_off_track(np.array([20.0, 0.0, 20.0]), margin=2.0)  # the middle of the square
+    assert not t.beyond_road(*t.lateral_offset(np.array([20.0, 0.0, 3.0])), margin=2.0)
+    assert t.beyond_road(*t.lateral_offset(np.array([20.0, 0.0, 20.0])), margin=2.0)  # the middle of the square
 
 
 def test_race_tracks_reads_track_flags(tmp_path: Path):

@@ -125,10 +125,6 @@ class TrackGeometry:
         outside its drivable width (``dist, segment`` as :meth:`lateral_offset` returns them)."""
         return dist > 0.5 * self.width[segment] + margin
 
-    def is_off_track(self, location: np.ndarray, margin: float) -> bool:
-        """True when ``location`` is more than ``margin`` metres outside the drivable width."""
-        return self.beyond_road(*self.lateral_offset(location), margin)
-
 
 def wrap_angle(angle: np.ndarray) -> np.ndarray:
     """Angles (rad) wrapped into [-pi, pi)."""
