@@ -4,9 +4,10 @@ One run, on one track, with a controller checkpoint (default: the main job's; wi
 the same shapes with untrained weights, which costs the same per step):
 
 1. Parts, in one worker process: a race of the agent with every part timed: reset (track load, countdown),
-   and per step the game step (physics + render), the frame read-back, the rest of ``env.step`` (kart
-   state, reward), the VAE encode, the controller, the LSTM step; the same actions replayed physics-only give
-   the physics' share of the game step.
+   and per step the game step (physics and scene update), the frame (pystk2 renders when the frame is read,
+   so this is the render and its read-back), the rest of ``env.step`` (kart state, reward), the VAE encode,
+   the controller, the LSTM step; the same actions replayed physics-only give the physics' share of the game
+   step. The reset is the second of the worker (the first loads the track; later ones restart it).
 2. Throughput with 1 and 2 workers: races of the agent on the worker pool (``vmc.racing``) against the bare env
    replaying the agent's own actions (the same frames, no agent), steps/s summed over workers, resets
    included; the pipe to the parent is the parent's wall time per race minus the worker's own.
@@ -25,8 +26,8 @@ from pathlib import Path
 import numpy as np
 
 
-def _timed(obj, name: str, times: dict) -> None:
-    """Wrap ``obj.name`` so that each call's duration is appended to ``times[name]``."""
+def _timed(obj, name: str, times: dict):
+    """Wrap ``obj.name`` so that each call's duration is appended to ``times[name]``; returns the original."""
     fn = getattr(obj, name)
 
     def wrapper(*a, **k):
@@ -36,6 +37,7 @@ def _timed(obj, name: str, times: dict) -> None:
         return out
 
     setattr(obj, name, wrapper)
+    return fn
 
 
 def _setup_parts(models, track: str, renderer: str):
@@ -51,9 +53,9 @@ def _setup_parts(models, track: str, renderer: str):
     def run(params) -> dict:
         times: dict[str, list] = defaultdict(list)
         agent.controller.set_flat(params)
-        for obj, name in ((env, "_new_race"), (env, "_game_step"), (env, "_frame"), (env, "step"),
-                          (agent.vae, "encode"), (agent.mdn, "step_state"), (agent, "controller")):
-            _timed(obj, name, times)
+        parts = ((env, "_new_race"), (env, "_game_step"), (env, "_frame"), (env, "step"), (agent, "encode"), (agent, "cell"),
+                 (agent, "controller"))
+        originals = [(obj, name, _timed(obj, name, times)) for obj, name in parts]
         actions: list = []
         t0 = time.perf_counter()
         with torch.no_grad():
@@ -73,9 +75,8 @@ def _setup_parts(models, track: str, renderer: str):
                 if term or trunc:
                     break
             race = time.perf_counter() - t1
-        for obj, name in ((env, "_new_race"), (env, "_game_step"), (env, "_frame"), (env, "step"),
-                          (agent.vae, "encode"), (agent.mdn, "step_state"), (agent, "controller")):
-            delattr(obj, name)
+        for obj, name, fn in originals:
+            setattr(obj, name, fn)
         return {"reset": reset, "load": load, "countdown": reset - load, "countdown_steps": countdown_steps,
                 "race": race, "steps": len(actions), "actions": np.stack(actions), "end": info["end"],
                 **{k: float(np.sum(v)) for k, v in times.items()}}
@@ -142,16 +143,16 @@ def main() -> None:
     n = parts["steps"]
     ms = lambda s: 1000 * s / n
     step_rest = parts["step"] - parts["_game_step"] - parts["_frame"]
-    agent = parts["encode"] + parts["step_state"] + parts["controller"]
+    agent = parts["encode"] + parts["cell"] + parts["controller"]
     other = parts["race"] - parts["step"] - agent
     print(f"\n1. one race, one worker: {n} steps ({parts['end']}), reset {parts['reset']:.3f} s "
           f"(track load {parts['load']:.3f} s, countdown {parts['countdown']:.3f} s in {parts['countdown_steps']} game steps)")
     print(f"{'part':<34} {'ms/step':>8} {'share':>6}")
     rows = [("game step: physics (renderer none)", physics["step_s"]),
-            ("game step: render (rest of it)", parts["_game_step"] - physics["step_s"]),
-            ("frame read-back", parts["_frame"]), ("env.step: kart state, reward", step_rest),
+            ("game step: scene update (rest of it)", parts["_game_step"] - physics["step_s"]),
+            ("render and frame read-back", parts["_frame"]), ("env.step: kart state, reward", step_rest),
             ("agent: VAE encode", parts["encode"]), ("agent: controller", parts["controller"]),
-            ("agent: LSTM step", parts["step_state"]), ("agent: other Python", other)]
+            ("agent: LSTM step", parts["cell"]), ("agent: other Python", other)]
     for name, s in rows:
         print(f"{name:<34} {ms(s):8.3f} {s / parts['race']:6.1%}")
     print(f"{'race step in all':<34} {ms(parts['race']):8.3f}   agent {ms(agent + other):.3f} ms/step "
