@@ -13,7 +13,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-APT_PACKAGES=(supertuxkart-data xvfb libgl1-mesa-dri libegl1)
+APT_PACKAGES=(supertuxkart-data xvfb libgl1-mesa-dri libegl1 chromium)
 VENV=.venv
 # torch is pinned first so that pip does not pull a multi-GB CUDA build where a CPU wheel is at hand.
 TORCH_SPEC="${VMC_TORCH_SPEC:-torch==2.13.0}"

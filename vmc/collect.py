@@ -26,7 +26,7 @@ import multiprocessing_logging
 import numpy as np
 
 import vmc
-from vmc import cli
+from vmc import cli, records
 from vmc.cli import Config, check_positive
 from vmc.data import Episode, read_shard_index, shard_paths, write_episode, write_manifest
 from vmc.errors import ShardError
@@ -186,8 +186,9 @@ class Collector:
         return {"vmc_version": vmc.__version__, "collect_config": self.cfg.record(),
                 "env_config": {t: asdict(env_config_for(self.cfg, t)) for t in self.cfg.tracks}}
 
-    def run(self, progress: bool = True) -> dict:
-        """Collect until ``episodes`` are on disk (or Ctrl-C); returns the manifest dict."""
+    def run(self, progress: bool = True, record_to: Optional[Path] = None) -> dict:
+        """Collect until ``episodes`` are on disk (or Ctrl-C); returns the manifest dict. ``record_to``: a run folder
+        for TensorBoard records of the collection's speed (``vmc.records``)."""
         from tqdm import tqdm
         from tqdm.contrib.logging import logging_redirect_tqdm
 
@@ -229,6 +230,8 @@ class Collector:
             nonlocal steps
             steps += result[1]
             bar.update(1)
+            records.scalars(record_to, "collect", {"frames_per_s": steps / (time.monotonic() - t0), "score": result[2],
+                                                   "episode_steps": result[1]}, steps)  # x axis: frames so far
             bar.set_postfix(frames_per_s=f"{steps / (time.monotonic() - t0):.1f}", score=f"{result[2]:.0f}")
 
         previous = signal.signal(signal.SIGINT, on_sigint) if threading.current_thread() is threading.main_thread() else None
@@ -248,6 +251,7 @@ class Collector:
         manifest = write_manifest(self.out, self.manifest_extra())
         m = self._manifest()
         elapsed = time.monotonic() - t0
+        records.scalars(record_to, "collect/run", {"frames_per_s": steps / max(elapsed, 1e-9), "steps": steps, "seconds": elapsed}, 0)
         log.info("%s: %d episodes, %d steps on disk; this run %d steps in %.0f s (%.1f frames/s)%s", manifest,
                  m["episodes"], m["steps"], steps, elapsed, steps / max(elapsed, 1e-9),
                  "; run the same command again to continue" if interrupted else "")

@@ -21,7 +21,7 @@ from typing import Optional
 
 import numpy as np
 
-from vmc import cli
+from vmc import cli, records
 from vmc.checkpoints import load_controller
 from vmc.cli import Config, check_non_negative, check_positive
 from vmc.racing import AgentRace, RaceResult, ReferenceRace, racing_pool
@@ -182,6 +182,10 @@ def evaluate(cfg: EvaluateConfig, progress: bool = True) -> list[dict]:
              + (f", {cfg.perturb} random steps per race" if cfg.perturb else ""))
     table = markdown_table(rows, title)
     (out / "table.md").write_text(table)
+    run = records.run_of_controller(cfg.controller)  # TensorBoard records go to the controller's run folder
+    records.text(run, f"{out.name}/table", table)
+    for r in rows:
+        records.scalars(run, f"{out.name}/{r['track']}", {k: r[k] for k in ("mean", "std", "laps", "median_lap_steps", "ratio")}, 0)
     episodes = [{"track": task.track, "seed": task.seed, "score": r.score, "steps": r.steps, "end": r.end,
                  "lap_fraction": r.lap_fraction} for task, r in zip(tasks, results)]
     (out / "episodes.json").write_text(json.dumps({"config": cfg.record(), "rows": rows, "episodes": episodes}, indent=2))

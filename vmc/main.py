@@ -28,7 +28,7 @@ from typing import ClassVar, Literal, Optional
 
 import numpy as np
 
-from vmc import cli
+from vmc import cli, records
 from vmc.cli import Config, check_non_negative
 from vmc.runs import RUNS, run_name, write_config
 from vmc.sim.env import check_track
@@ -173,6 +173,7 @@ def run_main(cfg: MainConfig) -> dict:
     p, tracks, run, data = cfg.sizes, cfg.training_tracks, cfg.run, cfg.data_path
     workers = cfg.workers or os.cpu_count() or 1
     write_config(run, cfg.record(), cfg.RESUME_FREE, cfg.force)
+    records.text(run, "config/main", cfg.record())
     handler = logging.FileHandler(run / "log.txt")
     handler.setFormatter(logging.Formatter("%(asctime)s %(processName)s %(levelname)s %(name)s %(message)s"))
     logging.getLogger().addHandler(handler)
@@ -188,7 +189,7 @@ def run_main(cfg: MainConfig) -> dict:
     stage("2/6 collect")
     t0 = time.perf_counter()
     m = Collector(CollectConfig(out=str(data), tracks=tracks, episodes=p.episodes, workers=workers,
-                                max_steps=p.max_steps)).run()
+                                max_steps=p.max_steps)).run(record_to=run)
     print(f"{m['episodes']} episodes, {m['steps']} steps in {data}")
     timings["collect"] = time.perf_counter() - t0
 
@@ -249,6 +250,13 @@ def run_main(cfg: MainConfig) -> dict:
     result = {"timings": timings, "wall_s": wall, "references": refs, "lap": lap, "preset": cfg.preset, "workers": workers,
               "evaluation": rows}
     (run / "summary.json").write_text(json.dumps(result, indent=2))
+    records.scalars(run, "summary/seconds", timings, 0)
+    records.hparams(run, cfg.record(), {"summary/lap_score": lap["score"], "summary/lap_steps": lap["steps"],
+                                        "summary/best_fitness": summary["best_fitness"], "summary/wall_s": wall})
+    records.close(run)
+    from vmc.report import write_report
+
+    print(f"wrote {write_report(run)}")
     return result
 
 

@@ -18,7 +18,7 @@ from typing import ClassVar, Literal, Optional
 import numpy as np
 import torch
 
-from vmc import cli
+from vmc import cli, records
 from vmc.checkpoints import load_checkpoint, load_mdn, load_vae
 from vmc.cli import Config, check_positive
 from vmc.errors import CheckpointError
@@ -161,18 +161,20 @@ def train(cfg: TrainMDNConfig, progress: bool = True) -> dict:
         return history[-1]
     val_batch = val_set.sample(max(cfg.batch_size, 64), np.random.default_rng(12345), sample_z=False)
     best = min((h["val_loss"] for h in history), default=float("inf"))
+    records.text(cfg.run, "config/train_mdn", cfg.record())
     for epoch in range(epoch0 + 1, cfg.epochs + 1):
         rng = np.random.default_rng([cfg.seed, epoch])  # an epoch's windows do not depend on earlier runs
         model.train()
         t0, total = time.perf_counter(), 0.0
         bar = tqdm(range(cfg.steps_per_epoch), desc=f"mdn epoch {epoch}/{cfg.epochs}", disable=not progress, dynamic_ncols=True)
-        for _ in bar:
+        for i in bar:
             terms = batch_loss(model, train_set.sample(cfg.batch_size, rng), device, bf16)
             opt.zero_grad(set_to_none=True)
             terms["loss"].backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             opt.step()
             total += terms["loss"].item()
+            records.scalars(cfg.run, "mdn/step", {k: v.item() for k, v in terms.items()}, (epoch - 1) * cfg.steps_per_epoch + i)
             bar.set_postfix(loss=f"{terms['loss'].item():.3f}", nll=f"{terms['nll'].item():.3f}")
         seconds = time.perf_counter() - t0
         model.eval()
@@ -182,6 +184,7 @@ def train(cfg: TrainMDNConfig, progress: bool = True) -> dict:
                "val_reward": val["reward"], "val_done": val["done"],
                "steps_per_s": cfg.steps_per_epoch * cfg.batch_size * cfg.seq_len / seconds, "seconds": seconds}
         history.append(row)
+        records.scalars(cfg.run, "mdn/epoch", row, epoch)
         log.info("epoch %d: train %.3f, val %.3f (nll %.3f, reward %.4f, done %.4f), %.0f sequence steps/s", epoch,
                  row["train_loss"], row["val_loss"], row["val_nll"], row["val_reward"], row["val_done"], row["steps_per_s"])
         best = save_epoch(out, "mdn", cfg, model, opt, history, best, built_on)

@@ -17,7 +17,7 @@ from typing import ClassVar, Literal, Optional
 import numpy as np
 import torch
 
-from vmc import cli
+from vmc import cli, records
 from vmc.checkpoints import load_checkpoint, vae_from
 from vmc.cli import Config, check_positive
 from vmc.data import RolloutDataset
@@ -155,6 +155,8 @@ def train(cfg: TrainVAEConfig, progress: bool = True) -> dict:
             order = np.random.default_rng(seed).permutation(len(frames_in_memory))
             return (frames_in_memory[order[s:s + cfg.batch_size]] for s in range(0, len(order), cfg.batch_size))
 
+        records.text(cfg.run, "config/train_vae", cfg.record())
+        n_batches = -(-train_ds.num_frames // cfg.batch_size)  # TensorBoard step = (epoch - 1) * n_batches + batch
         log.info("%s frames, %s, %s", "in memory" if cfg.in_memory else "streamed from the shards",
                  "bf16 autocast" if bf16 else "fp32", device)
         for epoch in range(epoch0 + 1, cfg.epochs + 1):
@@ -162,7 +164,7 @@ def train(cfg: TrainVAEConfig, progress: bool = True) -> dict:
             t0, seen, running = time.perf_counter(), 0, 0.0
             bar = tqdm(total=train_ds.num_frames, unit="frame", desc=f"vae epoch {epoch}/{cfg.epochs}",
                        disable=not progress, dynamic_ncols=True)
-            for frames in batches(epoch):
+            for b, frames in enumerate(batches(epoch)):
                 x = ConvVAE.to_input(torch.from_numpy(frames)).to(device).contiguous(memory_format=torch.channels_last)
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                     recon, mu, logvar = model(x)
@@ -173,6 +175,7 @@ def train(cfg: TrainVAEConfig, progress: bool = True) -> dict:
                 seen += len(frames)
                 running += terms["loss"].item() * len(frames)
                 bar.update(len(frames))
+                records.scalars(cfg.run, "vae/step", {k: v.item() for k, v in terms.items()}, (epoch - 1) * n_batches + b)
                 bar.set_postfix(loss=f"{terms['loss'].item():.1f}", recon=f"{terms['recon'].item():.1f}",
                                 kl=f"{terms['kl'].item():.1f}")
             bar.close()
@@ -181,10 +184,13 @@ def train(cfg: TrainVAEConfig, progress: bool = True) -> dict:
             row = {"epoch": epoch, "train_loss": running / max(seen, 1), "val_loss": val["loss"], "val_recon": val["recon"],
                    "val_kl": val["kl"], "frames_per_s": seen / train_s, "seconds": time.perf_counter() - t0}
             history.append(row)
+            records.scalars(cfg.run, "vae/epoch", row, epoch)
             log.info("epoch %d: train %.1f, val %.1f (recon %.1f, kl %.1f), %.0f frames/s", epoch, row["train_loss"],
                      row["val_loss"], row["val_recon"], row["val_kl"], row["frames_per_s"])
             best = save_epoch(out, "vae", cfg, model, opt, history, best, built_on)
-            Image.fromarray(_recon_grid(model, val_frames, device)).save(out.parent / f"vae_recon_epoch{epoch:03d}.png")
+            grid = _recon_grid(model, val_frames, device)
+            Image.fromarray(grid).save(out.parent / f"vae_recon_epoch{epoch:03d}.png")
+            records.image(cfg.run, "vae/reconstruction", grid, epoch)
             plot_curves(out.parent / "vae_loss.png", history, ["train_loss", "val_loss"], "ConvVAE loss per frame")
     return history[-1]
 

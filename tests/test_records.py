@@ -1,0 +1,158 @@
+"""TensorBoard records (read back with TensorBoard's own reader) and the run report (rendered by headless Chromium).
+
+The run folder is built without the game: a synthetic collection, the two trainers and CMA-ES in the dream; one
+test marked ``game`` checks the records of collect and evaluate.
+"""
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import tiny_collection
+
+from vmc import evolve, records, train_mdn, train_vae
+from vmc.evaluate import markdown_table
+from vmc.models import MDNRNNConfig, VAEConfig
+from vmc.report import write_report
+
+VAE_EPOCHS, MDN_EPOCHS, MDN_STEPS, GENERATIONS = 2, 2, 3, 2
+
+
+def accumulator(run: Path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run), size_guidance={"scalars": 0, "images": 0, "tensors": 0})
+    acc.Reload()
+    return acc
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Path:
+    """A run folder with VAE, MDN-RNN and a dream-evolved controller (records closed), and the main job's files."""
+    root = tmp_path_factory.mktemp("records")
+    run = root / "runs" / "tiny-synthetic"
+    data = tiny_collection(root / "data")
+    vcfg = train_vae.TrainVAEConfig(data=str(data), run=str(run), epochs=VAE_EPOCHS, batch_size=32, val_fraction=0.25,
+                                    model=VAEConfig(z_dim=8, channels=(8, 16, 16, 32)))
+    train_vae.train(vcfg, progress=False)
+    train_vae.encode(vcfg)
+    mcfg = train_mdn.TrainMDNConfig(run=str(run), epochs=MDN_EPOCHS, steps_per_epoch=MDN_STEPS, seq_len=8, batch_size=4,
+                                    model=MDNRNNConfig(z_dim=8, hidden=16, gaussians=2))
+    train_mdn.train(mcfg, progress=False)
+    train_mdn.dream_video(mcfg.vae_path, mcfg.out, mcfg.latents_path, run / "dream.mp4", steps=10)
+    evolve.evolve(evolve.EvolveConfig(run=str(run), dream=True, init="fit", eval_every=0, popsize=4, rollouts=2,
+                                      dream_steps=10, generations=GENERATIONS, workers=1), progress=False)
+    config = {"tracks": ["lighthouse"], "preset": "debug", "name": run.name}
+    records.hparams(run, config, {"summary/lap_score": 123.4})
+    records.close(run)
+
+    # What the main job adds: config, summary, reference laps, an evaluation table; and a finished run beside it.
+    lap = {"track": "lighthouse", "score": 123.4, "steps": 200, "end": "stuck"}
+    (run / "config.json").write_text(json.dumps({"vmc_version": "0.1.0", "config": config}))
+    (run / "best_lap.json").write_text(json.dumps(lap))
+    (run / "summary.json").write_text(json.dumps({"timings": {"collect": 5.0, "train_vae": 20.0, "evolve": 40.0},
+                                                  "wall_s": 65.0, "lap": lap, "preset": "debug", "workers": 2}))
+    (run / "references.json").write_text(json.dumps({"lighthouse": {"centreline": {"score": 959.8, "steps": 402, "end": "lap"},
+                                                                    "ai": {"score": 964.0, "steps": 360, "end": "lap"}}}))
+    (run / "eval").mkdir()
+    (run / "eval" / "table.md").write_text(markdown_table([{
+        "track": "lighthouse", "laps": 3, "episodes": 4, "mean": 700.5, "std": 10.0, "median_lap_steps": 420.0, "ai_steps": 360,
+        "ai_end": "lap", "ratio": 1.17, "centreline": 959.8, "centreline_end": "lap", "ai_score": 964.0,
+        "ends": {"lap": 3, "stuck": 1}}], "a controller: 4 episodes per track"))
+    other = run.parent / "other-small"
+    other.mkdir()
+    (other / "summary.json").write_text(json.dumps({"timings": {}, "wall_s": 900.0, "preset": "small", "workers": 2,
+                                                    "lap": {"track": "lighthouse", "score": 960.5, "steps": 395, "end": "lap"}}))
+    return run
+
+
+def test_event_files_have_losses_images_cmaes_and_hparams(run: Path):
+    acc = accumulator(run)
+    tags = acc.Tags()
+    steps = [e.step for e in acc.Scalars("vae/step/loss")]
+    n_batches = len(steps) // VAE_EPOCHS
+    assert n_batches >= 1 and steps == list(range(VAE_EPOCHS * n_batches))  # every optimiser step, numbered across epochs
+    for tag in ("vae/step/recon", "vae/step/kl"):
+        assert len(acc.Scalars(tag)) == VAE_EPOCHS * n_batches
+    for tag in ("vae/epoch/train_loss", "vae/epoch/val_loss", "vae/epoch/val_kl", "vae/epoch/frames_per_s"):
+        assert [e.step for e in acc.Scalars(tag)] == list(range(1, VAE_EPOCHS + 1)), tag
+    assert [e.step for e in acc.Scalars("mdn/step/loss")] == list(range(MDN_EPOCHS * MDN_STEPS))
+    assert [e.step for e in acc.Scalars("mdn/epoch/val_nll")] == list(range(1, MDN_EPOCHS + 1))
+    assert all(np.isfinite(e.value) for e in acc.Scalars("mdn/step/nll"))
+    for key in ("best", "mean", "worst", "sigma", "best_so_far"):
+        assert [e.step for e in acc.Scalars(f"evolve/{key}")] == list(range(1, GENERATIONS + 1)), key
+    best, worst = acc.Scalars("evolve/best"), acc.Scalars("evolve/worst")
+    assert all(b.value >= w.value for b, w in zip(best, worst))
+    assert acc.Scalars("summary/lap_score")[0].value == pytest.approx(123.4)
+
+    images = acc.Images("vae/reconstruction")
+    assert [i.step for i in images] == list(range(1, VAE_EPOCHS + 1))
+    assert images[-1].encoded_image_string[:8] == b"\x89PNG\r\n\x1a\n" and images[-1].width == 8 * 64
+    assert images[-1].height == 2 * 64
+
+    assert {"config/train_vae/text_summary", "config/train_mdn/text_summary", "config/evolve/text_summary"} <= set(tags["tensors"])
+    text = acc.Tensors("config/train_vae/text_summary")[0].tensor_proto.string_val[0].decode()
+    assert '"epochs": 2' in text
+    assert "_hparams_/experiment" in acc.PluginTagToContent("hparams")
+
+
+def chromium(*args: str, tmp: Path) -> subprocess.CompletedProcess:
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    if exe is None:
+        pytest.skip("chromium is not installed (./run.sh setup installs the Debian package)")
+    cmd = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+           "--disable-component-update", "--disable-sync", f"--user-data-dir={tmp / 'chromium-profile'}", *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc
+
+
+def test_report_renders_in_headless_chromium_with_every_picture(run: Path, tmp_path: Path):
+    from PIL import Image
+
+    page = write_report(run)
+    assert page == run / "report.html"
+    html = page.read_text()
+    # Self-contained: every picture is a data URI; videos are linked beside the page.
+    srcs = re.findall(r"<img [^>]*src=\"([^\"]+)\"", html)
+    assert len(srcs) >= 5 and all(s.startswith("data:image/png;base64,") for s in srcs)  # 3 curves, 2 recon grids
+    assert 'src="dream.mp4"' in html and "700.5 ± 10.0" in html and "959.8 (402 steps, lap)" in html
+    assert "other-small" in html and re.search(r"960\.5 <span class=\"badge best\">best", html)
+    assert re.search(r"123\.4 <span class=\"badge worst\">worst", html)
+
+    dom = chromium("--virtual-time-budget=10000", "--dump-dom", page.as_uri(), tmp=tmp_path).stdout
+    assert f"all images loaded: {len(srcs)}/{len(srcs)}" in dom, re.findall(r'id="vmc-images">([^<]*)', dom)
+    widths = [int(w) for w in re.findall(r'data-natural-width="(\d+)"', dom)]
+    assert len(widths) == len(srcs) and min(widths) > 0
+
+    shot = tmp_path / "report.png"
+    chromium(f"--screenshot={shot}", "--window-size=1200,2000", page.as_uri(), tmp=tmp_path)
+    pixels = np.asarray(Image.open(shot).convert("RGB"))
+    assert pixels.shape == (2000, 1200, 3)
+    assert pixels.std() > 20 and len(np.unique(pixels.reshape(-1, 3), axis=0)) > 2000  # text, tables and pictures, not blank
+    shutil.copy(shot, run.parent / "report-screenshot.png")  # left for a look (pytest's tmp folders are kept a while)
+
+
+@pytest.mark.game
+def test_collect_and_evaluate_records(tiny_run: Path, tmp_path: Path):
+    from vmc.collect import CollectConfig, Collector
+    from vmc.evaluate import EvaluateConfig, evaluate
+
+    run = tmp_path / "run"
+    Collector(CollectConfig(out=str(tmp_path / "data"), episodes=2, workers=1, max_steps=15)).run(progress=False, record_to=run)
+    (run / "controller").mkdir(parents=True)
+    shutil.copy(tiny_run / "run" / "controller" / "best.pt", run / "controller" / "best.pt")
+    evaluate(EvaluateConfig(controller=str(run / "controller" / "best.pt"), tracks=["lighthouse"], episodes=1, max_steps=20,
+                            workers=1, video=False), progress=False)
+    records.close(run)
+    acc = accumulator(run)
+    fps = acc.Scalars("collect/frames_per_s")
+    assert len(fps) == 2 and all(e.value > 0 for e in fps) and fps[-1].step == 30  # x axis: frames so far
+    assert acc.Scalars("collect/run/steps")[0].value == 30
+    assert len(acc.Scalars("eval/lighthouse/mean")) == 1
+    table = acc.Tensors("eval/table/text_summary")[0].tensor_proto.string_val[0].decode()
+    assert "| lighthouse |" in table
