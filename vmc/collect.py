@@ -28,10 +28,11 @@ import numpy as np
 import vmc
 from vmc import cli, records
 from vmc.cli import Config, check_positive
+from vmc.cluster import check_cluster
 from vmc.data import Episode, read_shard_index, shard_paths, write_episode, write_manifest
 from vmc.errors import ShardError
 from vmc.policies import POLICIES, make_policy
-from vmc.pool import GamePool
+from vmc.pool import default_workers, make_pool
 from vmc.runs import check_resume
 from vmc.sim.env import EnvConfig, check_track
 
@@ -49,7 +50,11 @@ class CollectConfig(Config):
     episodes: int = 200
     """Total episodes wanted in the folder (a re-run continues up to this count)."""
     workers: int = 0
-    """Game processes at once (0: one per core)."""
+    """Game processes at once (0: one per core, or per CPU of the Ray cluster)."""
+    cluster: str = "local"
+    """Where the game workers run: ``local`` (processes on this machine), ``ray`` (join the running Ray cluster of
+    ``RAY_ADDRESS`` or ``ray start``), ``ray-local`` (start a private Ray here) or a Ray address (``HOST:6379``,
+    ``ray://HOST:10001``). On Ray, episodes come back to this process and go into its own shard."""
     policy: str = "mix"
     """Driving policy: ``mix`` (noisy centre-line driving with random spells), ``brownian`` (correlated random
     actions), ``centreline`` (noisy centre-line follower), ``ai`` (the game's AI) or ``controller`` (a trained
@@ -69,11 +74,12 @@ class CollectConfig(Config):
     episode_timeout: float = 900.0
     """Seconds without news from a worker's episode before it is considered hung and replaced."""
 
-    RESUME_FREE: ClassVar[frozenset[str]] = frozenset({"episodes", "workers", "episode_timeout", "out"})
+    RESUME_FREE: ClassVar[frozenset[str]] = frozenset({"episodes", "workers", "episode_timeout", "out", "cluster"})
 
     def validate(self) -> None:
         check_positive(episodes=self.episodes, max_steps=self.max_steps)
         cli.check_non_negative(workers=self.workers)
+        check_cluster(self.cluster)
         if not self.tracks:
             raise ValueError("--tracks needs at least one track")
         if self.policy not in POLICIES:
@@ -120,21 +126,36 @@ def record_episode(env, policy_name: str, seed: int, index: int, controller: str
     )
 
 
-def _setup_collector(cfg: CollectConfig, shard_prefix: str, log_queue):
-    """Worker set-up (one game per process); returns ``run((index, track, seed)) -> (index, steps, score)``."""
-    root = logging.getLogger()
-    root.handlers[:] = [logging.handlers.QueueHandler(log_queue)]
-    root.setLevel(logging.INFO)
+def _setup_collector(cfg: CollectConfig, shard_prefix: Optional[str], log_queue, controller: Optional[bytes] = None):
+    """Worker set-up (one game per process); returns ``run((index, track, seed)) -> (index, steps, score)``, the
+    episode written to the worker's own shard; without ``shard_prefix`` (on Ray) the episode is returned as a fourth
+    item, for the parent to write. ``controller``: the controller checkpoint's bytes (on Ray, where the parent's
+    path may not exist), kept in a file of the worker's own."""
+    if controller is not None:
+        import copy
+        import tempfile
+
+        fd, path = tempfile.mkstemp(prefix="vmc-controller-", suffix=".pt")
+        with os.fdopen(fd, "wb") as f:
+            f.write(controller)
+        cfg = copy.copy(cfg)
+        cfg.controller = path
+    if log_queue is not None:
+        root = logging.getLogger()
+        root.handlers[:] = [logging.handlers.QueueHandler(log_queue)]
+        root.setLevel(logging.INFO)
     from vmc.sim.env import env_for
 
-    shard = Path(f"{shard_prefix}-p{os.getpid()}.h5")  # one shard per worker process
+    shard = Path(f"{shard_prefix}-p{os.getpid()}.h5") if shard_prefix else None  # one shard per worker process
     env = None
 
-    def run(task: tuple[int, str, int]) -> tuple[int, int, float]:
+    def run(task: tuple[int, str, int]) -> tuple:
         nonlocal env
         index, track, seed = task
         env = env_for(env, env_config_for(cfg, track))
         episode = record_episode(env, cfg.policy, seed, index, cfg.controller, cfg.controller_noise)
+        if shard is None:
+            return index, episode.length, float(episode.attrs["score"]), episode
         write_episode(shard, episode)
         log.debug("wrote episode %d (%s, %d steps, score %.1f) to %s", index, track, episode.length,
                   episode.attrs["score"], shard.name)
@@ -209,8 +230,9 @@ class Collector:
             log.info("%s already holds %d episodes; nothing to do", self.out, cfg.episodes)
             write_manifest(self.out, self.manifest_extra())
             return self._manifest()
-        log.info("collecting %d episodes (%d already on disk) with %d workers into %s", len(todo), len(done),
-                 min(cfg.workers or os.cpu_count() or 1, len(todo)), self.out)
+        workers = min(cfg.workers or default_workers(cfg.cluster), len(todo))
+        log.info("collecting %d episodes (%d already on disk) with %d workers%s into %s", len(todo), len(done), workers,
+                 "" if cfg.cluster == "local" else f" on Ray ({cfg.cluster})", self.out)
 
         # Worker records arrive on one queue and go through this process's own logging, so they
         # share its handlers and the progress bar's redirection.
@@ -226,8 +248,10 @@ class Collector:
                 raise KeyboardInterrupt
             log.warning("interrupted: finishing the episodes in progress (Ctrl-C again to abandon them)")
 
-        def on_result(_: int, result: tuple[int, int, float]) -> None:
+        def on_result(_: int, result: tuple) -> None:
             nonlocal steps
+            if len(result) == 4:  # from Ray: written here, into this run's own shard (atomically, as workers do)
+                write_episode(self.out / f"shard-{self.run_id}-ray.h5", result[3])
             steps += result[1]
             bar.update(1)
             records.scalars(record_to, "collect", {"frames_per_s": steps / (time.monotonic() - t0), "score": result[2],
@@ -235,9 +259,11 @@ class Collector:
             bar.set_postfix(frames_per_s=f"{steps / (time.monotonic() - t0):.1f}", score=f"{result[2]:.0f}")
 
         previous = signal.signal(signal.SIGINT, on_sigint) if threading.current_thread() is threading.main_thread() else None
-        pool = GamePool(min(cfg.workers or os.cpu_count() or 1, len(todo)), _setup_collector,
-                        (cfg, str(self.out / f"shard-{self.run_id}"), sink.queue), cfg.episode_timeout,
-                        name="vmc-collect-worker")
+        if cfg.cluster == "local":
+            args = (cfg, str(self.out / f"shard-{self.run_id}"), sink.queue)
+        else:  # Ray actors get no local path or queue: the controller goes as bytes, episodes and logs come back
+            args = (cfg, None, None, Path(cfg.controller).read_bytes() if cfg.policy == "controller" else None)
+        pool = make_pool(cfg.cluster, workers, _setup_collector, args, cfg.episode_timeout, name="vmc-collect-worker")
         try:
             with logging_redirect_tqdm():
                 pool.map(tasks, on_result=on_result, stop=lambda: bool(interrupts))

@@ -24,6 +24,7 @@ import numpy as np
 from vmc import cli, records
 from vmc.checkpoints import load_controller
 from vmc.cli import Config, check_non_negative, check_positive
+from vmc.cluster import check_cluster
 from vmc.racing import AgentRace, RaceResult, ReferenceRace, racing_pool
 from vmc.sim.env import EnvConfig, check_track
 
@@ -50,6 +51,10 @@ class EvaluateConfig(Config):
     """Step limit of a race."""
     workers: int = 0
     """Game processes (0: one per core)."""
+    cluster: str = "local"
+    """Where the game workers run: ``local`` (processes on this machine), ``ray`` (join the running Ray cluster of
+    ``RAY_ADDRESS`` or ``ray start``), ``ray-local`` (start a private Ray here) or a Ray address (``HOST:6379``,
+    ``ray://HOST:10001``); on Ray, ``--workers 0`` is one worker per CPU of the cluster."""
     renderer: str = "llvmpipe"
     """Renderer of the worker games."""
     out: str = ""
@@ -60,6 +65,7 @@ class EvaluateConfig(Config):
     def validate(self) -> None:
         check_positive(episodes=self.episodes, max_steps=self.max_steps)
         check_non_negative(noise=self.noise, perturb=self.perturb, workers=self.workers)
+        check_cluster(self.cluster)
         for t in self.tracks:
             check_track(t)
 
@@ -154,7 +160,6 @@ def grid_frames(tiles: list[list[np.ndarray]], labels: list[str], scale: int = 3
 
 def evaluate(cfg: EvaluateConfig, progress: bool = True) -> list[dict]:
     """Run the evaluation and write its files; returns the table's rows."""
-    import os
 
     from PIL import Image
     from tqdm import tqdm
@@ -165,11 +170,10 @@ def evaluate(cfg: EvaluateConfig, progress: bool = True) -> list[dict]:
     tracks = cfg.tracks or list(ck.get("tracks") or [ck.get("track", "lighthouse")])
     for t in tracks:
         check_track(t)
-    workers = cfg.workers or os.cpu_count() or 1
     env = EnvConfig(renderer=cfg.renderer, max_steps=cfg.max_steps)
     out = cfg.out_path
     out.mkdir(parents=True, exist_ok=True)
-    with racing_pool(workers, models, env, cfg.noise, name="vmc-evaluate") as pool:
+    with racing_pool(cfg.workers, models, env, cfg.noise, name="vmc-evaluate", cluster=cfg.cluster) as pool:
         refs = reference_laps(pool, tracks)
         tasks = [AgentRace(ck["params"], t, cfg.seed + k, cfg.perturb,
                            perturb_window=max(20, int(0.8 * (refs[t]["ai"].steps or 300))), record=cfg.video and k == 0)

@@ -24,6 +24,7 @@ from typing import ClassVar, Optional
 from vmc import cli
 from vmc.checkpoints import load_checkpoint, load_vae
 from vmc.cli import Config, check_non_negative, check_positive
+from vmc.cluster import check_cluster
 from vmc.runs import RUNS, write_config
 
 log = logging.getLogger("vmc.iterate")
@@ -45,6 +46,10 @@ class IterateConfig(Config):
     """Race tracks."""
     workers: int = 0
     """Game processes (collection and real-game scores; 0: one per core)."""
+    cluster: str = "local"
+    """Where the game workers run: ``local`` (processes on this machine), ``ray`` (join the running Ray cluster of
+    ``RAY_ADDRESS`` or ``ray start``), ``ray-local`` (start a private Ray here) or a Ray address (``HOST:6379``,
+    ``ray://HOST:10001``); on Ray, ``--workers 0`` is one worker per CPU of the cluster."""
     episodes: int = 10
     """New real episodes per round (driven by the previous round's controller)."""
     episode_steps: int = 500
@@ -78,7 +83,7 @@ class IterateConfig(Config):
     force: bool = False
     """Start over even if ``iterate/`` holds rounds made with another config."""
 
-    RESUME_FREE: ClassVar[frozenset[str]] = frozenset({"run", "rounds", "workers"})
+    RESUME_FREE: ClassVar[frozenset[str]] = frozenset({"run", "rounds", "workers", "cluster"})
 
     def validate(self) -> None:
         check_positive(rounds=self.rounds, episodes=self.episodes, episode_steps=self.episode_steps,
@@ -86,6 +91,7 @@ class IterateConfig(Config):
                        popsize=self.popsize, rollouts=self.rollouts, generations=self.generations,
                        dream_steps=self.dream_steps, eval_seeds=self.eval_seeds, max_steps=self.max_steps)
         check_non_negative(workers=self.workers, explore_noise=self.explore_noise)
+        check_cluster(self.cluster)
 
     @property
     def out(self) -> Path:
@@ -123,7 +129,7 @@ def run_round(cfg: IterateConfig, k: int, previous: Optional[dict]) -> dict:
         link_collection(Path(cfg.data), data)
         base = len(_episodes(Path(cfg.data)))
         m = Collector(CollectConfig(out=str(data), tracks=list(cfg.tracks), episodes=base + (k - 1) * cfg.episodes,
-                                    workers=cfg.workers, policy="controller", controller=previous["controller"],
+                                    workers=cfg.workers, cluster=cfg.cluster, policy="controller", controller=previous["controller"],
                                     controller_noise=cfg.explore_noise, seed=cfg.seed * 1_000_003 + 1_000_000,
                                     max_steps=cfg.episode_steps)).run()
         episodes = m["episodes"]
@@ -138,7 +144,7 @@ def run_round(cfg: IterateConfig, k: int, previous: Optional[dict]) -> dict:
         train_mdn.train(mcfg, progress=False)
         mdn, init = mcfg.out, previous["controller"]
     ecfg = evolve.EvolveConfig(run=str(rd), vae=str(run / "vae.pt"), mdn=str(mdn), latents=str(latents),
-                               tracks=list(cfg.tracks), workers=cfg.workers, popsize=cfg.popsize, rollouts=cfg.rollouts,
+                               tracks=list(cfg.tracks), workers=cfg.workers, cluster=cfg.cluster, popsize=cfg.popsize, rollouts=cfg.rollouts,
                                generations=cfg.generations, sigma0=cfg.sigma0, init=init, max_steps=cfg.max_steps,
                                eval_every=cfg.generations, eval_rollouts=cfg.eval_seeds, seed=cfg.seed + k, dream=True,
                                temperature=cfg.temperature, dream_steps=cfg.dream_steps, action_noise=cfg.explore_noise,

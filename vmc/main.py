@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +29,8 @@ import numpy as np
 
 from vmc import cli, records
 from vmc.cli import Config, check_non_negative
+from vmc.cluster import check_cluster
+from vmc.pool import default_workers
 from vmc.runs import RUNS, run_name, write_config
 from vmc.sim.env import check_track
 
@@ -106,13 +107,19 @@ class MainConfig(Config):
     """Collection folder (default: ``data/<run name>``)."""
     workers: int = 0
     """Game processes (0: one per core)."""
+    cluster: str = "local"
+    """Where the game workers of reference laps, collect, evolve and evaluate run: ``local`` (processes on this
+    machine), ``ray`` (join the running Ray cluster of ``RAY_ADDRESS`` or ``ray start``), ``ray-local`` (start a
+    private Ray here) or a Ray address (``HOST:6379``, ``ray://HOST:10001``); on Ray, ``--workers 0`` is one worker
+    per CPU of the cluster. Training and play stay on this machine."""
     force: bool = False
     """Start every stage over even if the run folder holds work made with another config."""
 
-    RESUME_FREE: ClassVar[frozenset[str]] = frozenset({"workers", "runs"})
+    RESUME_FREE: ClassVar[frozenset[str]] = frozenset({"workers", "runs", "cluster"})
 
     def validate(self) -> None:
         check_non_negative(workers=self.workers)
+        check_cluster(self.cluster)
         for t in self.training_tracks:
             check_track(t)
 
@@ -137,7 +144,7 @@ def stage(name: str) -> None:
     print(f"\n=== {name} ===", flush=True)
 
 
-def reference_laps(tracks: list[str], run: Path, workers: int) -> dict:
+def reference_laps(tracks: list[str], run: Path, workers: int, cluster: str = "local") -> dict:
     """One lap per reference driver and track (``vmc.evaluate.reference_laps``), a strip of frames per track
     (``reference_strip.png``: centre-line driver over game AI, tracks one below the other); scores."""
     from PIL import Image
@@ -150,7 +157,7 @@ def reference_laps(tracks: list[str], run: Path, workers: int) -> dict:
     cached = run / "references.json"
     if cached.exists():
         return json.loads(cached.read_text())
-    with racing_pool(min(workers, 2 * len(tracks)), None, EnvConfig(), name="vmc-reference") as pool:
+    with racing_pool(min(workers, 2 * len(tracks)), None, EnvConfig(), name="vmc-reference", cluster=cluster) as pool:
         res = laps(pool, tracks, record=True)
     strips = [frame_strip(res[t][d].frames, 12) for t in tracks for d in ("centreline", "ai")]
     Image.fromarray(np.concatenate(strips, axis=0)).save(run / "reference_strip.png")
@@ -171,7 +178,7 @@ def run_main(cfg: MainConfig) -> dict:
     from vmc.play import play
 
     p, tracks, run, data = cfg.sizes, cfg.training_tracks, cfg.run, cfg.data_path
-    workers = cfg.workers or os.cpu_count() or 1
+    workers = cfg.workers or default_workers(cfg.cluster)
     write_config(run, cfg.record(), cfg.RESUME_FREE, cfg.force)
     records.text(run, "config/main", cfg.record())
     handler = logging.FileHandler(run / "log.txt")
@@ -183,12 +190,12 @@ def run_main(cfg: MainConfig) -> dict:
 
     stage("1/6 reference laps")
     t0 = time.perf_counter()
-    refs = reference_laps(tracks, run, workers)
+    refs = reference_laps(tracks, run, workers, cfg.cluster)
     timings["reference"] = time.perf_counter() - t0
 
     stage("2/6 collect")
     t0 = time.perf_counter()
-    m = Collector(CollectConfig(out=str(data), tracks=tracks, episodes=p.episodes, workers=workers,
+    m = Collector(CollectConfig(out=str(data), tracks=tracks, episodes=p.episodes, workers=workers, cluster=cfg.cluster,
                                 max_steps=p.max_steps)).run(record_to=run)
     print(f"{m['episodes']} episodes, {m['steps']} steps in {data}")
     timings["collect"] = time.perf_counter() - t0
@@ -213,7 +220,7 @@ def run_main(cfg: MainConfig) -> dict:
 
     stage("5/6 evolve")
     t0 = time.perf_counter()
-    ev_cfg = evolve.EvolveConfig(run=str(run), tracks=tracks, workers=workers, popsize=p.popsize, rollouts=p.rollouts,
+    ev_cfg = evolve.EvolveConfig(run=str(run), tracks=tracks, workers=workers, cluster=cfg.cluster, popsize=p.popsize, rollouts=p.rollouts,
                                  generations=p.generations, max_steps=p.race_steps, eval_every=max(1, p.generations // 3),
                                  eval_rollouts=4, dagger_rounds=p.dagger_rounds, dagger_episodes=p.dagger_episodes,
                                  tracks_per_generation=p.tracks_per_generation, force=cfg.force,
@@ -235,7 +242,7 @@ def run_main(cfg: MainConfig) -> dict:
         stage("7/7 evaluate")
         t0 = time.perf_counter()
         rows = evaluate(EvaluateConfig(controller=str(best), tracks=tracks + list(p.held_out), episodes=p.eval_episodes,
-                                       workers=workers, out=str(run / "eval")))
+                                       workers=workers, cluster=cfg.cluster, out=str(run / "eval")))
         timings["evaluate"] = time.perf_counter() - t0
 
     stage("summary")

@@ -168,3 +168,30 @@ class GamePool:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def make_pool(cluster: str, workers: int, setup: Callable, setup_args: tuple = (), task_timeout: float = 600.0,
+              name: str = "vmc-worker"):
+    """The pool every stage uses: a :class:`GamePool` for ``cluster='local'`` (``workers`` 0: one per core), else a
+    :class:`vmc.cluster.RayPool` on that Ray cluster (``workers`` 0: one per CPU of the cluster); see
+    :data:`vmc.cluster.CLUSTER_HELP`."""
+    if cluster == "local":
+        import os
+
+        return GamePool(workers or os.cpu_count() or 1, setup, setup_args, task_timeout, name=name)
+    from vmc.cluster import RayPool, connect
+
+    connect(cluster)
+    return RayPool(workers, setup, setup_args, task_timeout, name=name)
+
+
+def default_workers(cluster: str) -> int:
+    """What ``--workers 0`` means on ``cluster``: this machine's cores, or the Ray cluster's CPUs (connecting to it)."""
+    if cluster == "local":
+        import os
+
+        return os.cpu_count() or 1
+    from vmc.cluster import cluster_cpus, connect
+
+    connect(cluster)
+    return cluster_cpus()

@@ -218,10 +218,11 @@ def make_racer(models: Optional[WorldModels], env_config: dict, action_noise: fl
 
 
 def racing_pool(workers: int, models: Optional[WorldModels], env_config: EnvConfig, action_noise: float = 0.1,
-                task_timeout: float = 600.0, name: str = "vmc-racer"):
-    """A :class:`vmc.pool.GamePool` of :func:`make_racer` workers (the models go to each worker once, as weights)."""
+                task_timeout: float = 600.0, name: str = "vmc-racer", cluster: str = "local"):
+    """A pool (:func:`vmc.pool.make_pool`: local processes or Ray actors) of :func:`make_racer` workers (the models go
+    to each worker once, as weights); ``workers`` 0: one per core or per CPU of the Ray cluster."""
     from dataclasses import asdict
 
-    from vmc.pool import GamePool
+    from vmc.pool import make_pool
 
-    return GamePool(workers, make_racer, (models, asdict(env_config), action_noise), task_timeout, name=name)
+    return make_pool(cluster, workers, make_racer, (models, asdict(env_config), action_noise), task_timeout, name=name)
