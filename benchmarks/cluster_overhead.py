@@ -57,14 +57,9 @@ def main() -> None:
         ck, models = load_controller(Path(a.controller))
         params, source = ck["params"], a.controller
     else:
-        from vmc.checkpoints import model_entry
-        from vmc.models import MDNRNN, ConvVAE
-
-        vae, mdn = ConvVAE(), MDNRNN()
-        entry = lambda m: model_entry({"model": m.state_dict(), "config": {"model": vars(m.config)}, "fingerprint": "-"})
-        models = WorldModels(entry(vae), entry(mdn))
+        models = WorldModels.untrained()
         params = np.zeros(models.n_params)
-        params[-2] = 3.0  # full throttle
+        params[-2] = 3.0  # full throttle: the untrained controller drives off straight ahead
         source = "untrained controller (no checkpoint)"
     workers = a.workers or os.cpu_count() or 1
     cfg = evolve.EvolveConfig(tracks=[a.track], popsize=a.popsize, rollouts=a.rollouts, max_steps=a.max_steps, init="zeros")

@@ -135,6 +135,17 @@ class WorldModels:
         self.vae_entry, self.mdn_entry = vae, mdn
 
     @classmethod
+    def untrained(cls, vae: Optional[VAEConfig] = None, mdn: Optional[MDNRNNConfig] = None) -> WorldModels:
+        """Freshly initialised models of the given architectures (the defaults: World Models' sizes): what a benchmark
+        times when no trained ones are at hand (the cost of a step does not depend on the weights)."""
+
+        def entry(model: torch.nn.Module) -> dict:
+            return model_entry({"model": model.state_dict(), "config": {"model": plain(model.config)},
+                                "fingerprint": fingerprint(model.state_dict())})
+
+        return cls(entry(ConvVAE(vae)), entry(MDNRNN(mdn)))
+
+    @classmethod
     def load(cls, vae_path: Path, mdn_path: Path) -> WorldModels:
         return cls(model_entry(load_checkpoint(Path(vae_path), "vae")), model_entry(load_checkpoint(Path(mdn_path), "mdn")))
 

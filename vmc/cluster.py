@@ -27,6 +27,8 @@ import warnings
 from collections.abc import Callable, Iterable
 from typing import Any, Optional
 
+from vmc.pool import replace_lost_worker
+
 log = logging.getLogger(__name__)
 
 CLUSTER_HELP = """Where the game workers run: ``local`` (processes on this machine, the default), ``ray`` (join a running
@@ -237,17 +239,7 @@ class RayPool:
             self.ray.kill(slot.actor, no_restart=True)
         except Exception:  # already gone
             pass
-        del self.slots[slot.wid]
-        self.restarts += 1
-        log.error("%s %d %s (%s)%s; starting a new one", self.name, slot.wid, why, detail,
-                  f" on task {slot.task}, which runs again" if slot.task is not None else "")
-        if not slot.ready and self.restarts > 3 and not any(s.ready for s in self.slots.values()):
-            raise RuntimeError(f"{self.name} actors die while starting ({detail}); see the log above")
-        if self.restarts > self.max_restarts:
-            raise RuntimeError(f"{self.name}: {self.restarts} workers lost, giving up")
-        if slot.task is not None:
-            queue.appendleft(slot.task)
-        self._spawn()
+        replace_lost_worker(self, slot, queue, why, detail, "actors")
 
     def close(self) -> None:
         """Stop the actors (their processes and games end; the Ray connection stays for other pools)."""

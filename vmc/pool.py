@@ -51,6 +51,23 @@ def _worker(setup: Callable, setup_args: tuple, conn: Connection) -> None:
             conn.send(("error", (tid, traceback.format_exc())))
 
 
+def replace_lost_worker(pool, slot, queue: collections.deque, why: str, detail: str, what: str) -> None:
+    """What a pool (:class:`GamePool`, :class:`vmc.cluster.RayPool`) does once a lost worker is stopped: forget it,
+    count it (giving up when workers keep dying at start-up or too many are lost), queue its task again and start
+    another. ``what`` names the workers in messages (``processes``, ``actors``)."""
+    del pool.slots[slot.wid]
+    pool.restarts += 1
+    log.error("%s %d %s (%s)%s; starting a new one", pool.name, slot.wid, why, detail,
+              f" on task {slot.task}, which runs again" if slot.task is not None else "")
+    if not slot.ready and pool.restarts > 3 and not any(s.ready for s in pool.slots.values()):
+        raise RuntimeError(f"{pool.name} {what} die while starting ({detail}); see the log above")
+    if pool.restarts > pool.max_restarts:
+        raise RuntimeError(f"{pool.name}: {pool.restarts} workers lost, giving up")
+    if slot.task is not None:
+        queue.appendleft(slot.task)
+    pool._spawn()
+
+
 class _Slot:
     def __init__(self, wid: int, proc: mp.Process, conn: Connection) -> None:
         self.wid, self.proc, self.conn = wid, proc, conn
@@ -137,18 +154,8 @@ class GamePool:
         if slot.proc.is_alive():
             slot.proc.kill()
         slot.proc.join(5)
-        del self.slots[slot.wid]
-        self.restarts += 1
         detail = f"exit code {slot.proc.exitcode}" if why == "died" else f"silent for {self.task_timeout:.0f} s"
-        log.error("%s %d %s (%s)%s; starting a new one", self.name, slot.wid, why, detail,
-                  f" on task {slot.task}, which runs again" if slot.task is not None else "")
-        if not slot.ready and self.restarts > 3 and not any(s.ready for s in self.slots.values()):
-            raise RuntimeError(f"{self.name} processes die while starting ({detail}); see the log above")
-        if self.restarts > self.max_restarts:
-            raise RuntimeError(f"{self.name}: {self.restarts} workers lost, giving up")
-        if slot.task is not None:
-            queue.appendleft(slot.task)
-        self._spawn()
+        replace_lost_worker(self, slot, queue, why, detail, "processes")
 
     def close(self) -> None:
         """Stop the workers (they finish their current task first)."""
