@@ -48,19 +48,12 @@ def main() -> None:
     a = p.parse_args()
 
     from vmc import evolve
-    from vmc.checkpoints import WorldModels, load_controller
+    from vmc.checkpoints import controller_or_untrained
     from vmc.pool import make_pool
     from vmc.racing import AgentRace, racing_pool
     from vmc.sim.env import EnvConfig
 
-    if Path(a.controller).is_file():
-        ck, models = load_controller(Path(a.controller))
-        params, source = ck["params"], a.controller
-    else:
-        models = WorldModels.untrained()
-        params = np.zeros(models.n_params)
-        params[-2] = 3.0  # full throttle: the untrained controller drives off straight ahead
-        source = "untrained controller (no checkpoint)"
+    params, models, source = controller_or_untrained(Path(a.controller))
     workers = a.workers or os.cpu_count() or 1
     cfg = evolve.EvolveConfig(tracks=[a.track], popsize=a.popsize, rollouts=a.rollouts, max_steps=a.max_steps, init="zeros")
     population = params + np.random.default_rng(0).normal(0.0, 0.05, (a.popsize, models.n_params))

@@ -114,19 +114,12 @@ def main() -> None:
     p.add_argument("--renderer", default="llvmpipe")
     a = p.parse_args()
 
-    from vmc.checkpoints import WorldModels, load_controller
+    from vmc.checkpoints import controller_or_untrained
     from vmc.pool import GamePool
     from vmc.racing import AgentRace, racing_pool
     from vmc.sim.env import EnvConfig
 
-    if Path(a.controller).is_file():
-        ck, models = load_controller(Path(a.controller))
-        params, source = ck["params"], a.controller
-    else:
-        models = WorldModels.untrained()
-        params = np.zeros(models.n_params)
-        params[-2] = 3.0  # full throttle: the untrained controller drives off straight ahead
-        source = "untrained controller (no checkpoint)"
+    params, models, source = controller_or_untrained(Path(a.controller))
     print(f"race_speed: {a.track}, {a.renderer}, {source}, {os.cpu_count()} cores")
 
     with GamePool(1, _setup_parts, (models, a.track, a.renderer), name="bench-parts") as pool:

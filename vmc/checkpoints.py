@@ -206,3 +206,17 @@ def load_agent(path: Path) -> WorldModelAgent:
     """The :class:`WorldModelAgent` of a controller checkpoint, from the models embedded in it."""
     ck, models = load_controller(path)
     return models.agent(ck["params"])
+
+
+def controller_or_untrained(path: Path) -> tuple[np.ndarray, WorldModels, str]:
+    """The parameters and models of a controller checkpoint if ``path`` is one, else untrained models of World
+    Models' sizes with a full-throttle controller (it drives off straight ahead; a step costs the same); and a
+    description of which. What the benchmarks time."""
+    if Path(path).is_file():
+        ck, models = load_controller(Path(path))
+        return ck["params"], models, str(path)
+    models = WorldModels.untrained()
+    params = np.zeros(models.n_params)
+    params[-2] = 3.0  # the acceleration's bias: sigmoid(3) = 0.95
+    return params, models, "untrained controller (no checkpoint)"
+
