@@ -202,7 +202,7 @@ def evaluate(cfg: EvaluateConfig, progress: bool = True) -> list[dict]:
         labels = [f"{task.track} {r.score:.0f} ({r.end})" for task, r in zip(tasks, results) if task.record]
         frames = grid_frames(tiles, labels)
         write_video(out / "grid.mp4", frames, fps=10)
-        Image.fromarray(np.concatenate([frame_strip(frames, 4)], axis=0)).save(out / "grid.png")
+        Image.fromarray(frame_strip(frames, 4)).save(out / "grid.png")
     print(table)
     return rows
 
