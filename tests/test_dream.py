@@ -1,5 +1,6 @@
-"""The dream on tiny models (no game): batched rollouts equal single ones, the done head ends rollouts,
-start states match the recorded prefix, and ``evolve --dream`` resumes exactly."""
+"""The dream on tiny models (no game): batched rollouts equal single ones, the done head, the stuck rule and a
+lap end rollouts, the done loss's weight, start states match the recorded prefix, and ``evolve --dream``
+resumes exactly."""
 
 from pathlib import Path
 
@@ -100,16 +101,53 @@ def test_batched_dream_equals_rollouts_one_by_one(tmp_path: Path):
 
 @pytest.mark.parametrize("bias, steps", [(10.0, 1), (-10.0, 12)])
 def test_done_head_ends_rollouts(tmp_path: Path, bias: float, steps: int):
-    mdn = tiny_mdn()
-    with torch.no_grad():
-        mdn.done.weight.zero_()
-        mdn.done.bias.fill_(bias)
-        mdn.reward.weight.zero_()
-        mdn.reward.bias.fill_(1.0)
+    mdn = constant_heads(tiny_mdn(), 1.0, bias)
     env = DreamEnv(mdn, DreamStarts.from_latents(tiny_latents(tmp_path / "lat.h5"), mdn), max_steps=12)
     res = env.run(np.zeros((2, (Z + H) * 3 + 3)), env.noise(0, 3))
     assert (res.steps == steps).all() and bool(res.done.all()) == (bias > 0)
     torch.testing.assert_close(res.scores, torch.full((2, 3), float(steps)))  # reward 1 per step lived
+
+
+def constant_heads(mdn: MDNRNN, reward: float, done_bias: float = -10.0) -> MDNRNN:
+    """``mdn`` with the reward head fixed at ``reward`` and the done head off."""
+    with torch.no_grad():
+        mdn.done.weight.zero_()
+        mdn.done.bias.fill_(done_bias)
+        mdn.reward.weight.zero_()
+        mdn.reward.bias.fill_(reward)
+    return mdn
+
+
+@pytest.mark.parametrize("reward, steps, stuck", [(-0.1, 5, True), (0.0, 5, True), (0.5, 40, False)])
+def test_stuck_rule_ends_rollouts_that_make_no_progress(tmp_path: Path, reward: float, steps: int, stuck: bool):
+    # min_progress 2 per 5 steps: reward 0 is 0.1 of progress a step (0.5 in 5: stuck), 0.5 is 0.6 a step.
+    mdn = constant_heads(tiny_mdn(), reward)
+    env = DreamEnv(mdn, DreamStarts.from_latents(tiny_latents(tmp_path / "lat.h5"), mdn), max_steps=40,
+                   stuck_steps=5, min_progress=2.0)
+    res = env.run(np.zeros((2, (Z + H) * 3 + 3)), env.noise(0, 3))
+    assert (res.steps == steps).all() and bool(res.stuck.all()) == stuck and bool(res.done.all()) == stuck
+    off = DreamEnv(mdn, env.starts, max_steps=40, stuck_steps=0).run(np.zeros((1, (Z + H) * 3 + 3)), env.noise(0, 3))
+    assert (off.steps == 40).all() and not off.stuck.any()  # the rule is off with stuck_steps 0
+
+
+def test_dream_rollout_ends_at_a_lap_and_evaluations_dream_whole_races(tmp_path: Path):
+    mdn = constant_heads(tiny_mdn(), 300.0 - 0.1)  # 300 of progress a step: a lap (1000) within the 4th step
+    env = DreamEnv(mdn, DreamStarts.from_latents(tiny_latents(tmp_path / "lat.h5"), mdn), max_steps=12)
+    res = env.run(np.zeros((1, (Z + H) * 3 + 3)), env.noise(0, 2))
+    assert (res.steps == 4).all() and res.done.all() and not res.stuck.any()
+    whole = env.noise(0, 5, steps=30, race_start=1.0)
+    assert whole["u"].shape[0] == 30 and bool(env.starts.at_start[whole["start"]].all())
+
+
+def test_done_weight_scales_the_loss_of_ending_steps():
+    mdn = tiny_mdn()
+    z, a = torch.randn(2, 6, Z), torch.rand(2, 5, 3)
+    heads, _ = mdn(z[:, :-1], a)
+    reward = torch.zeros(2, 5)
+    ends, running = torch.ones(2, 5), torch.zeros(2, 5)
+    for done, factor in ((ends, 10.0), (running, 1.0)):  # the weight applies to done steps only
+        plain = mdn.loss(heads, z[:, 1:], reward, done)["done"]
+        torch.testing.assert_close(mdn.loss(heads, z[:, 1:], reward, done, done_weight=10.0)["done"], factor * plain)
 
 
 def tiny_checkpoints(tmp_path: Path) -> evolve.EvolveConfig:

@@ -102,30 +102,46 @@ class DreamResult:
     steps: torch.Tensor
     """(P, R) steps before the done head ended the rollout (or ``max_steps``)."""
     done: torch.Tensor
-    """(P, R) whether the done head ended the rollout."""
+    """(P, R) whether the done head or the stuck rule ended the rollout."""
+    stuck: torch.Tensor
+    """(P, R) whether the stuck rule ended the rollout."""
 
 
 class DreamEnv:
-    """Batched dream rollouts of linear controllers in a trained MDN-RNN. No I/O."""
+    """Batched dream rollouts of linear controllers in a trained MDN-RNN. No I/O.
+
+    Besides the done head, the real env's ``stuck`` rule can end a rollout (``stuck_steps`` > 0): the predicted
+    progress (reward plus the step cost) must add up to ``min_progress`` within every ``stuck_steps`` steps. A
+    dream that only ends where the done head fires lets a controller stand still or crawl along a wall for free,
+    which the real game ends after 60 steps. Like a real race, a rollout also ends once its predicted progress
+    adds up to a lap (``lap_reward``): a dream cannot pay more than the game does."""
 
     def __init__(self, mdn: MDNRNN, starts: DreamStarts, temperature: float = 1.15, max_steps: int = 500,
                  action_noise: float = 0.1, done_threshold: float = 0.5, race_start: float = 0.5,
-                 device: torch.device | str = "cpu") -> None:
+                 device: torch.device | str = "cpu", stuck_steps: int = 0, min_progress: float = 2.0,
+                 step_cost: float = 0.1, lap_reward: float = 1000.0) -> None:
         self.device = torch.device(device)
         self.mdn, self.starts = mdn.eval().to(self.device), starts
         self.temperature, self.max_steps, self.action_noise = temperature, max_steps, action_noise
         self.done_threshold, self.race_start = done_threshold, race_start
+        self.stuck_steps, self.min_progress, self.step_cost = stuck_steps, min_progress, step_cost
+        self.lap_reward = lap_reward
 
-    def noise(self, seed: int, rollouts: int) -> dict[str, torch.Tensor]:
-        """The draws of :meth:`run` for ``rollouts`` rollouts from ``seed`` (see :func:`dream_noise`)."""
-        return dream_noise(seed, rollouts, self.max_steps, self.mdn.config.z_dim, self.race_start, self.starts)
+    def noise(self, seed: int, rollouts: int, steps: Optional[int] = None,
+              race_start: Optional[float] = None) -> dict[str, torch.Tensor]:
+        """The draws of :meth:`run` for ``rollouts`` rollouts of ``steps`` steps (default ``max_steps``) from
+        ``seed`` (see :func:`dream_noise`); ``race_start`` overrides the env's share of race starts (1: a dream
+        of whole races, as a real evaluation drives)."""
+        return dream_noise(seed, rollouts, steps or self.max_steps, self.mdn.config.z_dim,
+                           self.race_start if race_start is None else race_start, self.starts)
 
     @torch.no_grad()
     def run(self, params: np.ndarray | torch.Tensor, noise: dict[str, torch.Tensor]) -> DreamResult:
-        """Dream every candidate of ``params`` (P, n_params) on every rollout of ``noise`` (R rollouts).
+        """Dream every candidate of ``params`` (P, n_params) on every rollout of ``noise`` (R rollouts of T steps).
 
         A rollout's score is the sum of the reward head over its steps until the done head's probability
-        passes ``done_threshold`` (that step's reward counts, as a real ``terminated`` step's does)."""
+        passes ``done_threshold`` or the stuck rule ends it (that step's reward counts, as a real ``terminated``
+        step's does)."""
         dev = self.device
         params = torch.as_tensor(np.asarray(params), dtype=torch.float32).to(dev)
         p, r = params.shape[0], noise["start"].shape[0]
@@ -139,7 +155,10 @@ class DreamEnv:
         scores = torch.zeros(p * r, device=dev)
         steps = torch.zeros(p * r, dtype=torch.long, device=dev)
         done = torch.zeros(p * r, dtype=torch.bool, device=dev)
-        for t in range(self.max_steps):
+        stuck = torch.zeros(p * r, dtype=torch.bool, device=dev)
+        gained = torch.zeros(p * r, device=dev)  # predicted progress since the last time it reached min_progress
+        since = torch.zeros(p * r, dtype=torch.long, device=dev)
+        for t in range(noise["u"].shape[0]):
             a = batched_actions(params, z.view(p, r, -1), state[0][0].view(p, r, -1)).reshape(p * r, -1)
             if self.action_noise > 0:
                 a[:, :2] += self.action_noise * act[t].repeat(p, 1)
@@ -148,23 +167,34 @@ class DreamEnv:
             scores += torch.where(alive, heads["reward"], torch.zeros_like(scores))
             steps += alive.long()
             ends = alive & (torch.sigmoid(heads["done_logit"]) > self.done_threshold)
+            if self.stuck_steps:
+                gained += heads["reward"] + self.step_cost
+                moved = gained >= self.min_progress
+                gained = torch.where(moved, torch.zeros_like(gained), gained)
+                since = torch.where(moved, torch.zeros_like(since), since + 1)
+                stalled = alive & ~ends & (since >= self.stuck_steps)
+                stuck |= stalled
+                ends |= stalled
+            if self.lap_reward:
+                ends |= alive & (scores + self.step_cost * steps >= self.lap_reward)
             done |= ends
             alive &= ~ends
             if not alive.any():
                 break
             z = MDNRNN.sample_with(heads, self.temperature, u[t].repeat(p, 1), eps[t].repeat(p, 1))
-        scores, steps, done = scores.cpu(), steps.cpu(), done.cpu()
-        return DreamResult(scores.view(p, r), steps.view(p, r), done.view(p, r))
+        return DreamResult(*(x.cpu().view(p, r) for x in (scores, steps, done, stuck)))
 
 
 def load_dream(mdn: MDNRNN, latents: Path, temperature: float, max_steps: int, action_noise: float,
-               split: str = "train", every: int = 10, race_start: float = 0.5, device: str = "cpu") -> DreamEnv:
+               split: str = "train", every: int = 10, race_start: float = 0.5, device: str = "cpu",
+               stuck_steps: int = 0, min_progress: float = 2.0) -> DreamEnv:
     """A dream env over an MDN-RNN, started from a latent file's states; ``device`` as
     :func:`vmc.training.pick_device` takes it (``auto``: CUDA when present)."""
     from vmc.training import pick_device
 
     return DreamEnv(mdn, DreamStarts.from_latents(Path(latents), mdn, split, every), temperature, max_steps, action_noise,
-                    race_start=race_start, device=pick_device(device))
+                    race_start=race_start, device=pick_device(device), stuck_steps=stuck_steps,
+                    min_progress=min_progress)
 
 
 @torch.no_grad()

@@ -106,6 +106,15 @@ class EvolveConfig(Config):
     """Where the dream's tensors live: ``auto`` (CUDA when present, else CPU threads), ``cpu``, ``cuda``..."""
     race_start: float = 0.5
     """Share of dream rollouts that start at a race start (the rest start anywhere in the recorded episodes)."""
+    dream_stuck_steps: int = 60
+    """The real env's ``stuck`` rule in the dream: a rollout ends when its predicted progress (reward plus the
+    0.1 step cost) adds up to less than ``--dream-min-progress`` in this many steps (0: only the done head ends
+    rollouts)."""
+    dream_min_progress: float = 2.0
+    """Predicted progress (score points, 1000 a lap) a dream rollout must make every ``--dream-stuck-steps``."""
+    eval_population: int = 0
+    """At each evaluation, also score this many candidates of the last generation (spread over its ranks) in the
+    real game and the dream: points for the dream-vs-real correlation (``evals`` in ``evolve.pt``)."""
     task_timeout: float = 600.0
     """Seconds before a silent race counts as hung (its worker is replaced and the race re-run)."""
     resume: bool = False
@@ -121,7 +130,9 @@ class EvolveConfig(Config):
                        max_steps=self.max_steps, eval_rollouts=self.eval_rollouts, dream_steps=self.dream_steps,
                        dream_starts_every=self.dream_starts_every)
         check_non_negative(workers=self.workers, eval_every=self.eval_every, dagger_rounds=self.dagger_rounds,
-                           action_noise=self.action_noise, tracks_per_generation=self.tracks_per_generation)
+                           action_noise=self.action_noise, tracks_per_generation=self.tracks_per_generation,
+                           dream_stuck_steps=self.dream_stuck_steps, dream_min_progress=self.dream_min_progress,
+                           eval_population=self.eval_population)
         if self.popsize < 2:
             raise ValueError(f"--popsize must be at least 2, got {self.popsize}")
         if self.sigma0 <= 0:
@@ -199,13 +210,24 @@ def score_generation(cfg: EvolveConfig, solutions: np.ndarray, gen: int, pool, d
 
 def evaluate_candidates(pool, cfg: EvolveConfig, candidates: dict[str, np.ndarray], dream=None) -> dict[str, dict]:
     """Real-game scores of each candidate on every training track (:func:`vmc.evaluate.score_candidates`), and
-    with ``dream`` the dream's on as many dream seeds (``dream_mean``, ``dream_std``)."""
+    with ``dream`` the dream's on as many dream races from the start (``dream_mean``, ``dream_std``)."""
     out = score_candidates(pool, candidates, list(cfg.tracks), eval_seeds(cfg))
     if dream is not None:
         for name, params in candidates.items():
-            d = dream.run(np.asarray(params)[None], dream.noise(10**9, cfg.eval_rollouts)).scores[0].double().numpy()
+            # Whole races from the start with the real race's step limit, so the two scores measure the same thing.
+            noise = dream.noise(10**9, cfg.eval_rollouts, steps=cfg.max_steps, race_start=1.0)
+            d = dream.run(np.asarray(params)[None], noise).scores[0].double().numpy()
             out[name].update(dream_mean=float(d.mean()), dream_std=float(d.std()))
     return out
+
+
+def population_sample(solutions: np.ndarray, fitness: np.ndarray, n: int) -> dict[str, np.ndarray]:
+    """``n`` candidates of a generation spread evenly over its fitness ranks (best to worst), named by rank."""
+    if n <= 0:
+        return {}
+    order = np.argsort(-fitness)
+    ranks = sorted({int(round(i)) for i in np.linspace(0, len(order) - 1, min(n, len(order)))})
+    return {f"rank{r + 1}": solutions[order[r]] for r in ranks}
 
 
 def _describe(ev: dict, cfg: EvolveConfig) -> str:
@@ -262,17 +284,22 @@ class Evolution:
                     ["best", "mean", "best_so_far"], "CMA-ES fitness (mean score over rollouts)")
 
     def evaluate(self, pool, dream, candidates: dict[str, np.ndarray]) -> None:
-        """Score ``candidates``; keep the best in ``best.pt`` when it beats the best evaluation so far."""
+        """Score ``candidates``; keep the best in ``best.pt`` when it beats the best evaluation so far. In the
+        dream, "best" is the dream's score: the real races only report (the real game is never the fitness)."""
         ev = evaluate_candidates(pool, self.cfg, candidates, dream)
-        name = max(ev, key=lambda k: ev[k]["mean"])
+        key = "dream_mean" if dream is not None else "mean"
+        name = max(ev, key=lambda k: ev[k][key])
         self.evals.append({"generation": self.generation, "which": name,
-                           **{k: v for k, v in ev[name].items() if k != "params"}})
+                           **{k: v for k, v in ev[name].items() if k != "params"},
+                           "candidates": {k: {m: v[m] for m in ("mean", "std", "noise_free", "laps", "dream_mean")
+                                              if m in v} for k, v in ev.items()}})
         records.scalars(self.cfg.run, "evolve/eval", {f"real_{k}" if k in ("mean", "std") else k: v
-                                                      for k, v in self.evals[-1].items() if k != "generation"}, self.generation)
+                                                      for k, v in self.evals[-1].items()
+                                                      if k not in ("generation", "candidates")}, self.generation)
         if self.history:
             self.history[-1]["real_eval"], self.history[-1]["dream_eval"] = ev[name]["mean"], ev[name].get("dream_mean")
-        if ev[name]["mean"] > self.best_eval:
-            self.best_eval = ev[name]["mean"]
+        if ev[name][key] > self.best_eval:
+            self.best_eval = ev[name][key]
             self.save_best(ev[name]["params"], self.best_eval)
         log.info("generation %d evaluation: %s; %s kept", self.generation,
                  "; ".join(f"{k} {_describe(v, self.cfg)}" for k, v in ev.items()), name)
@@ -303,7 +330,8 @@ def evolve(cfg: EvolveConfig, progress: bool = True) -> dict:
 
         use_all_cores(0)  # the dream is tensor work in this process; the game workers idle meanwhile
         dream = load_dream(models.mdn(), cfg.path("latents"), cfg.temperature, cfg.dream_steps, cfg.action_noise,
-                           every=cfg.dream_starts_every, race_start=cfg.race_start, device=cfg.dream_device)
+                           every=cfg.dream_starts_every, race_start=cfg.race_start, device=cfg.dream_device,
+                           stuck_steps=cfg.dream_stuck_steps, min_progress=cfg.dream_min_progress)
         log.info("dream: %d start states from %s, temperature %.2f, %d steps, on %s", len(dream.starts),
                  cfg.path("latents"), cfg.temperature, cfg.dream_steps, dream.device)
     # Real races are needed to score candidates, to evaluate them and for DAgger; a dream run without
@@ -344,7 +372,8 @@ def evolve(cfg: EvolveConfig, progress: bool = True) -> dict:
                 if cfg.eval_every and (gen % cfg.eval_every == 0 or gen == cfg.generations):
                     # The best fitness is one lucky draw of the noise; best.pt is chosen on more seeds, between
                     # that candidate and the CMA-ES mean, in the real game.
-                    run.evaluate(pool, dream, {"best": run.best_params, "mean": np.asarray(run.es.result.xfavorite)})
+                    run.evaluate(pool, dream, {"best": run.best_params, "mean": np.asarray(run.es.result.xfavorite),
+                                               **population_sample(solutions, fitness, cfg.eval_population)})
                 row = run.history[-1]
                 records.scalars(cfg.run, "evolve", row, gen)
                 log.info("generation %d: best %.1f mean %.1f worst %.1f (best so far %.1f), sigma %.4f, %d of %d "

@@ -15,13 +15,15 @@ collection's shards hard-linked (never written to) plus the new rounds' shards.
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Optional
 
-from vmc import cli
+from vmc import cli, records
 from vmc.checkpoints import load_checkpoint, load_vae
 from vmc.cli import Config, check_non_negative, check_positive
 from vmc.cluster import check_cluster
@@ -62,8 +64,17 @@ class IterateConfig(Config):
     """MDN-RNN optimiser steps per epoch."""
     mdn_seq_len: int = 32
     """MDN-RNN training window in steps."""
+    done_weight: float = 1.0
+    """Weight of episode endings in the MDN-RNN's done loss (see ``vmc.train_mdn --done-weight``)."""
     temperature: float = 1.15
     """Dream temperature."""
+    dream_stuck_steps: int = 60
+    """The real env's ``stuck`` rule in the dream (see ``vmc.evolve --dream-stuck-steps``; 0: off)."""
+    dream_min_progress: float = 2.0
+    """Predicted progress a dream rollout must make every ``--dream-stuck-steps`` steps."""
+    eval_population: int = 6
+    """Candidates of each round's last generation scored in the real game and the dream besides the best and the
+    CMA-ES mean: the points of ``dream_vs_real.png``."""
     popsize: int = 64
     """CMA-ES population."""
     rollouts: int = 16
@@ -90,7 +101,8 @@ class IterateConfig(Config):
                        mdn_epochs=self.mdn_epochs, mdn_steps=self.mdn_steps, mdn_seq_len=self.mdn_seq_len,
                        popsize=self.popsize, rollouts=self.rollouts, generations=self.generations,
                        dream_steps=self.dream_steps, eval_seeds=self.eval_seeds, max_steps=self.max_steps)
-        check_non_negative(workers=self.workers, explore_noise=self.explore_noise)
+        check_non_negative(workers=self.workers, explore_noise=self.explore_noise, eval_population=self.eval_population,
+                           dream_stuck_steps=self.dream_stuck_steps, dream_min_progress=self.dream_min_progress)
         check_cluster(self.cluster)
 
     @property
@@ -113,7 +125,8 @@ def link_collection(base: Path, dest: Path) -> None:
 
 
 def run_round(cfg: IterateConfig, k: int, previous: Optional[dict]) -> dict:
-    """Round ``k`` (1-based); ``previous`` is round k-1's result (its controller, MDN-RNN and latents)."""
+    """Round ``k`` (1-based); ``previous`` is round k-1's result (its controller, MDN-RNN and latents). A finished
+    round's row is kept in ``round-<k>/round.json`` and returned from there."""
     from vmc import evolve, train_mdn
     from vmc.collect import CollectConfig, Collector
     from vmc.latents import latents_info, write_latents
@@ -121,42 +134,50 @@ def run_round(cfg: IterateConfig, k: int, previous: Optional[dict]) -> dict:
 
     run = Path(cfg.run)
     rd = cfg.out / f"round-{k}"
+    if (rd / "round.json").exists():
+        return json.loads((rd / "round.json").read_text())
     rd.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
     if previous is None:
-        mdn, latents, init, episodes = run / "mdn.pt", run / "latents.h5", cfg.start, None
+        mdn, latents, init, data = run / "mdn.pt", run / "latents.h5", cfg.start, Path(cfg.data)
     else:
         data = cfg.out / "data"
         link_collection(Path(cfg.data), data)
         base = len(_episodes(Path(cfg.data)))
-        m = Collector(CollectConfig(out=str(data), tracks=list(cfg.tracks), episodes=base + (k - 1) * cfg.episodes,
-                                    workers=cfg.workers, cluster=cfg.cluster, policy="controller", controller=previous["controller"],
-                                    controller_noise=cfg.explore_noise, seed=cfg.seed * 1_000_003 + 1_000_000,
-                                    max_steps=cfg.episode_steps)).run()
-        episodes = m["episodes"]
+        Collector(CollectConfig(out=str(data), tracks=list(cfg.tracks), episodes=base + (k - 1) * cfg.episodes,
+                                workers=cfg.workers, cluster=cfg.cluster, policy="controller", controller=previous["controller"],
+                                controller_noise=cfg.explore_noise, seed=cfg.seed * 1_000_003 + 1_000_000,
+                                max_steps=cfg.episode_steps)).run()
         latents = rd / "latents.h5"
         vae_ck = load_checkpoint(run / "vae.pt", "vae")
-        if not (latents.exists() and latents_info(latents).get("episodes") == episodes):
+        if not (latents.exists() and latents_info(latents).get("episodes") == len(_episodes(data))):
             write_latents(load_vae(run / "vae.pt"), vae_ck["fingerprint"], data, latents)
         arch = MDNRNNConfig(**load_checkpoint(Path(previous["mdn"]), "mdn")["config"]["model"])
         mcfg = train_mdn.TrainMDNConfig(run=str(rd), latents=str(latents), vae=str(run / "vae.pt"), epochs=cfg.mdn_epochs,
                                         steps_per_epoch=cfg.mdn_steps, seq_len=cfg.mdn_seq_len, init=previous["mdn"],
-                                        seed=cfg.seed + k, model=arch, video=False, resume=(rd / "mdn.last.pt").exists())
+                                        seed=cfg.seed + k, model=arch, video=False, done_weight=cfg.done_weight,
+                                        resume=(rd / "mdn.last.pt").exists())
         train_mdn.train(mcfg, progress=False)
         mdn, init = mcfg.out, previous["controller"]
+    episodes = _episodes(data)
     ecfg = evolve.EvolveConfig(run=str(rd), vae=str(run / "vae.pt"), mdn=str(mdn), latents=str(latents),
                                tracks=list(cfg.tracks), workers=cfg.workers, cluster=cfg.cluster, popsize=cfg.popsize, rollouts=cfg.rollouts,
                                generations=cfg.generations, sigma0=cfg.sigma0, init=init, max_steps=cfg.max_steps,
                                eval_every=cfg.generations, eval_rollouts=cfg.eval_seeds, seed=cfg.seed + k, dream=True,
                                temperature=cfg.temperature, dream_steps=cfg.dream_steps, action_noise=cfg.explore_noise,
-                               resume=(rd / "controller" / "evolve.pt").exists())
+                               dream_stuck_steps=cfg.dream_stuck_steps, dream_min_progress=cfg.dream_min_progress,
+                               eval_population=cfg.eval_population, resume=(rd / "controller" / "evolve.pt").exists())
     summary = evolve.evolve(ecfg, progress=False)
-    ev = summary["evals"][-1]
-    start_ev = summary["evals"][0]
-    return {"round": k, "episodes": episodes, "mdn": str(mdn), "latents": str(latents),
-            "controller": str(ecfg.out / "best.pt"), "start_real": start_ev["mean"],
-            "start_dream": start_ev.get("dream_mean"), "dream": ev.get("dream_mean"), "dream_std": ev.get("dream_std"),
-            "real": ev["mean"], "real_std": ev["std"], "noise_free": ev["noise_free"], "laps": ev["laps"],
-            "kept": ev["which"]}
+    ev, start_ev = summary["evals"][-1], summary["evals"][0]
+    row = {"round": k, "episodes": len(episodes), "steps": int(sum(e.length for e in episodes)), "mdn": str(mdn),
+           "latents": str(latents), "controller": str(ecfg.out / "best.pt"), "start_real": start_ev["mean"],
+           "start_dream": start_ev.get("dream_mean"), "dream": ev.get("dream_mean"), "dream_std": ev.get("dream_std"),
+           "real": ev["mean"], "real_std": ev["std"], "noise_free": ev["noise_free"], "laps": ev["laps"],
+           "races": ev["races"], "kept": ev["which"], "seconds": time.perf_counter() - t0,
+           "points": [{"round": k, "generation": e["generation"], "candidate": name, "dream": c["dream_mean"],
+                       "real": c["mean"]} for e in summary["evals"] for name, c in e.get("candidates", {}).items()]}
+    (rd / "round.json").write_text(json.dumps(row, indent=2))
+    return row
 
 
 def _episodes(folder: Path) -> list:
@@ -166,21 +187,75 @@ def _episodes(folder: Path) -> list:
         return ds.episodes
 
 
+def dream_vs_real(rows: list[dict], out: Path) -> Optional[float]:
+    """Every candidate evaluated in the rounds, its dream score against its real score: ``dream_vs_real.csv``
+    and ``dream_vs_real.png`` in ``out``; returns Pearson's r (None with fewer than 3 points or no spread)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    points = [p for r in rows for p in r["points"]]
+    with open(out / "dream_vs_real.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=["round", "generation", "candidate", "dream", "real"])
+        w.writeheader()
+        w.writerows(points)
+    d, real = np.array([p["dream"] for p in points], float), np.array([p["real"] for p in points], float)
+    r = float(np.corrcoef(d, real)[0, 1]) if len(points) >= 3 and d.std() > 0 and real.std() > 0 else None
+    fig, ax = plt.subplots(figsize=(5, 5))
+    rounds = np.array([p["round"] for p in points])
+    for k in sorted(set(rounds.tolist())):
+        ax.scatter(d[rounds == k], real[rounds == k], label=f"round {k}", s=18)
+    if len(points):
+        lo, hi = float(min(d.min(), real.min())), float(max(d.max(), real.max()))
+        ax.plot([lo, hi], [lo, hi], color="grey", lw=0.8, ls="--", label="real = dream")
+    ax.set_xlabel("dream score (mean over the evaluation's dream rollouts)")
+    ax.set_ylabel("real score (mean over noisy seeds)")
+    ax.set_title("dream vs real per evaluated candidate" + (f": r = {r:.2f}" if r is not None else ""))
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "dream_vs_real.png", dpi=100)
+    plt.close(fig)
+    return r
+
+
+TABLE = ["round", "episodes", "steps", "dream", "dream_std", "real", "real_std", "noise_free", "laps", "races", "kept",
+         "seconds", "start_dream", "start_real"]
+"""The columns of ``rounds.csv``."""
+
+
 def iterate(cfg: IterateConfig) -> list[dict]:
-    """Run (or continue) all rounds; returns their rows, also in ``<run>/iterate/rounds.csv``."""
+    """Run (or continue) all rounds; returns their rows, also in ``<run>/iterate/rounds.csv``, with the
+    dream-vs-real points in ``dream_vs_real.csv`` / ``.png``."""
     out = cfg.out
     write_config(out, cfg.record(), cfg.RESUME_FREE, cfg.force)  # refuses a changed config on resume
     rows: list[dict] = []
     for k in range(1, cfg.rounds + 1):
         rows.append(run_round(cfg, k, rows[-1] if rows else None))
         r = rows[-1]
-        log.info("round %d: dream %.1f ± %.1f, real %.1f ± %.1f over %d seeds (%d laps, %.1f without noise)", k, r["dream"],
-                 r["dream_std"], r["real"], r["real_std"], cfg.eval_seeds, r["laps"], r["noise_free"])
+        log.info("round %d: %d episodes (%d steps), dream %.1f ± %.1f, real %.1f ± %.1f over %d seeds (%d/%d laps, "
+                 "%.1f without noise), %.0f s", k, r["episodes"], r["steps"], r["dream"], r["dream_std"], r["real"],
+                 r["real_std"], cfg.eval_seeds, r["laps"], r["races"], r["noise_free"], r["seconds"])
+        records.scalars(str(out), "iterate", {c: r[c] for c in TABLE}, k)
         with open(out / "rounds.csv", "w", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+            w = csv.DictWriter(fh, fieldnames=TABLE, extrasaction="ignore")
             w.writeheader()
             w.writerows(rows)
+        corr = dream_vs_real(rows, out)
+        log.info("dream vs real over %d evaluated candidates: r = %s", sum(len(x["points"]) for x in rows),
+                 "n/a" if corr is None else f"{corr:.2f}")
     return rows
+
+
+def print_table(rows: list[dict]) -> None:
+    """The rounds as a table on stdout."""
+    print(f"\n{'round':>5} {'episodes':>8} {'steps':>7} {'dream':>15} {'real (noisy)':>15} {'noise-free':>10} "
+          f"{'laps':>7} {'s':>6}")
+    for r in rows:
+        print(f"{r['round']:>5} {r['episodes']:>8} {r['steps']:>7} {r['dream']:>8.1f} ± {r['dream_std']:<5.1f} "
+              f"{r['real']:>8.1f} ± {r['real_std']:<5.1f} {r['noise_free']:>10.1f} {r['laps']:>3}/{r['races']:<3} "
+              f"{r['seconds']:>6.0f}")
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -188,11 +263,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     cfg = cli.parse(IterateConfig, argv, "python -m vmc.iterate")
 
     def body() -> None:
-        rows = iterate(cfg)
-        print(f"\n{'round':>5} {'episodes':>8} {'dream':>15} {'real':>15} {'laps':>5}")
-        for r in rows:
-            print(f"{r['round']:>5} {str(r['episodes'] or '-'):>8} {r['dream']:>8.1f} ± {r['dream_std']:<5.1f} "
-                  f"{r['real']:>8.1f} ± {r['real_std']:<5.1f} {r['laps']:>5}")
+        print_table(iterate(cfg))
 
     return cli.run("vmc.iterate", body)
 

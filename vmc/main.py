@@ -8,7 +8,9 @@ interrupted job continues where it stopped; a changed config is refused with the
 3. train_vae: ConvVAE → ``vae.pt`` and ``latents.h5``;
 4. train_mdn: MDN-RNN → ``mdn.pt`` and ``dream.mp4``;
 5. evolve: DAgger imitation of the centre-line driver as the starting point, then CMA-ES on real races →
-   ``controller/best.pt``;
+   ``controller/best.pt``; with ``--teacher-free`` instead (and random driving as stage 2's data): rounds of
+   ``vmc.iterate`` from a zero controller, CMA-ES in the dream and the controller's own races as new data →
+   ``iterate/round-<k>/controller/best.pt``, ``iterate/rounds.csv``, ``iterate/dream_vs_real.png``;
 6. play: the best controller's lap → ``best_lap.mp4`` (400x300) and ``best_lap.json``;
 7. evaluate (presets with held-out tracks): ``vmc.evaluate`` on the training and held-out tracks.
 
@@ -41,6 +43,32 @@ TRAIN_TRACKS = ["lighthouse", "zengarden", "hacienda", "scotland", "cornfield_cr
 """The multi-track preset's training tracks."""
 HELD_OUT_TRACKS = ["snowtuxpeak", "abyss"]
 """Tracks the multi-track agent is evaluated on and never trained or tuned on."""
+
+
+@dataclass(frozen=True)
+class DreamSizes:
+    """Sizes of the teacher-free recipe (``--teacher-free``): rounds of ``vmc.iterate`` from a zero controller."""
+
+    rounds: int
+    """Rounds of collect → retrain the MDN-RNN → evolve in the dream."""
+    episodes: int
+    """New real episodes per round, driven by the previous round's controller."""
+    generations: int
+    """CMA-ES generations per round."""
+    popsize: int
+    """CMA-ES population."""
+    rollouts: int
+    """Dream rollouts per candidate."""
+    dream_steps: int
+    """Steps of a dream rollout."""
+    mdn_epochs: int
+    """MDN-RNN epochs per round (from the previous round's weights)."""
+    mdn_steps: int
+    """MDN-RNN optimiser steps per epoch."""
+    eval_seeds: int = 10
+    """Noisy real-game seeds of each round's evaluation (plus one race without noise)."""
+    done_weight: float = 10.0
+    """Weight of episode endings in the MDN-RNN's done loss."""
 
 
 @dataclass(frozen=True)
@@ -77,13 +105,18 @@ class Preset:
     """Tracks per CMA-ES generation (0: all)."""
     eval_episodes: int = 20
     """Episodes per track of the final evaluation."""
+    dream: DreamSizes = DreamSizes(rounds=4, episodes=16, generations=20, popsize=64, rollouts=16, dream_steps=400,
+                                   mdn_epochs=4, mdn_steps=100)
+    """The teacher-free recipe's sizes."""
 
 
 PRESETS = {
     "small": Preset(episodes=40, max_steps=400, vae_epochs=6, mdn_epochs=8, mdn_steps=100, popsize=16, rollouts=1,
                     generations=12, race_steps=700, dagger_rounds=6, dagger_episodes=4),
     "debug": Preset(episodes=6, max_steps=60, vae_epochs=1, mdn_epochs=1, mdn_steps=10, popsize=4, rollouts=1,
-                    generations=2, race_steps=60, dagger_rounds=2, dagger_episodes=2),
+                    generations=2, race_steps=60, dagger_rounds=2, dagger_episodes=2,
+                    dream=DreamSizes(rounds=2, episodes=2, generations=1, popsize=4, rollouts=2, dream_steps=20,
+                                     mdn_epochs=1, mdn_steps=5, eval_seeds=1)),
     "tracks": Preset(episodes=160, max_steps=600, vae_epochs=8, mdn_epochs=10, mdn_steps=150, popsize=16, rollouts=1,
                      generations=10, race_steps=1000, dagger_rounds=8, dagger_episodes=16, tracks=tuple(TRAIN_TRACKS),
                      held_out=tuple(HELD_OUT_TRACKS), tracks_per_generation=4),
@@ -99,8 +132,13 @@ class MainConfig(Config):
     preset: Literal["small", "debug", "tracks"] = "small"
     """Sizes of the stages: ``small`` (the default, about 12 minutes on 2 cores), ``debug`` (every stage on a tiny
     budget), ``tracks`` (eight training tracks, two held out)."""
+    teacher_free: bool = False
+    """World Models without a teacher: random (brownian) driving as the first data, then rounds of the controller's
+    own races → MDN-RNN retrained → CMA-ES from zeros in the dream (``vmc.iterate``); no privileged state anywhere,
+    real races only to collect and to evaluate."""
     name: str = ""
-    """Run folder name under ``--runs`` (default: the track(s) and the preset, e.g. ``lighthouse-small``)."""
+    """Run folder name under ``--runs`` (default: the track(s) and the preset, e.g. ``lighthouse-small``, with
+    ``-teacher-free`` for that recipe)."""
     runs: str = str(RUNS)
     """Where run folders go."""
     data: str = ""
@@ -133,7 +171,8 @@ class MainConfig(Config):
 
     @property
     def run(self) -> Path:
-        return Path(self.runs) / (self.name or run_name(self.training_tracks, self.preset))
+        return Path(self.runs) / (self.name or run_name(self.training_tracks, self.preset)
+                                  + ("-teacher-free" if self.teacher_free and not self.name else ""))
 
     @property
     def data_path(self) -> Path:
@@ -172,7 +211,7 @@ def reference_laps(tracks: list[str], run: Path, workers: int, cluster: str = "l
 
 def run_main(cfg: MainConfig) -> dict:
     """The pipeline; returns the summary (also in ``summary.json``)."""
-    from vmc import evolve, train_mdn, train_vae
+    from vmc import evolve, iterate, train_mdn, train_vae
     from vmc.collect import CollectConfig, Collector
     from vmc.evaluate import EvaluateConfig, evaluate
     from vmc.play import play
@@ -196,7 +235,7 @@ def run_main(cfg: MainConfig) -> dict:
     stage("2/6 collect")
     t0 = time.perf_counter()
     m = Collector(CollectConfig(out=str(data), tracks=tracks, episodes=p.episodes, workers=workers, cluster=cfg.cluster,
-                                max_steps=p.max_steps)).run(record_to=run)
+                                max_steps=p.max_steps, policy="brownian" if cfg.teacher_free else "mix")).run(record_to=run)
     print(f"{m['episodes']} episodes, {m['steps']} steps in {data}")
     timings["collect"] = time.perf_counter() - t0
 
@@ -212,25 +251,38 @@ def run_main(cfg: MainConfig) -> dict:
     t0 = time.perf_counter()
     mdn_cfg = train_mdn.TrainMDNConfig(run=str(run), epochs=p.mdn_epochs, steps_per_epoch=p.mdn_steps,
                                        seq_len=min(32, p.max_steps // 2), force=cfg.force,
+                                       done_weight=p.dream.done_weight if cfg.teacher_free else 1.0,
                                        resume=(run / "mdn.last.pt").exists() and not cfg.force)
     train_mdn.train(mdn_cfg)
     if cfg.force or not (run / "dream.mp4").exists() or (run / "dream.mp4").stat().st_mtime < mdn_cfg.out.stat().st_mtime:
         train_mdn.dream_video(mdn_cfg.vae_path, mdn_cfg.out, mdn_cfg.latents_path, run / "dream.mp4", steps=100)
     timings["train_mdn"] = time.perf_counter() - t0
 
-    stage("5/6 evolve")
     t0 = time.perf_counter()
-    ev_cfg = evolve.EvolveConfig(run=str(run), tracks=tracks, workers=workers, cluster=cfg.cluster, popsize=p.popsize, rollouts=p.rollouts,
-                                 generations=p.generations, max_steps=p.race_steps, eval_every=max(1, p.generations // 3),
-                                 eval_rollouts=4, dagger_rounds=p.dagger_rounds, dagger_episodes=p.dagger_episodes,
-                                 tracks_per_generation=p.tracks_per_generation, force=cfg.force,
-                                 resume=(run / "controller" / "evolve.pt").exists() and not cfg.force)
-    summary = evolve.evolve(ev_cfg)
+    if cfg.teacher_free:
+        stage("5/6 iterate (teacher-free: CMA-ES in the dream, rounds of the controller's own races)")
+        d = p.dream
+        rounds = iterate.iterate(iterate.IterateConfig(
+            run=str(run), rounds=d.rounds, data=str(data), start="zeros", tracks=tracks, workers=workers,
+            cluster=cfg.cluster, episodes=d.episodes, episode_steps=p.max_steps, mdn_epochs=d.mdn_epochs,
+            mdn_steps=d.mdn_steps, mdn_seq_len=min(32, p.max_steps // 2), done_weight=d.done_weight, popsize=d.popsize,
+            rollouts=d.rollouts, generations=d.generations, dream_steps=d.dream_steps, eval_seeds=d.eval_seeds,
+            max_steps=p.race_steps, force=cfg.force))
+        iterate.print_table(rounds)
+        best, fitness = Path(rounds[-1]["controller"]), rounds[-1]["dream"]
+    else:
+        stage("5/6 evolve")
+        ev_cfg = evolve.EvolveConfig(run=str(run), tracks=tracks, workers=workers, cluster=cfg.cluster, popsize=p.popsize,
+                                     rollouts=p.rollouts, generations=p.generations, max_steps=p.race_steps,
+                                     eval_every=max(1, p.generations // 3), eval_rollouts=4, dagger_rounds=p.dagger_rounds,
+                                     dagger_episodes=p.dagger_episodes, tracks_per_generation=p.tracks_per_generation,
+                                     force=cfg.force, resume=(run / "controller" / "evolve.pt").exists() and not cfg.force)
+        best, fitness = ev_cfg.out / "best.pt", evolve.evolve(ev_cfg)["best_fitness"]
     timings["evolve"] = time.perf_counter() - t0
 
     stage("6/6 play")
     t0 = time.perf_counter()
-    best, video = ev_cfg.out / "best.pt", run / "best_lap.mp4"
+    video = run / "best_lap.mp4"
     if cfg.force or not video.exists() or video.stat().st_mtime < best.stat().st_mtime:
         lap = play(best, video, track=tracks[0])
     else:
@@ -252,14 +304,14 @@ def run_main(cfg: MainConfig) -> dict:
     print("stage seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()))
     print(f"{tracks[0]}: centre-line driver {first['centreline']['score']:.1f}, game AI {first['ai']['score']:.1f}, "
           f"evolved controller {lap['score']:.1f} ({lap['end']} after {lap['steps']} steps; best fitness "
-          f"{summary['best_fitness']:.1f})")
+          f"{fitness:.1f})")
     print(f"wrote {video}, {run / 'dream.mp4'}, {run / 'reference_strip.png'}")
     result = {"timings": timings, "wall_s": wall, "references": refs, "lap": lap, "preset": cfg.preset, "workers": workers,
               "evaluation": rows}
     (run / "summary.json").write_text(json.dumps(result, indent=2))
     records.scalars(run, "summary/seconds", timings, 0)
     records.hparams(run, cfg.record(), {"summary/lap_score": lap["score"], "summary/lap_steps": lap["steps"],
-                                        "summary/best_fitness": summary["best_fitness"], "summary/wall_s": wall})
+                                        "summary/best_fitness": fitness, "summary/wall_s": wall})
     records.close(run)
     from vmc.report import write_report
 

@@ -53,6 +53,10 @@ class TrainMDNConfig(Config):
     """Adam learning rate."""
     grad_clip: float = 1.0
     """Gradient norm clip."""
+    done_weight: float = 1.0
+    """Weight of the steps where an episode ended (``stuck``, ``off_track``) in the done head's loss, against 1
+    for the others: an episode ends once in hundreds of steps, and a dream whose done head never fires lets a
+    controller drive off the road unpunished."""
     temperature: float = 1.0
     """Sampling temperature of the dream video."""
     seed: int = 0
@@ -80,8 +84,9 @@ class TrainMDNConfig(Config):
     def validate(self) -> None:
         check_positive(epochs=self.epochs, steps_per_epoch=self.steps_per_epoch, seq_len=self.seq_len,
                        batch_size=self.batch_size)
-        if self.lr <= 0:
-            raise ValueError(f"--lr must be positive, got {self.lr}")
+        for name in ("lr", "done_weight"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
 
     @property
     def out(self) -> Path:
@@ -124,13 +129,14 @@ class LatentSequences:
         return {k: torch.from_numpy(np.stack(v).astype(np.float32)) for k, v in out.items()}
 
 
-def batch_loss(model: MDNRNN, batch: dict[str, torch.Tensor], device: torch.device, bf16: bool = False) -> dict[str, torch.Tensor]:
+def batch_loss(model: MDNRNN, batch: dict[str, torch.Tensor], device: torch.device, bf16: bool = False,
+               done_weight: float = 1.0) -> dict[str, torch.Tensor]:
     """Loss terms of one batch of windows (the forward pass in bfloat16 autocast when ``bf16``)."""
     z = batch["z"].to(device)
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
         heads, _ = model(z[:, :-1], batch["actions"].to(device))
     heads = {k: v.float() for k, v in heads.items()}
-    return model.loss(heads, z[:, 1:], batch["rewards"].to(device), batch["dones"].to(device))
+    return model.loss(heads, z[:, 1:], batch["rewards"].to(device), batch["dones"].to(device), done_weight)
 
 
 def train(cfg: TrainMDNConfig, progress: bool = True) -> dict:
@@ -168,7 +174,7 @@ def train(cfg: TrainMDNConfig, progress: bool = True) -> dict:
         t0, total = time.perf_counter(), 0.0
         bar = tqdm(range(cfg.steps_per_epoch), desc=f"mdn epoch {epoch}/{cfg.epochs}", disable=not progress, dynamic_ncols=True)
         for i in bar:
-            terms = batch_loss(model, train_set.sample(cfg.batch_size, rng), device, bf16)
+            terms = batch_loss(model, train_set.sample(cfg.batch_size, rng), device, bf16, cfg.done_weight)
             opt.zero_grad(set_to_none=True)
             terms["loss"].backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -179,7 +185,7 @@ def train(cfg: TrainMDNConfig, progress: bool = True) -> dict:
         seconds = time.perf_counter() - t0
         model.eval()
         with torch.no_grad():
-            val = {k: float(v) for k, v in batch_loss(model, val_batch, device).items()}
+            val = {k: float(v) for k, v in batch_loss(model, val_batch, device, done_weight=cfg.done_weight).items()}
         row = {"epoch": epoch, "train_loss": total / cfg.steps_per_epoch, "val_loss": val["loss"], "val_nll": val["nll"],
                "val_reward": val["reward"], "val_done": val["done"],
                "steps_per_s": cfg.steps_per_epoch * cfg.batch_size * cfg.seq_len / seconds, "seconds": seconds}

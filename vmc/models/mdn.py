@@ -91,11 +91,13 @@ class MDNRNN(nn.Module):
         return -torch.logsumexp(heads["log_pi"] + log_prob, dim=-2).mean()
 
     def loss(self, heads: dict[str, torch.Tensor], z_next: torch.Tensor, reward: torch.Tensor,
-             done: torch.Tensor) -> dict[str, torch.Tensor]:
-        """MDN NLL of z_{t+1} (B, T, Z), squared error of reward (B, T) and BCE of done (B, T)."""
+             done: torch.Tensor, done_weight: float = 1.0) -> dict[str, torch.Tensor]:
+        """MDN NLL of z_{t+1} (B, T, Z), squared error of reward (B, T) and BCE of done (B, T), whose done steps
+        weigh ``done_weight`` times the others."""
         nll = self.mdn_nll(heads, z_next)
         r = F.mse_loss(heads["reward"], reward)
-        d = F.binary_cross_entropy_with_logits(heads["done_logit"], done.float())
+        weight = None if done_weight == 1.0 else torch.tensor(done_weight, device=done.device)
+        d = F.binary_cross_entropy_with_logits(heads["done_logit"], done.float(), pos_weight=weight)
         return {"loss": nll + r + d, "nll": nll, "reward": r, "done": d}
 
     @staticmethod

@@ -1,0 +1,59 @@
+"""The teacher-free recipe (``vmc.main --teacher-free``) on the real game, on the debug preset's tiny budget:
+random driving first, two rounds of the controller's own races and CMA-ES from zeros in the dream; killed
+after its first round, it resumes and finishes without redoing that round."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from vmc.checkpoints import load_checkpoint
+from vmc.data import RolloutDataset
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def start(tmp_path: Path) -> subprocess.Popen:
+    args = ["-m", "vmc.main", "--preset", "debug", "--teacher-free", "--runs", str(tmp_path / "runs"),
+            "--data", str(tmp_path / "data"), "--workers", "2"]
+    log = open(tmp_path / "main.log", "a")
+    return subprocess.Popen([sys.executable, *args], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)  # its own process group: the kill takes its game workers too
+
+
+def test_teacher_free_recipe_runs_two_rounds_and_resumes_after_kill(tmp_path: Path):
+    run = tmp_path / "runs" / "lighthouse-debug-teacher-free"
+    first_round = run / "iterate" / "round-1" / "round.json"
+    proc = start(tmp_path)
+    try:
+        while not first_round.exists():
+            assert proc.poll() is None, (tmp_path / "main.log").read_text()[-3000:]
+            time.sleep(0.5)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert not (run / "summary.json").exists()
+    round1 = first_round.read_text()
+
+    proc = start(tmp_path)
+    assert proc.wait(timeout=800) == 0, (tmp_path / "main.log").read_text()[-3000:]
+    assert first_round.read_text() == round1  # round 1 was not redone
+    summary = json.loads((run / "summary.json").read_text())
+    rows = [json.loads((run / "iterate" / f"round-{k}" / "round.json").read_text()) for k in (1, 2)]
+    assert rows[1]["episodes"] == rows[0]["episodes"] + 2 and rows[1]["steps"] > rows[0]["steps"]
+    assert all(r["points"] and r["seconds"] > 0 for r in rows)  # dream-vs-real points and wall time per round
+    assert (run / "iterate" / "rounds.csv").read_text().count("\n") == 3  # header + 2 rounds
+    assert (run / "iterate" / "dream_vs_real.png").stat().st_size > 0
+    assert summary["lap"]["steps"] > 0 and (run / "best_lap.mp4").stat().st_size > 0
+
+    # No privileged driver anywhere: random driving, then the controller's own races.
+    with RolloutDataset(tmp_path / "data", "all") as base, RolloutDataset(run / "iterate" / "data", "all") as grown:
+        assert {e.policy for e in base.episodes} == {"brownian"}
+        assert {e.policy for e in grown.episodes} == {"brownian", "controller"}
+    evolve_cfg = load_checkpoint(run / "iterate" / "round-1" / "controller" / "evolve.pt", "evolve")["config"]
+    assert evolve_cfg["init"] == "zeros" and evolve_cfg["dream"]
