@@ -22,10 +22,11 @@ from vmc.report import write_report
 VAE_EPOCHS, MDN_EPOCHS, MDN_STEPS, GENERATIONS = 2, 2, 3, 2
 
 
-def accumulator(run: Path):
+def accumulator(run: Path, stage: str):
+    """TensorBoard's own reader on the stage's run (it drops what a restart marker says is stale)."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    acc = EventAccumulator(str(run), size_guidance={"scalars": 0, "images": 0, "tensors": 0})
+    acc = EventAccumulator(str(records.folder(run, stage)), size_guidance={"scalars": 0, "images": 0, "tensors": 0})
     acc.Reload()
     return acc
 
@@ -71,33 +72,141 @@ def run(tmp_path_factory) -> Path:
 
 
 def test_event_files_have_losses_images_cmaes_and_hparams(run: Path):
-    acc = accumulator(run)
-    tags = acc.Tags()
-    steps = [e.step for e in acc.Scalars("vae/step/loss")]
+    assert sorted(p.name for p in (run / "tb").iterdir()) == ["evolve", "main", "train_mdn", "train_vae"]
+    vae = accumulator(run, "train_vae")
+    steps = [e.step for e in vae.Scalars("vae/step/loss")]
     n_batches = len(steps) // VAE_EPOCHS
     assert n_batches >= 1 and steps == list(range(VAE_EPOCHS * n_batches))  # every optimiser step, numbered across epochs
     for tag in ("vae/step/recon", "vae/step/kl"):
-        assert len(acc.Scalars(tag)) == VAE_EPOCHS * n_batches
+        assert len(vae.Scalars(tag)) == VAE_EPOCHS * n_batches
+    ends = [e * n_batches - 1 for e in range(1, VAE_EPOCHS + 1)]  # the per-epoch rows sit at each epoch's last step
     for tag in ("vae/epoch/train_loss", "vae/epoch/val_loss", "vae/epoch/val_kl", "vae/epoch/frames_per_s"):
-        assert [e.step for e in acc.Scalars(tag)] == list(range(1, VAE_EPOCHS + 1)), tag
-    assert [e.step for e in acc.Scalars("mdn/step/loss")] == list(range(MDN_EPOCHS * MDN_STEPS))
-    assert [e.step for e in acc.Scalars("mdn/epoch/val_nll")] == list(range(1, MDN_EPOCHS + 1))
-    assert all(np.isfinite(e.value) for e in acc.Scalars("mdn/step/nll"))
+        assert [e.step for e in vae.Scalars(tag)] == ends, tag
+    assert [e.value for e in vae.Scalars("vae/epoch/epoch")] == list(range(1, VAE_EPOCHS + 1))
+    mdn = accumulator(run, "train_mdn")
+    assert [e.step for e in mdn.Scalars("mdn/step/loss")] == list(range(MDN_EPOCHS * MDN_STEPS))
+    assert [e.step for e in mdn.Scalars("mdn/epoch/val_nll")] == [e * MDN_STEPS - 1 for e in range(1, MDN_EPOCHS + 1)]
+    assert all(np.isfinite(e.value) for e in mdn.Scalars("mdn/step/nll"))
+    evo = accumulator(run, "evolve")
     for key in ("best", "mean", "worst", "sigma", "best_so_far"):
-        assert [e.step for e in acc.Scalars(f"evolve/{key}")] == list(range(1, GENERATIONS + 1)), key
-    best, worst = acc.Scalars("evolve/best"), acc.Scalars("evolve/worst")
+        assert [e.step for e in evo.Scalars(f"evolve/{key}")] == list(range(1, GENERATIONS + 1)), key
+    best, worst = evo.Scalars("evolve/best"), evo.Scalars("evolve/worst")
     assert all(b.value >= w.value for b, w in zip(best, worst))
-    assert acc.Scalars("summary/lap_score")[0].value == pytest.approx(123.4)
+    main = accumulator(run, "main")
+    assert main.Scalars("summary/lap_score")[0].value == pytest.approx(123.4)
+    assert "_hparams_/experiment" in main.PluginTagToContent("hparams")
 
-    images = acc.Images("vae/reconstruction")
-    assert [i.step for i in images] == list(range(1, VAE_EPOCHS + 1))
+    images = vae.Images("vae/reconstruction")
+    assert [i.step for i in images] == ends
     assert images[-1].encoded_image_string[:8] == b"\x89PNG\r\n\x1a\n" and images[-1].width == 8 * 64
     assert images[-1].height == 2 * 64
 
-    assert {"config/train_vae/text_summary", "config/train_mdn/text_summary", "config/evolve/text_summary"} <= set(tags["tensors"])
-    text = acc.Tensors("config/train_vae/text_summary")[0].tensor_proto.string_val[0].decode()
+    for acc, stage in ((vae, "train_vae"), (mdn, "train_mdn"), (evo, "evolve")):
+        assert f"config/{stage}/text_summary" in acc.Tags()["tensors"]
+    text = vae.Tensors("config/train_vae/text_summary")[0].tensor_proto.string_val[0].decode()
     assert '"epochs": 2' in text
-    assert "_hparams_/experiment" in acc.PluginTagToContent("hparams")
+
+
+def served(run: Path, stage: str):
+    """The reader TensorBoard's server uses (``plugin_event_accumulator``: every summary a tensor), on the stage's run."""
+    from tensorboard.backend.event_processing import plugin_event_accumulator as pea
+
+    acc = pea.EventAccumulator(str(records.folder(run, stage)), size_guidance=pea.STORE_EVERYTHING_SIZE_GUIDANCE)
+    acc.Reload()
+    return acc
+
+
+def steps_of(acc) -> dict[str, list[int]]:
+    """Every tag's steps, in the order the server's reader gives them."""
+    return {t: [e.step for e in acc.Tensors(t)] for t in acc.Tags()["tensors"]}
+
+
+def interrupted_and_resumed(last: list[Path], train) -> None:
+    """``train(epochs)`` to 1, to 2, then as if killed in epoch 2 after its records were written but before its
+    checkpoint (the ``last`` files of epoch 1 put back), to 2 again: the resume redoes epoch 2."""
+    train(1)
+    saved = [p.read_bytes() for p in last]
+    train(2)
+    for p, b in zip(last, saved):
+        p.write_bytes(b)
+    train(2)
+
+
+def test_resumed_stages_write_each_step_once(tmp_path: Path):
+    """train_vae, train_mdn and evolve resumed from a checkpoint older than their records: TensorBoard's reader gives
+    each step of every tag once, the redone ones from the resumed run."""
+    run, data = tmp_path / "run", tiny_collection(tmp_path / "data")
+    model = VAEConfig(z_dim=8, channels=(8, 16, 16, 32))
+
+    def vae(epochs: int) -> None:
+        train_vae.train(train_vae.TrainVAEConfig(data=str(data), run=str(run), epochs=epochs, batch_size=32, val_fraction=0.25,
+                                                 model=model, resume=(run / "vae.last.pt").exists()), progress=False)
+
+    interrupted_and_resumed([run / "vae.last.pt", run / "vae.last.json"], vae)
+    train_vae.encode(train_vae.TrainVAEConfig(data=str(data), run=str(run), val_fraction=0.25, model=model))
+
+    def mdn(epochs: int) -> None:
+        train_mdn.train(train_mdn.TrainMDNConfig(run=str(run), epochs=epochs, steps_per_epoch=MDN_STEPS, seq_len=8, batch_size=4,
+                                                 model=MDNRNNConfig(z_dim=8, hidden=16, gaussians=2),
+                                                 resume=(run / "mdn.last.pt").exists()), progress=False)
+
+    interrupted_and_resumed([run / "mdn.last.pt", run / "mdn.last.json"], mdn)
+
+    def cmaes(generations: int) -> None:
+        evolve.evolve(evolve.EvolveConfig(run=str(run), dream=True, init="fit", eval_every=0, popsize=4, rollouts=2,
+                                          dream_steps=10, generations=generations, workers=1,
+                                          resume=(run / "controller" / "evolve.pt").exists()), progress=False)
+
+    interrupted_and_resumed([run / "controller" / "evolve.pt"], cmaes)
+    records.close(run)
+
+    steps = steps_of(served(run, "train_vae"))
+    n = len(steps["vae/step/loss"]) // 2
+    assert steps["vae/step/loss"] == steps["vae/step/kl"] == list(range(2 * n))
+    assert steps["vae/epoch/val_loss"] == steps["vae/reconstruction"] == [n - 1, 2 * n - 1]
+    assert steps["config/train_vae/text_summary"] == [0, n]  # the fresh start and the (last) resume
+    steps = steps_of(served(run, "train_mdn"))
+    assert steps["mdn/step/loss"] == list(range(2 * MDN_STEPS))
+    assert steps["mdn/epoch/val_loss"] == [MDN_STEPS - 1, 2 * MDN_STEPS - 1]
+    assert steps["config/train_mdn/text_summary"] == [0, MDN_STEPS]
+    evo = served(run, "evolve")
+    steps = steps_of(evo)
+    assert steps["evolve/best"] == steps["evolve/sigma"] == [1, 2]
+    assert steps["config/evolve/text_summary"] == [0, 2]
+    for stage in ("train_vae", "train_mdn", "evolve"):
+        for tag, s in steps_of(served(run, stage)).items():
+            assert len(s) == len(set(s)), (stage, tag)
+    # Generation 2 is the last run's: written after that run started (its config, at step 2).
+    assert evo.Tensors("evolve/best")[-1].wall_time >= evo.Tensors("config/evolve/text_summary")[-1].wall_time
+    # The legacy reader (``EventAccumulator``) drops the stale scalars and images too (it keeps text tensors).
+    legacy = accumulator(run, "train_vae")
+    assert [e.step for e in legacy.Scalars("vae/step/loss")] == list(range(2 * n))
+    assert [e.step for e in legacy.Images("vae/reconstruction")] == [n - 1, 2 * n - 1]
+
+
+WRITE_ROWS = """
+import sys
+from vmc import records
+run, last = sys.argv[1], int(sys.argv[2])
+records.text(run, "config/main", "main job")
+for k in range(1, last + 1):
+    records.scalars(run, "iterate", {"real": 10.0 * k + last}, k)
+"""
+
+
+def test_a_stage_run_again_in_another_process_replaces_its_records(tmp_path: Path):
+    """A stage without a resume step (iterate writes every round's row again, main its config) starts at step 0 in
+    a new process: TensorBoard shows the last process's records only."""
+    import subprocess
+    import sys
+
+    for last in (2, 3):
+        subprocess.run([sys.executable, "-c", WRITE_ROWS, str(tmp_path), str(last)], check=True, timeout=300)
+    from tensorboard.util.tensor_util import make_ndarray
+
+    rows = served(tmp_path, "iterate").Tensors("iterate/real")
+    assert [(e.step, make_ndarray(e.tensor_proto).item()) for e in rows] == [(1, 13.0), (2, 23.0), (3, 33.0)]
+    assert [e.step for e in served(tmp_path, "main").Tensors("config/main/text_summary")] == [0]
 
 
 def chromium(*args: str, tmp: Path) -> subprocess.CompletedProcess:
@@ -149,10 +258,11 @@ def test_collect_and_evaluate_records(tiny_run: Path, tmp_path: Path):
     evaluate(EvaluateConfig(controller=str(run / "controller" / "best.pt"), tracks=["lighthouse"], episodes=1, max_steps=20,
                             workers=1, video=False), progress=False)
     records.close(run)
-    acc = accumulator(run)
+    acc = accumulator(run, "collect")
     fps = acc.Scalars("collect/frames_per_s")
     assert len(fps) == 2 and all(e.value > 0 for e in fps) and fps[-1].step == 30  # x axis: frames so far
     assert acc.Scalars("collect/run/steps")[0].value == 30
+    acc = accumulator(run, "eval")
     assert len(acc.Scalars("eval/lighthouse/mean")) == 1
     table = acc.Tensors("eval/table/text_summary")[0].tensor_proto.string_val[0].decode()
     assert "| lighthouse |" in table

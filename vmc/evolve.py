@@ -322,7 +322,9 @@ def evolve(cfg: EvolveConfig, progress: bool = True) -> dict:
         run.load()
         log.info("resuming %s after generation %d (best %.1f)", run.state_path, run.generation, run.best_fitness)
     cfg.out.mkdir(parents=True, exist_ok=True)
-    records.text(cfg.run, "config/evolve", cfg.record())
+    first = run.generation + 1 if resume else 0  # TensorBoard step: the generation
+    records.start(cfg.run, "evolve", first)  # drops what an interrupted run wrote from there
+    records.text(cfg.run, "config/evolve", cfg.record(), first)
     dream = None
     if cfg.dream:
         from vmc.dream import load_dream

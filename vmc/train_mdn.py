@@ -167,7 +167,8 @@ def train(cfg: TrainMDNConfig, progress: bool = True) -> dict:
         return history[-1]
     val_batch = val_set.sample(max(cfg.batch_size, 64), np.random.default_rng(12345), sample_z=False)
     best = min((h["val_loss"] for h in history), default=float("inf"))
-    records.text(cfg.run, "config/train_mdn", cfg.record())
+    records.start(cfg.run, "train_mdn", epoch0 * cfg.steps_per_epoch)  # drops what an interrupted run wrote from there
+    records.text(cfg.run, "config/train_mdn", cfg.record(), epoch0 * cfg.steps_per_epoch)
     for epoch in range(epoch0 + 1, cfg.epochs + 1):
         rng = np.random.default_rng([cfg.seed, epoch])  # an epoch's windows do not depend on earlier runs
         model.train()
@@ -190,7 +191,7 @@ def train(cfg: TrainMDNConfig, progress: bool = True) -> dict:
                "val_reward": val["reward"], "val_done": val["done"],
                "steps_per_s": cfg.steps_per_epoch * cfg.batch_size * cfg.seq_len / seconds, "seconds": seconds}
         history.append(row)
-        records.scalars(cfg.run, "mdn/epoch", row, epoch)
+        records.scalars(cfg.run, "mdn/epoch", row, epoch * cfg.steps_per_epoch - 1)  # at the epoch's last step
         log.info("epoch %d: train %.3f, val %.3f (nll %.3f, reward %.4f, done %.4f), %.0f sequence steps/s", epoch,
                  row["train_loss"], row["val_loss"], row["val_nll"], row["val_reward"], row["val_done"], row["steps_per_s"])
         best = save_epoch(out, "mdn", cfg, model, opt, history, best, built_on)

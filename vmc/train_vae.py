@@ -155,8 +155,9 @@ def train(cfg: TrainVAEConfig, progress: bool = True) -> dict:
             order = np.random.default_rng(seed).permutation(len(frames_in_memory))
             return (frames_in_memory[order[s:s + cfg.batch_size]] for s in range(0, len(order), cfg.batch_size))
 
-        records.text(cfg.run, "config/train_vae", cfg.record())
         n_batches = -(-train_ds.num_frames // cfg.batch_size)  # TensorBoard step = (epoch - 1) * n_batches + batch
+        records.start(cfg.run, "train_vae", epoch0 * n_batches)  # drops what an interrupted run wrote from there
+        records.text(cfg.run, "config/train_vae", cfg.record(), epoch0 * n_batches)
         log.info("%s frames, %s, %s", "in memory" if cfg.in_memory else "streamed from the shards",
                  "bf16 autocast" if bf16 else "fp32", device)
         for epoch in range(epoch0 + 1, cfg.epochs + 1):
@@ -184,13 +185,13 @@ def train(cfg: TrainVAEConfig, progress: bool = True) -> dict:
             row = {"epoch": epoch, "train_loss": running / max(seen, 1), "val_loss": val["loss"], "val_recon": val["recon"],
                    "val_kl": val["kl"], "frames_per_s": seen / train_s, "seconds": time.perf_counter() - t0}
             history.append(row)
-            records.scalars(cfg.run, "vae/epoch", row, epoch)
+            records.scalars(cfg.run, "vae/epoch", row, epoch * n_batches - 1)  # at the epoch's last step
             log.info("epoch %d: train %.1f, val %.1f (recon %.1f, kl %.1f), %.0f frames/s", epoch, row["train_loss"],
                      row["val_loss"], row["val_recon"], row["val_kl"], row["frames_per_s"])
             best = save_epoch(out, "vae", cfg, model, opt, history, best, built_on)
             grid = _recon_grid(model, val_frames, device)
             Image.fromarray(grid).save(out.parent / f"vae_recon_epoch{epoch:03d}.png")
-            records.image(cfg.run, "vae/reconstruction", grid, epoch)
+            records.image(cfg.run, "vae/reconstruction", grid, epoch * n_batches - 1)
             plot_curves(out.parent / "vae_loss.png", history, ["train_loss", "val_loss"], "ConvVAE loss per frame")
     return history[-1]
 
