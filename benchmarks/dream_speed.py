@@ -38,6 +38,7 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     p.add_argument("--real-races", type=int, default=4, help="races timed in the real game")
     p.add_argument("--threads", type=int, default=0, help="torch threads for the dream (0: one per core)")
+    p.add_argument("--device", default="cpu", help="where the dream runs: cpu, cuda, auto (CUDA when present)")
     a = p.parse_args()
 
     from vmc.checkpoints import WorldModels, load_checkpoint
@@ -51,7 +52,7 @@ def main() -> None:
     latents, ck = Path(a.latents or run / "latents.h5"), Path(a.controller or run / "controller" / "best.pt")
     threads = use_all_cores(a.threads)
     models = WorldModels.load(vae, mdn)
-    dream = load_dream(models.mdn(), latents, a.temperature, a.steps, action_noise=0.1)
+    dream = load_dream(models.mdn(), latents, a.temperature, a.steps, action_noise=0.1, device=a.device)
     n_params = models.n_params
     x = np.asarray(load_checkpoint(ck, "controller")["params"], np.float64) if ck.is_file() else np.zeros(n_params)
     if x.shape != (n_params,):
@@ -76,12 +77,13 @@ def main() -> None:
     real_gen = full / real_rate
 
     print(f"\none generation: population {a.popsize} x {a.rollouts} rollouts x {a.steps} steps = {full:,} steps; "
-          f"{torch.get_num_threads()} torch threads ({threads} requested), {a.workers} game workers\n")
+          f"dream on {dream.device}, {torch.get_num_threads()} torch threads ({threads} requested), {a.workers} game "
+          f"workers\n")
     print(f"{'where':<12} {'steps':>10} {'wall s':>10} {'steps/s':>12} {'generation s':>14}")
     print(f"{'dream':<12} {dream_steps:>10,} {dream_s:>10.1f} {dream_steps / dream_s:>12,.0f} {dream_s:>14.1f}")
     print(f"{'real game':<12} {real_steps:>10,} {real_s:>10.1f} {real_rate:>12,.0f} {real_gen:>14.0f}  (estimated)")
     print(f"\ndream speed-up for one generation: {real_gen / dream_s:.0f}x "
-          f"(dream rollouts ended by the done head: {int(res.done.sum())} of {res.done.numel()})")
+          f"(dream rollouts ended early: {int(res.done.sum())} of {res.done.numel()})")
 
 
 if __name__ == "__main__":

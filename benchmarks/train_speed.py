@@ -30,16 +30,18 @@ def main() -> None:
     p.add_argument("--data", default="data/lighthouse-small")
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--mdn-steps", type=int, default=100, help="MDN-RNN optimiser steps per variant")
+    p.add_argument("--device", default="cpu", help="where both models train: cpu, cuda, auto (CUDA when present)")
     a = p.parse_args()
 
     from vmc import train_mdn, train_vae
     from vmc.models import ConvVAE
-    from vmc.training import use_bf16
+    from vmc.training import pick_device, use_bf16
 
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name, overrides in (("before", {"in_memory": False, "precision": "fp32"}), ("after", {})):
-            cfg = train_vae.TrainVAEConfig(data=a.data, run=str(Path(tmp) / name), epochs=a.epochs, **overrides)
+            cfg = train_vae.TrainVAEConfig(data=a.data, run=str(Path(tmp) / name), epochs=a.epochs, device=a.device,
+                                           **overrides)
             original = ConvVAE.decode
             if name == "before":
                 ConvVAE.decode = _decode_as_convolution
@@ -58,11 +60,12 @@ def main() -> None:
         mdn_rows = {}
         for name, precision in (("fp32", "fp32"), ("bf16", "bf16")):
             mcfg = train_mdn.TrainMDNConfig(run=str(Path(tmp) / f"mdn-{name}"), latents=str(latents), epochs=1,
-                                            steps_per_epoch=a.mdn_steps, video=False, precision=precision)
+                                            steps_per_epoch=a.mdn_steps, video=False, precision=precision,
+                                            device=a.device)
             mdn_rows[name] = train_mdn.train(mcfg, progress=False)
 
     print(f"\ntrain_speed: {a.data}, {a.epochs} epochs, {torch.get_num_threads()} threads, {os.cpu_count()} cores, "
-          f"bf16 units: {use_bf16('auto', torch.device('cpu'))}")
+          f"device {a.device}, bf16 autocast in 'after': {use_bf16('auto', pick_device(a.device))}")
     print(f"{'epoch':>5} {'before frames/s':>16} {'after frames/s':>15} {'ratio':>6} {'before val loss':>16} "
           f"{'after val loss':>15} {'ratio':>6}")
     (before, wb), (after, wa) = rows["before"], rows["after"]
