@@ -2,8 +2,9 @@
 
 Each worker is a Ray actor (``num_cpus=1``), that is its own process holding one long-lived game (pystk2 allows
 one per process), built once by ``setup(*setup_args)``; ``setup_args`` (models as weights) go to the object store
-once (``ray.put``) and every actor reads them from there. :meth:`RayPool.map` hands tasks out as actors free up and
-returns results in task order. An actor that dies (a game segfault, a lost node) or stays silent past
+once (``ray.put``) and every actor reads them from there. :meth:`RayPool.map` (the scheduler of
+:class:`vmc.pool.WorkerPool`, the local pool's own: this module only moves tasks and answers) hands tasks out as actors
+free up and returns results in task order. An actor that dies (a game segfault, a lost node) or stays silent past
 ``task_timeout`` is killed, replaced, and its task runs again on whichever actor frees up first; a Python exception
 in a task is raised here with the remote traceback, not retried.
 
@@ -17,17 +18,16 @@ Which cluster a stage uses is its ``--cluster`` option (:data:`CLUSTER_HELP`, ch
 
 from __future__ import annotations
 
-import collections
 import logging
 import logging.handlers
 import os
-import time
 import traceback
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any, Optional
 
-from vmc.pool import replace_lost_worker
+from vmc.pool import Event, Slot, WorkerPool
 
 log = logging.getLogger(__name__)
 
@@ -136,122 +136,83 @@ class _Worker:
             return self._answer("error", traceback.format_exc())
 
 
-class _Slot:
-    def __init__(self, wid: int, actor: Any, pending: Any) -> None:
-        self.wid, self.actor, self.pending = wid, actor, pending  # pending: the ObjectRef awaited (ready or a task)
-        self.ready = False
-        self.pid: Optional[int] = None
-        self.task: Optional[int] = None
-        self.since = 0.0
+def _emit(records: list[logging.LogRecord]) -> None:
+    """A worker's log records, through this process's logging (its handlers: a run's ``log.txt``, the console)."""
+    for r in records:
+        logger = logging.getLogger(r.name)
+        if logger.isEnabledFor(r.levelno):
+            logger.handle(r)
 
 
-class RayPool:
-    """``workers`` Ray actors running ``setup(*setup_args)`` once, then tasks from :meth:`map` (0: one per CPU of
-    the cluster). The process must be connected to Ray (:func:`connect`)."""
+@dataclass
+class _Actor:
+    actor: Any
+    pending: Any  # the ObjectRef awaited: the set-up's answer, then each task's; None while idle
 
-    def __init__(self, workers: int, setup: Callable, setup_args: tuple = (), task_timeout: float = 600.0,
-                 name: str = "vmc-worker", max_restarts: int = 50) -> None:
+
+class _ActorTransport:
+    """:class:`vmc.pool.Transport` of :class:`RayPool`: :class:`_Worker` actors, whose answers carry their log
+    records (emitted here as each answer is handled)."""
+
+    what = "actors"
+
+    def __init__(self, setup: Callable, setup_args: tuple) -> None:
         import ray
 
         self.ray = ray
-        self.setup, self.task_timeout, self.name, self.max_restarts = setup, task_timeout, name, max_restarts
+        self.setup = setup
         self.args_ref = ray.put(tuple(setup_args))  # once: every actor reads the models from the object store
         self.actor_class = ray.remote(num_cpus=1, max_restarts=0, max_task_retries=0)(_Worker)
+
+    def start(self, name: str) -> _Actor:
+        actor = self.actor_class.options(name=None).remote(self.setup, self.args_ref, name)
+        return _Actor(actor, actor.ready.remote())
+
+    def send(self, slot: Slot[_Actor], tid: int, task: Any) -> None:
+        slot.handle.pending = slot.handle.actor.call.remote(task)
+
+    def events(self, slots: dict[int, Slot[_Actor]], timeout: float) -> Iterator[Event]:
+        ray = self.ray
+        by_ref = {s.handle.pending: s for s in slots.values() if s.handle.pending is not None}
+        done, _ = ray.wait(list(by_ref), num_returns=1, timeout=timeout)
+        if done:  # everything else that is done too
+            done, _ = ray.wait(list(by_ref), num_returns=len(by_ref), timeout=0)
+        for ref in done:
+            slot = by_ref[ref]
+            if slot.wid not in slots:
+                continue
+            slot.handle.pending = None
+            try:
+                kind, value, records = ray.get(ref)
+            except ray.exceptions.RayTaskError as err:  # the answer could not be made or read: a bug
+                kind, value, records = "error", str(err), []
+            except ray.exceptions.RayError as err:  # the actor (or its node) is gone
+                kind, value, records = "died", f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}", []
+            _emit(records)
+            yield Event(slot, kind, (slot.task, value) if kind == "done" else value)  # an actor's task is the slot's
+
+    def kill(self, slot: Slot[_Actor]) -> str:
+        try:
+            self.ray.kill(slot.handle.actor, no_restart=True)
+        except Exception:  # already gone
+            pass
+        return ""
+
+    def close(self, slots: list[Slot[_Actor]]) -> None:
+        for slot in slots:
+            self.kill(slot)
+
+
+class RayPool(WorkerPool[_Actor]):
+    """``workers`` Ray actors running ``setup(*setup_args)`` once, then tasks from :meth:`map` (0: one per CPU of
+    the cluster). The process must be connected to Ray (:func:`connect`). :meth:`close` ends the actors (their
+    processes and games); the Ray connection stays for other pools."""
+
+    def __init__(self, workers: int, setup: Callable, setup_args: tuple = (), task_timeout: float = 600.0,
+                 name: str = "vmc-worker", max_restarts: int = 50) -> None:
+        transport = _ActorTransport(setup, setup_args)
         cpus = cluster_cpus()
         workers = workers or cpus
         if workers > cpus:
             log.warning("%s: %d workers asked for, the Ray cluster has %d CPUs; the rest wait for CPUs", name, workers, cpus)
-        self.slots: dict[int, _Slot] = {}
-        self._next = 0
-        self.restarts = 0
-        for _ in range(max(1, workers)):
-            self._spawn()
-
-    def _spawn(self) -> None:
-        wid = self._next
-        self._next += 1
-        name = f"{self.name}-{wid}"
-        actor = self.actor_class.options(name=None).remote(self.setup, self.args_ref, name)
-        self.slots[wid] = _Slot(wid, actor, actor.ready.remote())
-
-    @staticmethod
-    def _emit(records: list[logging.LogRecord]) -> None:
-        for r in records:
-            logger = logging.getLogger(r.name)
-            if logger.isEnabledFor(r.levelno):
-                logger.handle(r)
-
-    def map(self, tasks: Iterable[Any], on_result: Optional[Callable[[int, Any], None]] = None,
-            stop: Optional[Callable[[], bool]] = None) -> list[Any]:
-        """Run every task once (on any actor); results in the order of ``tasks``.
-
-        ``on_result(index, result)`` is called as results arrive. When ``stop()`` turns true, no new
-        task is started; the running ones finish and the results so far are returned (None for the rest).
-        """
-        ray = self.ray
-        todo = list(tasks)
-        queue = collections.deque(range(len(todo)))
-        out: dict[int, Any] = {}
-        while len(out) < len(todo):
-            stopping = stop is not None and stop()
-            for slot in self.slots.values():
-                if slot.ready and slot.task is None and queue and not stopping:
-                    slot.task, slot.since = queue.popleft(), time.monotonic()
-                    slot.pending = slot.actor.call.remote(todo[slot.task])
-            if stopping and all(s.task is None for s in self.slots.values()):
-                break
-            by_ref = {s.pending: s for s in self.slots.values() if s.pending is not None}
-            done, _ = ray.wait(list(by_ref), num_returns=1, timeout=1.0)
-            if done:  # everything else that is done too
-                done, _ = ray.wait(list(by_ref), num_returns=len(by_ref), timeout=0)
-            for ref in done:
-                slot = by_ref[ref]
-                if slot.wid not in self.slots:
-                    continue
-                slot.pending = None
-                try:
-                    kind, value, records = ray.get(ref)
-                except ray.exceptions.RayTaskError as err:  # the answer could not be made or read: a bug
-                    raise RuntimeError(f"{self.name} {slot.wid} failed:\n{err}") from None
-                except ray.exceptions.RayError as err:  # the actor (or its node) is gone
-                    self._replace(slot, queue, "died", f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
-                    continue
-                self._emit(records)
-                if kind == "ready":
-                    slot.ready, slot.pid = True, value
-                elif kind == "done":
-                    tid = slot.task
-                    slot.task = None
-                    if tid is not None and tid not in out:
-                        out[tid] = value
-                        if on_result is not None:
-                            on_result(tid, value)
-                else:  # a Python exception is a bug, not a crash: retrying would hide it
-                    raise RuntimeError(f"{self.name} {slot.wid} failed{' to start' if kind == 'setup_error' else ''}:\n{value}")
-            now = time.monotonic()
-            for slot in list(self.slots.values()):
-                if slot.task is not None and now - slot.since > self.task_timeout:
-                    self._replace(slot, queue, "hung", f"silent for {self.task_timeout:.0f} s")
-        return [out.get(t) for t in range(len(todo))]
-
-    def _replace(self, slot: _Slot, queue: collections.deque, why: str, detail: str) -> None:
-        try:
-            self.ray.kill(slot.actor, no_restart=True)
-        except Exception:  # already gone
-            pass
-        replace_lost_worker(self, slot, queue, why, detail, "actors")
-
-    def close(self) -> None:
-        """Stop the actors (their processes and games end; the Ray connection stays for other pools)."""
-        for slot in self.slots.values():
-            try:
-                self.ray.kill(slot.actor, no_restart=True)
-            except Exception:
-                pass
-        self.slots.clear()
-
-    def __enter__(self) -> RayPool:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
+        super().__init__(transport, workers, task_timeout, name, max_restarts)
