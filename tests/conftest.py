@@ -33,8 +33,9 @@ def run_python(code: str, env: dict | None = None, timeout: float = 600) -> subp
     return proc
 
 
-def tiny_collection(folder: Path, episodes: int = 12, steps: int = 20) -> Path:
-    """A synthetic collection (no game): a bar that moves across the frame, something to encode and to predict."""
+def tiny_collection(folder: Path, episodes: int = 12, steps: int = 20, expert: bool = False) -> Path:
+    """A synthetic collection (no game): a bar that moves across the frame, something to encode and to predict;
+    with ``expert``, a teacher's action per step that steers towards the bar (a function of the frame)."""
     from vmc.data import Episode, write_episode
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -49,6 +50,8 @@ def tiny_collection(folder: Path, episodes: int = 12, steps: int = 20) -> Path:
             rewards=np.full(steps, 0.5, np.float32), terminations=np.eye(1, steps, steps - 1, dtype=bool)[0],
             truncations=np.zeros(steps, bool), distance=np.zeros(steps + 1, np.float32),
             off_track=np.zeros(steps + 1, bool), speed=np.zeros(steps + 1, np.float32),
+            expert_actions=np.array([[((i + 3 * t) % 60) / 30 - 1, 1.0, 0.0] for t in range(steps)], np.float32)
+            if expert else None,
             attrs={"track": "lighthouse", "policy": "mix", "seed": i, "index": i, "score": 0.0, "end": "lap"}))
     return folder
 

@@ -39,6 +39,9 @@ def test_collect_reads_back_and_seeds_reproduce(tmp_path: Path):
                 assert g["distance"].shape == g["speed"].shape == g["off_track"].shape == (t + 1,)
                 assert g["terminations"][-1] or g["truncations"][-1]
                 assert g["observations"][()].std() > 20
+                # The mix policy's centre-line driver labels every step, random spells included.
+                assert g["expert_actions"].shape == (t, 3) and np.isfinite(g["expert_actions"][()]).all()
+                assert np.abs(g["expert_actions"][:, 0]).max() <= 1.0
         first = {r.index: r for r in ds.episodes}[1]
         with h5py.File(first.shard) as f:
             actions_a, frames_a = f[first.name]["actions"][()], f[first.name]["observations"][()]

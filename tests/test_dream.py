@@ -205,3 +205,23 @@ def test_controller_policy_explores_around_the_controller(tmp_path: Path):
     clean = drive(3, 0.0)
     assert 0 < np.abs(a[:, :2] - clean[:, :2]).mean() < 0.2  # noise around the controller's own actions
     assert a[0, 2] == clean[0, 2]  # brake is not noised (later it differs: h follows the noisy actions taken)
+
+
+def test_carry_over_keeps_the_controllers_actions_on_a_retrained_mdn(tmp_path: Path):
+    from vmc.dagger import carry_over, controller_inputs
+
+    latents = tiny_latents(tmp_path / "lat.h5")
+    old, new = tiny_mdn(0), tiny_mdn(1)  # two MDN-RNNs: "before" and "after" retraining
+    params = np.random.default_rng(3).normal(0, 0.5, (Z + H) * 3 + 3)
+
+    def outputs(p: np.ndarray, mdn: MDNRNN) -> np.ndarray:
+        x, _ = controller_inputs(latents, mdn)
+        return x @ p[:-3].reshape(3, Z + H).T + p[-3:]
+
+    target = outputs(params, old)
+    carried = carry_over(params, old, new, latents, ridge=1e-6)
+    kept_error = np.abs(outputs(params, new) - target).mean()
+    carried_error = np.abs(outputs(carried, new) - target).mean()
+    assert carried_error < 0.5 * kept_error
+    same = carry_over(params, old, old, latents, ridge=1e-6)  # nothing to move: the same outputs
+    np.testing.assert_allclose(outputs(same, old), target, atol=1e-3)

@@ -45,6 +45,11 @@ def test_differences_name_nested_fields_and_skip_free_ones():
     with pytest.raises(ConfigMismatch, match=r"runs/x/vae.last.pt was made with a different config \(model.z_dim"):
         check_resume(Path("runs/x/vae.last.pt"), old, new, free={"epochs"})
     check_resume(Path("x"), old, {**old, "epochs": 99}, free={"epochs"})  # a free field may differ
+    # An option added since (absent from the old record) is no difference at its default, and one elsewhere.
+    grown = {**old, "model": {"z_dim": 32, "teacher_outputs": 0}}
+    check_resume(Path("x"), old, grown, defaults={"model": {"z_dim": 32, "teacher_outputs": 0}})
+    assert differences(old, {**old, "model": {"z_dim": 32, "teacher_outputs": 3}},
+                       defaults={"model": {"teacher_outputs": 0}}) == ["model.teacher_outputs: '(absent)' → 3"]
 
 
 def test_run_config_is_refused_when_changed(tmp_path: Path):

@@ -16,7 +16,7 @@ SMALL_VAE = VAEConfig(z_dim=8, channels=(8, 16, 16, 32))
 
 def vae_cfg(tmp_path: Path, epochs: int, **kw) -> train_vae.TrainVAEConfig:
     return train_vae.TrainVAEConfig(data=str(tmp_path / "data"), run=str(tmp_path / "ck"), epochs=epochs, batch_size=32,
-                                    val_fraction=0.25, model=SMALL_VAE, **kw)
+                                    val_fraction=0.25, **{"model": SMALL_VAE, **kw})
 
 
 def test_train_vae_writes_checkpoints_pictures_and_latents(tmp_path: Path):
@@ -35,6 +35,33 @@ def test_train_vae_writes_checkpoints_pictures_and_latents(tmp_path: Path):
         g = f["ep_0000000"]
         assert g["mu"].shape == (21, 8) and g["logvar"].shape == (21, 8) and g["actions"].shape == (20, 3)
         assert {f[k].attrs["split"] for k in f} == {"train", "val"}
+
+
+def test_teacher_readout_puts_the_teachers_steering_into_z(tmp_path: Path):
+    import numpy as np
+    import torch
+
+    from vmc.checkpoints import load_vae
+    from vmc.data import RolloutDataset
+
+    tiny_collection(tmp_path / "data", expert=True)
+    with RolloutDataset(tmp_path / "data", "all") as ds:
+        labels = ds.load_expert_actions()
+        assert labels.shape == (ds.num_frames, 3) and int(np.isnan(labels[:, 0]).sum()) == len(ds.episodes)
+    with pytest.raises(ValueError, match="teacher-outputs 3"):
+        vae_cfg(tmp_path, 1, teacher_weight=10.0)
+    model = VAEConfig(z_dim=8, channels=(8, 16, 16, 32), teacher_outputs=3)
+    cfg = vae_cfg(tmp_path, 6, teacher_weight=100.0, model=model)
+    train_vae.train(cfg, progress=False)
+    hist = load_checkpoint(tmp_path / "ck" / "vae.last.pt", "vae")["history"]
+    assert hist[-1]["train_teacher"] < 0.5 * hist[0]["train_teacher"]
+    vae = load_vae(cfg.out)  # the read-out travels with the checkpoint; World Models' VAE has none
+    assert vae.teacher is not None and train_vae.ConvVAE(SMALL_VAE).teacher is None
+    with torch.no_grad():  # rows without a teacher's action do not count
+        mu = torch.randn(4, 8)
+        target = torch.tensor([[0.5, 1.0, 0.0], [float("nan")] * 3, [-0.5, 1.0, 0.0], [float("nan")] * 3])
+        want = (vae.teacher(mu[[0, 2]]) - target[[0, 2]]).pow(2).sum(1).mean()
+        torch.testing.assert_close(vae.teacher_loss(mu, target), want)
 
 
 def test_train_vae_resume_continues_the_epoch_count(tmp_path: Path):

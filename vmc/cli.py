@@ -43,6 +43,16 @@ class Config:
         """The resolved config as plain JSON-able data (what is saved beside checkpoints), without run flags."""
         return {k: v for k, v in plain(self).items() if k not in RUN_FLAGS}
 
+    @classmethod
+    def defaults(cls) -> dict:
+        """:meth:`record` of this config with every field at its default: what work made before an option existed
+        is taken to have used (:func:`vmc.runs.check_resume`)."""
+        token = _parsing.set(True)  # the defaults need not make a valid run (no validation)
+        try:
+            return cls().record()
+        finally:
+            _parsing.reset(token)
+
 
 def plain(obj: Any) -> Any:
     """Dataclasses, paths, tuples → dicts, strings and lists (JSON and ``torch.load(weights_only=True)`` safe)."""

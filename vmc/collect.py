@@ -102,10 +102,11 @@ def record_episode(env, policy_name: str, seed: int, index: int, controller: str
     policy = make_policy(policy_name, controller, noise)
     obs, info = env.reset(seed=seed)
     policy.reset(env.track, seed)
-    frames, actions, rewards, terms, truncs = [obs], [], [], [], []
+    frames, actions, rewards, terms, truncs, experts = [obs], [], [], [], [], []
     dist, off, speed = [info["distance"]], [info["off_track"]], [info["speed"]]
     while True:
         action = policy.act(obs, info)
+        experts.append(getattr(policy, "expert", None))  # the centre-line driver's own action, where it drives
         obs, reward, terminated, truncated, info = env.step(action)
         frames.append(obs)
         actions.append(info["action"])  # what the kart did (the AI's own action under controller='ai')
@@ -121,6 +122,7 @@ def record_episode(env, policy_name: str, seed: int, index: int, controller: str
         observations=np.stack(frames), actions=np.asarray(actions, np.float32), rewards=np.asarray(rewards, np.float32),
         terminations=np.asarray(terms, bool), truncations=np.asarray(truncs, bool), distance=np.asarray(dist, np.float32),
         off_track=np.asarray(off, bool), speed=np.asarray(speed, np.float32),
+        expert_actions=None if any(e is None for e in experts) else np.asarray(experts, np.float32),
         attrs={"track": env.config.track, "policy": policy_name, "seed": seed, "index": index,
                "score": float(info["score"]), "end": str(info["end"])},
     )
@@ -223,7 +225,7 @@ class Collector:
                 old = None
                 log.warning("%s is corrupt; it will be written again", manifest)
             if old is not None:
-                check_resume(manifest, old, cfg.record(), cfg.RESUME_FREE)
+                check_resume(manifest, old, cfg.record(), cfg.RESUME_FREE, cfg.defaults())
         done = self.done_indices()
         todo = [i for i in range(cfg.episodes) if i not in done]
         if not todo:

@@ -2,6 +2,7 @@
 
 * :func:`fit_initial_mean`: regress the recorded actions (pre-squash) on [z, h], where h comes from running the
   MDN-RNN over each recorded episode of the latent file: a controller near the data's driving.
+* :func:`carry_over`: a controller moved onto a retrained MDN-RNN's h (the iterative procedure's rounds).
 * :func:`dagger`: imitate the centre-line driver (DAgger, Ross et al. 2011) in the real game. In round 0 the
   driver races and the controller's inputs are recorded with its actions; from round 1 the controller fitted
   so far races (the driver taking over with probability 0.5^round) while the driver labels every step, so the
@@ -23,22 +24,28 @@ from vmc.racing import DaggerRace
 log = logging.getLogger("vmc.dagger")
 
 
-def ridge_fit(x: np.ndarray, actions: np.ndarray, ridge: float = 1.0) -> np.ndarray:
-    """Flat controller parameters whose pre-squash outputs best match ``actions`` (N, 3) from inputs
-    ``x`` (N, Z+H) in least squares (ridge on the weights, not the bias): arctanh of the steering,
-    logits of acceleration and brake, clipped so that saturated actions give finite targets."""
-    x, y = np.asarray(x, np.float64), np.asarray(actions, np.float64)
-    pedals = np.clip(y[:, 1:], 0.05, 0.95)
-    target = np.concatenate([np.arctanh(np.clip(y[:, :1], -0.95, 0.95)), np.log(pedals / (1 - pedals))], 1)
-    xb = np.concatenate([x, np.ones((len(x), 1))], 1)
+def ridge_solve(x: np.ndarray, target: np.ndarray, ridge: float = 1.0) -> np.ndarray:
+    """Flat linear-controller parameters (W row-major, then b) whose pre-squash outputs best match ``target``
+    (N, 3) from inputs ``x`` (N, Z+H) in least squares, with a ridge on the weights (not the bias)."""
+    xb = np.concatenate([np.asarray(x, np.float64), np.ones((len(x), 1))], 1)
     reg = ridge * np.eye(xb.shape[1])
     reg[-1, -1] = 0.0
-    sol = np.linalg.solve(xb.T @ xb + reg, xb.T @ target)  # (Z+H+1, 3)
-    return np.concatenate([sol[:-1].T.ravel(), sol[-1]])  # LinearController's flat layout: W row-major, then b
+    sol = np.linalg.solve(xb.T @ xb + reg, xb.T @ np.asarray(target, np.float64))  # (Z+H+1, 3)
+    return np.concatenate([sol[:-1].T.ravel(), sol[-1]])
 
 
-def fit_initial_mean(latents: Path, mdn: MDNRNN, ridge: float = 1.0) -> np.ndarray:
-    """Least-squares controller on every episode of a latent file (see the module docstring)."""
+def ridge_fit(x: np.ndarray, actions: np.ndarray, ridge: float = 1.0) -> np.ndarray:
+    """:func:`ridge_solve` on the pre-squash targets of ``actions`` (N, 3): arctanh of the steering, logits of
+    acceleration and brake, clipped so that saturated actions give finite targets."""
+    y = np.asarray(actions, np.float64)
+    pedals = np.clip(y[:, 1:], 0.05, 0.95)
+    target = np.concatenate([np.arctanh(np.clip(y[:, :1], -0.95, 0.95)), np.log(pedals / (1 - pedals))], 1)
+    return ridge_solve(x, target, ridge)
+
+
+def controller_inputs(latents: Path, mdn: MDNRNN) -> tuple[np.ndarray, np.ndarray]:
+    """The controller's inputs [z_t, h_t] (N, Z+H) at every step of every episode of a latent file, h_t being the
+    MDN-RNN's state before step t, and the recorded actions (N, 3)."""
     xs, ys = [], []
     with torch.no_grad():
         for ep in read_latents(latents, fields=("mu", "actions")):
@@ -47,7 +54,24 @@ def fit_initial_mean(latents: Path, mdn: MDNRNN, ridge: float = 1.0) -> np.ndarr
             h = torch.cat([torch.zeros(1, mdn.config.hidden), heads["h"][0, :-1]])  # h_t before step t
             xs.append(torch.cat([mu, h], 1).numpy())
             ys.append(actions.numpy())
-    return ridge_fit(np.concatenate(xs), np.concatenate(ys), ridge)
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def fit_initial_mean(latents: Path, mdn: MDNRNN, ridge: float = 1.0) -> np.ndarray:
+    """Least-squares controller on every episode of a latent file (see the module docstring)."""
+    return ridge_fit(*controller_inputs(latents, mdn), ridge)
+
+
+def carry_over(params: np.ndarray, old: MDNRNN, new: MDNRNN, latents: Path, ridge: float = 1.0) -> np.ndarray:
+    """The controller ``params`` (on [z, h] of the ``old`` MDN-RNN) moved onto the ``new`` one's h: the linear
+    controller whose pre-squash outputs on [z, h_new] best match the old controller's on [z, h_old], over every
+    step of ``latents``. Retraining the MDN-RNN changes what h means, and a controller kept as it is loses most
+    of its driving; this keeps its behaviour without any teacher but itself."""
+    x_old, _ = controller_inputs(latents, old)
+    x_new, _ = controller_inputs(latents, new)
+    n_in = x_old.shape[1]
+    w, b = np.asarray(params[:-3], np.float64).reshape(3, n_in), np.asarray(params[-3:], np.float64)
+    return ridge_solve(x_new, x_old @ w.T + b, ridge)
 
 
 def dagger(pool, tracks: list[str], start: np.ndarray, rounds: int, episodes: int, seed: int) -> np.ndarray:

@@ -57,6 +57,7 @@ class Episode:
     off_track: np.ndarray
     speed: np.ndarray
     attrs: dict = field(default_factory=dict)
+    expert_actions: Optional[np.ndarray] = None
 
     @property
     def length(self) -> int:
@@ -68,6 +69,8 @@ class Episode:
         t = self.length
         want = {"observations": t + 1, "rewards": t, "terminations": t, "truncations": t,
                 "distance": t + 1, "off_track": t + 1, "speed": t + 1}
+        if self.expert_actions is not None:
+            want["expert_actions"] = t
         for name, n in want.items():
             if len(getattr(self, name)) != n:
                 raise ValueError(f"{name} has {len(getattr(self, name))} entries, expected {n} for {t} steps")
@@ -99,8 +102,9 @@ def write_episode(path: Path, episode: Episode) -> None:
         g = f.create_group(tmp)
         obs = episode.observations
         g.create_dataset("observations", data=obs, chunks=(min(FRAME_CHUNK, len(obs)),) + obs.shape[1:], compression="lzf")
-        for key in ("actions", "rewards", "terminations", "truncations", "distance", "off_track", "speed"):
-            g.create_dataset(key, data=getattr(episode, key))
+        for key in ("actions", "rewards", "terminations", "truncations", "distance", "off_track", "speed", "expert_actions"):
+            if getattr(episode, key) is not None:
+                g.create_dataset(key, data=getattr(episode, key))
         for k, v in episode.attrs.items():
             g.attrs[k] = v
         g.attrs["length"] = episode.length
@@ -241,6 +245,17 @@ class RolloutDataset:
                 out = np.empty((self.num_frames, *obs.shape[1:]), np.uint8)
             obs.read_direct(out, dest_sel=np.s_[self._starts[e]:self._starts[e + 1]])
         return out if out is not None else np.empty((0, 64, 64, 3), np.uint8)
+
+    def load_expert_actions(self) -> np.ndarray:
+        """The teacher's action for every frame of the split (num_frames, 3) float32, aligned with
+        :meth:`load_frames`: ``expert_actions[t]`` for frame t, NaN for each episode's last frame and for
+        episodes recorded without a teacher (``brownian``, ``ai``, ``controller`` policies)."""
+        out = np.full((self.num_frames, 3), np.nan, np.float32)
+        for e, ref in enumerate(self.episodes):
+            g = self.group(ref)
+            if "expert_actions" in g:
+                out[self._starts[e]:self._starts[e + 1] - 1] = g["expert_actions"][:]
+        return out
 
     def iter_frames(self, batch_size: int, shuffle: bool = True, seed: int = 0) -> Iterator[np.ndarray]:
         """Batches (B, H, W, 3) uint8 over every frame once. Shuffling is by chunk and within the

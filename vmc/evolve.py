@@ -255,7 +255,7 @@ class Evolution:
         """Resume from ``evolve.pt`` (refused when made with another config or other models)."""
         ck = load_checkpoint(self.state_path, "evolve")
         check_resume(self.state_path, {**ck["config"], "built_on": ck.get("built_on", {})},
-                     {**self.cfg.record(), "built_on": self.models.built_on()}, self.cfg.RESUME_FREE)
+                     {**self.cfg.record(), "built_on": self.models.built_on()}, self.cfg.RESUME_FREE, self.cfg.defaults())
         self.es = pickle.loads(ck["es"])  # local resume state written by save() (see the module docstring)
         self.history, self.evals = ck["history"], ck["evals"]
         self.best_params, self.best_fitness = np.asarray(ck["best_params"], np.float64), ck["best_fitness"]

@@ -85,6 +85,9 @@ class IterateConfig(Config):
     """Steps of a dream rollout."""
     sigma0: float = 0.1
     """Initial CMA-ES step size of each round."""
+    carry: bool = True
+    """Start each round from the previous controller moved onto the retrained MDN-RNN's h (``vmc.dagger.carry_over``:
+    least squares of its own actions); off: from the previous controller as it is, whose weights read the old h."""
     eval_seeds: int = 10
     """Real-game seeds of each round's final score."""
     max_steps: int = 1000
@@ -157,8 +160,10 @@ def run_round(cfg: IterateConfig, k: int, previous: Optional[dict]) -> dict:
                                         steps_per_epoch=cfg.mdn_steps, seq_len=cfg.mdn_seq_len, init=previous["mdn"],
                                         seed=cfg.seed + k, model=arch, video=False, done_weight=cfg.done_weight,
                                         resume=(rd / "mdn.last.pt").exists())
-        train_mdn.train(mcfg, progress=False)
+        train_mdn.train(mcfg)
         mdn, init = mcfg.out, previous["controller"]
+        if cfg.carry:
+            init = str(carry_controller(Path(previous["controller"]), run / "vae.pt", mdn, latents, rd / "carried.pt"))
     episodes = _episodes(data)
     ecfg = evolve.EvolveConfig(run=str(rd), vae=str(run / "vae.pt"), mdn=str(mdn), latents=str(latents),
                                tracks=list(cfg.tracks), workers=cfg.workers, cluster=cfg.cluster, popsize=cfg.popsize, rollouts=cfg.rollouts,
@@ -167,7 +172,7 @@ def run_round(cfg: IterateConfig, k: int, previous: Optional[dict]) -> dict:
                                temperature=cfg.temperature, dream_steps=cfg.dream_steps, action_noise=cfg.explore_noise,
                                dream_stuck_steps=cfg.dream_stuck_steps, dream_min_progress=cfg.dream_min_progress,
                                eval_population=cfg.eval_population, resume=(rd / "controller" / "evolve.pt").exists())
-    summary = evolve.evolve(ecfg, progress=False)
+    summary = evolve.evolve(ecfg)
     ev, start_ev = summary["evals"][-1], summary["evals"][0]
     row = {"round": k, "episodes": len(episodes), "steps": int(sum(e.length for e in episodes)), "mdn": str(mdn),
            "latents": str(latents), "controller": str(ecfg.out / "best.pt"), "start_real": start_ev["mean"],
@@ -178,6 +183,21 @@ def run_round(cfg: IterateConfig, k: int, previous: Optional[dict]) -> dict:
                        "real": c["mean"]} for e in summary["evals"] for name, c in e.get("candidates", {}).items()]}
     (rd / "round.json").write_text(json.dumps(row, indent=2))
     return row
+
+
+def carry_controller(controller: Path, vae: Path, mdn: Path, latents: Path, out: Path) -> Path:
+    """``out``: ``controller`` moved onto the MDN-RNN ``mdn`` (:func:`vmc.dagger.carry_over` over ``latents``),
+    with ``vae`` and ``mdn`` embedded; kept when already there."""
+    from vmc.checkpoints import WorldModels, load_controller, load_mdn, save_controller
+    from vmc.dagger import carry_over
+
+    if not out.exists():
+        ck, old = load_controller(controller)
+        params = carry_over(ck["params"], old.mdn(), load_mdn(mdn), latents)
+        save_controller(out, WorldModels.load(vae, mdn), params,
+                        {"carried_from": str(controller), "tracks": ck.get("tracks"), "track": ck.get("track"),
+                         "max_steps": ck.get("max_steps")}, ck.get("config"))
+    return out
 
 
 def _episodes(folder: Path) -> list:
@@ -229,7 +249,7 @@ def iterate(cfg: IterateConfig) -> list[dict]:
     """Run (or continue) all rounds; returns their rows, also in ``<run>/iterate/rounds.csv``, with the
     dream-vs-real points in ``dream_vs_real.csv`` / ``.png``."""
     out = cfg.out
-    write_config(out, cfg.record(), cfg.RESUME_FREE, cfg.force)  # refuses a changed config on resume
+    write_config(out, cfg.record(), cfg.RESUME_FREE, cfg.force, cfg.defaults())  # refuses a changed config on resume
     rows: list[dict] = []
     for k in range(1, cfg.rounds + 1):
         rows.append(run_round(cfg, k, rows[-1] if rows else None))

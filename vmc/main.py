@@ -105,6 +105,8 @@ class Preset:
     """Tracks per CMA-ES generation (0: all)."""
     eval_episodes: int = 20
     """Episodes per track of the final evaluation."""
+    teacher_weight: float = 0.0
+    """The VAE's teacher loss (``vmc.train_vae --teacher-weight``; never with ``--teacher-free``)."""
     dream: DreamSizes = DreamSizes(rounds=4, episodes=16, generations=20, popsize=64, rollouts=16, dream_steps=400,
                                    mdn_epochs=4, mdn_steps=100)
     """The teacher-free recipe's sizes."""
@@ -118,8 +120,8 @@ PRESETS = {
                     dream=DreamSizes(rounds=2, episodes=2, generations=1, popsize=4, rollouts=2, dream_steps=20,
                                      mdn_epochs=1, mdn_steps=5, eval_seeds=1)),
     "tracks": Preset(episodes=160, max_steps=600, vae_epochs=8, mdn_epochs=10, mdn_steps=150, popsize=16, rollouts=1,
-                     generations=10, race_steps=1000, dagger_rounds=8, dagger_episodes=16, tracks=tuple(TRAIN_TRACKS),
-                     held_out=tuple(HELD_OUT_TRACKS), tracks_per_generation=4),
+                     generations=6, race_steps=1000, dagger_rounds=8, dagger_episodes=16, tracks=tuple(TRAIN_TRACKS),
+                     held_out=tuple(HELD_OUT_TRACKS), tracks_per_generation=4, teacher_weight=500.0),
 }
 
 
@@ -214,11 +216,12 @@ def run_main(cfg: MainConfig) -> dict:
     from vmc import evolve, iterate, train_mdn, train_vae
     from vmc.collect import CollectConfig, Collector
     from vmc.evaluate import EvaluateConfig, evaluate
+    from vmc.models import VAEConfig
     from vmc.play import play
 
     p, tracks, run, data = cfg.sizes, cfg.training_tracks, cfg.run, cfg.data_path
     workers = cfg.workers or default_workers(cfg.cluster)
-    write_config(run, cfg.record(), cfg.RESUME_FREE, cfg.force)
+    write_config(run, cfg.record(), cfg.RESUME_FREE, cfg.force, cfg.defaults())
     records.text(run, "config/main", cfg.record())
     handler = logging.FileHandler(run / "log.txt")
     handler.setFormatter(logging.Formatter("%(asctime)s %(processName)s %(levelname)s %(name)s %(message)s"))
@@ -241,7 +244,9 @@ def run_main(cfg: MainConfig) -> dict:
 
     stage("3/6 train_vae")
     t0 = time.perf_counter()
+    teacher = 0.0 if cfg.teacher_free else p.teacher_weight
     vae_cfg = train_vae.TrainVAEConfig(data=str(data), run=str(run), epochs=p.vae_epochs, force=cfg.force,
+                                       teacher_weight=teacher, model=VAEConfig(teacher_outputs=3 if teacher else 0),
                                        resume=(run / "vae.last.pt").exists() and not cfg.force)
     train_vae.train(vae_cfg)
     train_vae.encode(vae_cfg)

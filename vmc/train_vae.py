@@ -60,6 +60,11 @@ class TrainVAEConfig(Config):
     epoch."""
     model: VAEConfig = field(default_factory=VAEConfig)
     """The architecture."""
+    teacher_weight: float = 0.0
+    """Weight of the teacher loss: squared error of a linear read-out of the mean latent (``--model.teacher-outputs
+    3``) against the centre-line driver's action recorded with each frame (``expert_actions`` of ``mix`` and
+    ``centreline`` collections), so that z holds what steering needs and a linear controller can read it.
+    Privileged (the track's centre line); 0: World Models' VAE, as the teacher-free recipe must use."""
     encode: bool = True
     """Write the latent file after training."""
     resume: bool = False
@@ -75,6 +80,10 @@ class TrainVAEConfig(Config):
             raise ValueError(f"--val-fraction must be between 0 and 1, got {self.val_fraction}")
         if self.lr <= 0:
             raise ValueError(f"--lr must be positive, got {self.lr}")
+        if self.teacher_weight < 0:
+            raise ValueError(f"--teacher-weight must be at least 0, got {self.teacher_weight}")
+        if self.teacher_weight and (self.model.teacher_outputs != 3 or not self.in_memory):
+            raise ValueError("--teacher-weight needs --model.teacher-outputs 3 and --in-memory")
 
     @property
     def out(self) -> Path:
@@ -147,13 +156,19 @@ def train(cfg: TrainVAEConfig, progress: bool = True) -> dict:
         val_frames = np.stack([val_ds.frame(int(i)) for i in val_pick])
         best = min((h["val_loss"] for h in history), default=float("inf"))
         frames_in_memory = train_ds.load_frames() if cfg.in_memory else None
+        labels = train_ds.load_expert_actions() if cfg.teacher_weight else None
+        if labels is not None and np.isnan(labels).all():
+            raise VmcError(f"{cfg.data} holds no teacher's actions (expert_actions) for --teacher-weight: collect with "
+                           "--policy mix or centreline")
 
         def batches(epoch: int):
+            """(frames (B, 64, 64, 3) uint8, the teacher's actions (B, 3) or None) per step."""
             seed = cfg.seed * 100003 + epoch
             if frames_in_memory is None:
-                return prefetch(train_ds.iter_frames(cfg.batch_size, shuffle=True, seed=seed))
+                return ((f, None) for f in prefetch(train_ds.iter_frames(cfg.batch_size, shuffle=True, seed=seed)))
             order = np.random.default_rng(seed).permutation(len(frames_in_memory))
-            return (frames_in_memory[order[s:s + cfg.batch_size]] for s in range(0, len(order), cfg.batch_size))
+            return ((frames_in_memory[i], None if labels is None else labels[i])
+                    for i in (order[s:s + cfg.batch_size] for s in range(0, len(order), cfg.batch_size)))
 
         n_batches = -(-train_ds.num_frames // cfg.batch_size)  # TensorBoard step = (epoch - 1) * n_batches + batch
         records.start(cfg.run, "train_vae", epoch0 * n_batches)  # drops what an interrupted run wrote from there
@@ -162,19 +177,23 @@ def train(cfg: TrainVAEConfig, progress: bool = True) -> dict:
                  "bf16 autocast" if bf16 else "fp32", device)
         for epoch in range(epoch0 + 1, cfg.epochs + 1):
             model.train()
-            t0, seen, running = time.perf_counter(), 0, 0.0
+            t0, seen, running, running_teacher = time.perf_counter(), 0, 0.0, 0.0
             bar = tqdm(total=train_ds.num_frames, unit="frame", desc=f"vae epoch {epoch}/{cfg.epochs}",
                        disable=not progress, dynamic_ncols=True)
-            for b, frames in enumerate(batches(epoch)):
+            for b, (frames, teacher) in enumerate(batches(epoch)):
                 x = ConvVAE.to_input(torch.from_numpy(frames)).to(device).contiguous(memory_format=torch.channels_last)
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                     recon, mu, logvar = model(x)
                 terms = model.loss(x, recon.float(), mu.float(), logvar.float())
+                if teacher is not None:
+                    terms["teacher"] = model.teacher_loss(mu.float(), torch.from_numpy(teacher).to(device))
+                    terms["loss"] = terms["loss"] + cfg.teacher_weight * terms["teacher"]
                 opt.zero_grad(set_to_none=True)
                 terms["loss"].backward()
                 opt.step()
                 seen += len(frames)
                 running += terms["loss"].item() * len(frames)
+                running_teacher += terms["teacher"].item() * len(frames) if "teacher" in terms else 0.0
                 bar.update(len(frames))
                 records.scalars(cfg.run, "vae/step", {k: v.item() for k, v in terms.items()}, (epoch - 1) * n_batches + b)
                 bar.set_postfix(loss=f"{terms['loss'].item():.1f}", recon=f"{terms['recon'].item():.1f}",
@@ -184,10 +203,13 @@ def train(cfg: TrainVAEConfig, progress: bool = True) -> dict:
             val = evaluate(model, val_ds, cfg.batch_size, device)
             row = {"epoch": epoch, "train_loss": running / max(seen, 1), "val_loss": val["loss"], "val_recon": val["recon"],
                    "val_kl": val["kl"], "frames_per_s": seen / train_s, "seconds": time.perf_counter() - t0}
+            if cfg.teacher_weight:
+                row["train_teacher"] = running_teacher / max(seen, 1)
             history.append(row)
             records.scalars(cfg.run, "vae/epoch", row, epoch * n_batches - 1)  # at the epoch's last step
-            log.info("epoch %d: train %.1f, val %.1f (recon %.1f, kl %.1f), %.0f frames/s", epoch, row["train_loss"],
-                     row["val_loss"], row["val_recon"], row["val_kl"], row["frames_per_s"])
+            log.info("epoch %d: train %.1f, val %.1f (recon %.1f, kl %.1f), %.0f frames/s%s", epoch, row["train_loss"],
+                     row["val_loss"], row["val_recon"], row["val_kl"], row["frames_per_s"],
+                     f", teacher read-out error {row['train_teacher']:.3f}" if cfg.teacher_weight else "")
             best = save_epoch(out, "vae", cfg, model, opt, history, best, built_on)
             grid = _recon_grid(model, val_frames, device)
             Image.fromarray(grid).save(out.parent / f"vae_recon_epoch{epoch:03d}.png")

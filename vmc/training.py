@@ -114,7 +114,7 @@ def resume_point(last: Path, kind: str, cfg: Config, built_on: dict, resume: boo
         raise VmcError(f"{last} exists: pass --resume to continue that run or --force to start over")
     ckpt = load_checkpoint(last, kind)
     check_resume(last, {**ckpt["config"], "built_on": ckpt.get("built_on", {})}, {**cfg.record(), "built_on": built_on},
-                 cfg.RESUME_FREE)
+                 cfg.RESUME_FREE, cfg.defaults())
     return ckpt
 
 

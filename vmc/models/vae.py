@@ -21,6 +21,9 @@ class VAEConfig:
     """Free bits per latent dimension: the KL term is ``max(KL, kl_tolerance * z_dim)`` as in the original."""
     image_size: int = 64
     """Input height and width (the architecture is built for 64)."""
+    teacher_outputs: int = 0
+    """Outputs of a linear read-out of the mean latent, trained to predict the teacher's action (``vmc.train_vae
+    --teacher-weight``): 0, World Models' VAE; 3, steering, acceleration and brake."""
 
     def __post_init__(self) -> None:
         self.channels = tuple(int(c) for c in self.channels)
@@ -50,6 +53,7 @@ class ConvVAE(nn.Module):
         self.fc_mu = nn.Linear(flat, config.z_dim)
         self.fc_logvar = nn.Linear(flat, config.z_dim)
         self.fc_decode = nn.Linear(config.z_dim, 4 * c4)
+        self.teacher = nn.Linear(config.z_dim, config.teacher_outputs) if config.teacher_outputs else None
         self.decoder = nn.Sequential(
             nn.ConvTranspose2d(4 * c4, c3, 5, stride=2), nn.ReLU(),
             nn.ConvTranspose2d(c3, c2, 5, stride=2), nn.ReLU(),
@@ -93,6 +97,14 @@ class ConvVAE(nn.Module):
         kl = (-0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(dim=1)).mean()
         kl_floor = torch.clamp(kl, min=self.config.kl_tolerance * self.config.z_dim)
         return {"loss": rec + kl_floor, "recon": rec, "kl": kl}
+
+    def teacher_loss(self, mu: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Squared error of the linear read-out of ``mu`` (B, z) against the teacher's actions ``target``
+        (B, teacher_outputs), summed over outputs and averaged over the rows without NaN."""
+        known = ~torch.isnan(target).any(dim=1)
+        if not known.any():
+            return mu.new_zeros(())
+        return (self.teacher(mu[known]) - target[known]).pow(2).sum(dim=1).mean()
 
 
 class FrameEncoder(nn.Module):
