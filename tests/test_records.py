@@ -18,8 +18,10 @@ from vmc import evolve, records, train_mdn, train_vae
 from vmc.evaluate import markdown_table
 from vmc.models import MDNRNNConfig, VAEConfig
 from vmc.report import write_report
+from vmc.video import write_video
 
 VAE_EPOCHS, MDN_EPOCHS, MDN_STEPS, GENERATIONS = 2, 2, 3, 2
+DREAM_STEPS, LAP_FRAMES = 10, 20
 
 
 def accumulator(run: Path, stage: str):
@@ -44,7 +46,7 @@ def run(tmp_path_factory) -> Path:
     mcfg = train_mdn.TrainMDNConfig(run=str(run), epochs=MDN_EPOCHS, steps_per_epoch=MDN_STEPS, seq_len=8, batch_size=4,
                                     model=MDNRNNConfig(z_dim=8, hidden=16, gaussians=2))
     train_mdn.train(mcfg, progress=False)
-    train_mdn.dream_video(mcfg.vae_path, mcfg.out, mcfg.latents_path, run / "dream.mp4", steps=10)
+    train_mdn.dream_video(mcfg.vae_path, mcfg.out, mcfg.latents_path, run / "dream.mp4", steps=DREAM_STEPS)
     evolve.evolve(evolve.EvolveConfig(run=str(run), dream=True, init="fit", eval_every=0, popsize=4, rollouts=2,
                                       dream_steps=10, generations=GENERATIONS, workers=1), progress=False)
     config = {"tracks": ["lighthouse"], "preset": "debug", "name": run.name}
@@ -64,6 +66,8 @@ def run(tmp_path_factory) -> Path:
         "track": "lighthouse", "laps": 3, "episodes": 4, "mean": 700.5, "std": 10.0, "median_lap_steps": 420.0, "ai_steps": 360,
         "ai_end": "lap", "ratio": 1.17, "centreline": 959.8, "centreline_end": "lap", "ai_score": 964.0,
         "ends": {"lap": 3, "stuck": 1}}], "a controller: 4 episodes per track"))
+    # A lap video whose frames are known: grey levels rising 0, 10, ... 190 over 20 frames at 10 fps.
+    write_video(run / "best_lap.mp4", [np.full((120, 160, 3), 10 * k, np.uint8) for k in range(LAP_FRAMES)], fps=10)
     other = run.parent / "other-small"
     other.mkdir()
     (other / "summary.json").write_text(json.dumps({"timings": {}, "wall_s": 900.0, "preset": "small", "workers": 2,
@@ -229,7 +233,8 @@ def test_report_renders_in_headless_chromium_with_every_picture(run: Path, tmp_p
     # Self-contained: every picture is a data URI; videos are linked beside the page.
     srcs = re.findall(r"<img [^>]*src=\"([^\"]+)\"", html)
     assert len(srcs) >= 5 and all(s.startswith("data:image/png;base64,") for s in srcs)  # 3 curves, 2 recon grids
-    assert 'src="dream.mp4"' in html and "700.5 ± 10.0" in html and "959.8 (402 steps, lap)" in html
+    assert 'src="dream.mp4"' in html and 'src="best_lap.mp4"' in html
+    assert "700.5 ± 10.0" in html and "959.8 (402 steps, lap)" in html
     assert "other-small" in html and re.search(r"960\.5 <span class=\"badge best\">best", html)
     assert re.search(r"123\.4 <span class=\"badge worst\">worst", html)
 
@@ -237,6 +242,21 @@ def test_report_renders_in_headless_chromium_with_every_picture(run: Path, tmp_p
     assert f"all images loaded: {len(srcs)}/{len(srcs)}" in dom, re.findall(r'id="vmc-images">([^<]*)', dom)
     widths = [int(w) for w in re.findall(r'data-natural-width="(\d+)"', dom)]
     assert len(widths) == len(srcs) and min(widths) > 0
+
+    # The videos play in Chromium: loaded, seeked to the middle, and that frame decoded. Reading its pixels from a
+    # file:// page needs --allow-file-access-from-files (the page says "unreadable" without it).
+    dom = chromium("--allow-file-access-from-files", "--virtual-time-budget=20000", "--dump-dom", page.as_uri(), tmp=tmp_path).stdout
+    assert "all videos play: 2/2" in dom, re.findall(r'id="vmc-videos">([^<]*)', dom)
+    videos = {m.group(1): dict(re.findall(r'(data-[a-z-]+)="([^"]*)"', m.group(0)))
+              for m in re.finditer(r'<video [^>]*src="([^"]+)"[^>]*>', dom)}
+    assert set(videos) == {"dream.mp4", "best_lap.mp4"}, videos
+    dream, lap = videos["dream.mp4"], videos["best_lap.mp4"]
+    assert dream["data-plays"] == lap["data-plays"] == "yes"
+    assert float(dream["data-duration"]) == pytest.approx((DREAM_STEPS + 1) / 10, abs=0.15)
+    assert dream["data-size"] == "512x256"  # real | dream, 64x64 each, 4x
+    assert float(dream["data-middle-mean"]) > 1  # a picture, not a black frame
+    assert float(lap["data-duration"]) == pytest.approx(LAP_FRAMES / 10, abs=0.15) and lap["data-size"] == "160x120"
+    assert abs(float(lap["data-middle-mean"]) - 10 * LAP_FRAMES / 2) <= 15  # the frame at 1 s: grey level 100
 
     shot = tmp_path / "report.png"
     chromium(f"--screenshot={shot}", "--window-size=1200,2000", page.as_uri(), tmp=tmp_path)
@@ -248,6 +268,9 @@ def test_report_renders_in_headless_chromium_with_every_picture(run: Path, tmp_p
 
 @pytest.mark.game
 def test_collect_and_evaluate_records(tiny_run: Path, tmp_path: Path):
+    """Records of collect and evaluate; the evaluation's game worker logs into the stage's log file."""
+    import logging
+
     from vmc.collect import CollectConfig, Collector
     from vmc.evaluate import EvaluateConfig, evaluate
 
@@ -255,9 +278,19 @@ def test_collect_and_evaluate_records(tiny_run: Path, tmp_path: Path):
     Collector(CollectConfig(out=str(tmp_path / "data"), episodes=2, workers=1, max_steps=15)).run(progress=False, record_to=run)
     (run / "controller").mkdir(parents=True)
     shutil.copy(tiny_run / "run" / "controller" / "best.pt", run / "controller" / "best.pt")
-    evaluate(EvaluateConfig(controller=str(run / "controller" / "best.pt"), tracks=["lighthouse"], episodes=1, max_steps=20,
-                            workers=1, video=False), progress=False)
+    handler = logging.FileHandler(run / "log.txt")  # as the main job logs into its run folder
+    handler.setFormatter(logging.Formatter("%(processName)s %(levelname)s %(name)s %(message)s"))
+    logging.getLogger().addHandler(handler)
+    try:
+        evaluate(EvaluateConfig(controller=str(run / "controller" / "best.pt"), tracks=["lighthouse"], episodes=1,
+                                max_steps=20, workers=1, video=False), progress=False)
+    finally:
+        logging.getLogger().removeHandler(handler)
+        handler.close()
     records.close(run)
+    lines = (run / "log.txt").read_text().splitlines()
+    started = [x for x in lines if "game started" in x]  # one line from the one worker (vmc.racing), once
+    assert len(started) == 1 and started[0].startswith("vmc-evaluate-0 INFO vmc.racing game started on lighthouse in "), lines
     acc = accumulator(run, "collect")
     fps = acc.Scalars("collect/frames_per_s")
     assert len(fps) == 2 and all(e.value > 0 for e in fps) and fps[-1].step == 30  # x axis: frames so far

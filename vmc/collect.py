@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import logging.handlers
-import multiprocessing as mp
 import os
 import signal
 import threading
@@ -22,7 +20,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import ClassVar, Optional
 
-import multiprocessing_logging
 import numpy as np
 
 import vmc
@@ -32,9 +29,10 @@ from vmc.cluster import check_cluster
 from vmc.data import Episode, read_shard_index, shard_paths, write_episode, write_manifest
 from vmc.errors import ShardError
 from vmc.policies import POLICIES, make_policy
-from vmc.pool import default_workers, make_pool
+from vmc.pool import default_workers
 from vmc.runs import check_resume
 from vmc.sim.env import EnvConfig, check_track
+from vmc.workers import watched_pool
 
 log = logging.getLogger("vmc.collect")
 
@@ -128,7 +126,7 @@ def record_episode(env, policy_name: str, seed: int, index: int, controller: str
     )
 
 
-def _setup_collector(cfg: CollectConfig, shard_prefix: Optional[str], log_queue, controller: Optional[bytes] = None):
+def _setup_collector(cfg: CollectConfig, shard_prefix: Optional[str], controller: Optional[bytes] = None):
     """Worker set-up (one game per process); returns ``run((index, track, seed)) -> (index, steps, score)``, the
     episode written to the worker's own shard; without ``shard_prefix`` (on Ray) the episode is returned as a fourth
     item, for the parent to write. ``controller``: the controller checkpoint's bytes (on Ray, where the parent's
@@ -142,10 +140,6 @@ def _setup_collector(cfg: CollectConfig, shard_prefix: Optional[str], log_queue,
             f.write(controller)
         cfg = copy.copy(cfg)
         cfg.controller = path
-    if log_queue is not None:
-        root = logging.getLogger()
-        root.handlers[:] = [logging.handlers.QueueHandler(log_queue)]
-        root.setLevel(logging.INFO)
     from vmc.sim.env import env_for
 
     shard = Path(f"{shard_prefix}-p{os.getpid()}.h5") if shard_prefix else None  # one shard per worker process
@@ -166,31 +160,13 @@ def _setup_collector(cfg: CollectConfig, shard_prefix: Optional[str], log_queue,
     return run
 
 
-class _Forward(logging.Handler):
-    """Hands a worker's record to the same-named logger of this process."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        logging.getLogger(record.name).handle(record)
-
-
-def _log_sink(ctx) -> multiprocessing_logging.MultiProcessingHandler:
-    """multiprocessing-logging's handler with its queue made by ``ctx`` (spawn): the library makes it
-    from the default (fork) context, which spawned workers cannot share."""
-    default = multiprocessing_logging.multiprocessing
-    multiprocessing_logging.multiprocessing = ctx
-    try:
-        return multiprocessing_logging.MultiProcessingHandler("vmc-worker-logs", sub_handler=_Forward())
-    finally:
-        multiprocessing_logging.multiprocessing = default
-
-
 class Collector:
-    """The parent: plans episodes, runs them on a :class:`vmc.pool.GamePool`, writes the manifest."""
+    """The parent: plans episodes, runs them on a pool of game workers (:func:`vmc.workers.watched_pool`: their log
+    records reach this process's log), writes the manifest."""
 
     def __init__(self, cfg: CollectConfig) -> None:
         self.cfg = cfg
         self.out = Path(cfg.out)
-        self.ctx = mp.get_context("spawn")
         self.run_id = time.strftime("%Y%m%dT%H%M%S")
 
     def done_indices(self) -> set[int]:
@@ -236,9 +212,6 @@ class Collector:
         log.info("collecting %d episodes (%d already on disk) with %d workers%s into %s", len(todo), len(done), workers,
                  "" if cfg.cluster == "local" else f" on Ray ({cfg.cluster})", self.out)
 
-        # Worker records arrive on one queue and go through this process's own logging, so they
-        # share its handlers and the progress bar's redirection.
-        sink = _log_sink(self.ctx)
         tasks = [(i, cfg.tracks[i % len(cfg.tracks)], cfg.seed + i) for i in todo]
         steps, t0 = 0, time.monotonic()
         bar = tqdm(total=cfg.episodes, initial=len(done), unit="ep", disable=not progress, dynamic_ncols=True)
@@ -262,10 +235,11 @@ class Collector:
 
         previous = signal.signal(signal.SIGINT, on_sigint) if threading.current_thread() is threading.main_thread() else None
         if cfg.cluster == "local":
-            args = (cfg, str(self.out / f"shard-{self.run_id}"), sink.queue)
-        else:  # Ray actors get no local path or queue: the controller goes as bytes, episodes and logs come back
-            args = (cfg, None, None, Path(cfg.controller).read_bytes() if cfg.policy == "controller" else None)
-        pool = make_pool(cfg.cluster, workers, _setup_collector, args, cfg.episode_timeout, name="vmc-collect-worker")
+            args = (cfg, str(self.out / f"shard-{self.run_id}"))
+        else:  # Ray actors get no local path: the controller goes as bytes, episodes come back
+            args = (cfg, None, Path(cfg.controller).read_bytes() if cfg.policy == "controller" else None)
+        pool = watched_pool(cfg.cluster, workers, _setup_collector, args, cfg.episode_timeout, name="vmc-collect-worker",
+                            progress=False)  # the episodes' bar above counts the work
         try:
             with logging_redirect_tqdm():
                 pool.map(tasks, on_result=on_result, stop=lambda: bool(interrupts))
@@ -274,7 +248,6 @@ class Collector:
             if previous is not None:
                 signal.signal(signal.SIGINT, previous)
             bar.close()
-            sink.close()
         interrupted = bool(interrupts)
         manifest = write_manifest(self.out, self.manifest_extra())
         m = self._manifest()

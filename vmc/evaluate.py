@@ -162,7 +162,6 @@ def evaluate(cfg: EvaluateConfig, progress: bool = True) -> list[dict]:
     """Run the evaluation and write its files; returns the table's rows."""
 
     from PIL import Image
-    from tqdm import tqdm
 
     from vmc.video import frame_strip, write_video
 
@@ -173,14 +172,12 @@ def evaluate(cfg: EvaluateConfig, progress: bool = True) -> list[dict]:
     env = EnvConfig(renderer=cfg.renderer, max_steps=cfg.max_steps)
     out = cfg.out_path
     out.mkdir(parents=True, exist_ok=True)
-    with racing_pool(cfg.workers, models, env, cfg.noise, name="vmc-evaluate", cluster=cfg.cluster) as pool:
-        refs = reference_laps(pool, tracks)
+    with racing_pool(cfg.workers, models, env, cfg.noise, name="vmc-evaluate", cluster=cfg.cluster, progress=progress) as pool:
+        refs = reference_laps(pool, tracks)  # the pool's bar counts the races (and its workers' logs reach ours)
         tasks = [AgentRace(ck["params"], t, cfg.seed + k, cfg.perturb,
                            perturb_window=max(20, int(0.8 * (refs[t]["ai"].steps or 300))), record=cfg.video and k == 0)
                  for t in tracks for k in range(cfg.episodes)]
-        bar = tqdm(total=len(tasks), unit="race", desc="evaluate", disable=not progress, dynamic_ncols=True)
-        results = pool.map(tasks, on_result=lambda *_: bar.update(1))
-        bar.close()
+        results = pool.map(tasks)
     rows = [summarise(t, [r for task, r in zip(tasks, results) if task.track == t], refs[t]) for t in tracks]
     title = (f"{cfg.controller}: {cfg.episodes} episodes per track, action noise {cfg.noise}"
              + (f", {cfg.perturb} random steps per race" if cfg.perturb else ""))

@@ -28,7 +28,10 @@ FIELDS = ("mu", "logvar", "actions", "rewards", "terminations", "truncations")
 
 def write_latents(vae: ConvVAE, vae_fingerprint: str, data: Path, path: Path, val_fraction: float = 0.1,
                   batch_size: int = 256) -> Path:
-    """Encode every frame of the collection ``data`` with ``vae`` to ``path`` (written atomically)."""
+    """Encode every frame of the collection ``data`` with ``vae`` to ``path`` (written atomically); a progress bar
+    counts the episodes on a terminal."""
+    from tqdm import tqdm
+
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     dev = next(vae.parameters()).device
@@ -36,7 +39,7 @@ def write_latents(vae: ConvVAE, vae_fingerprint: str, data: Path, path: Path, va
         val = validation_set(ds.episodes, val_fraction)
         f.attrs.update({"vmc_format": FORMAT, "vae": vae_fingerprint, "z_dim": vae.config.z_dim, "data": str(data),
                         "episodes": len(ds.episodes)})
-        for ref in ds.episodes:
+        for ref in tqdm(ds.episodes, desc="encode", unit="ep", leave=False, disable=None, dynamic_ncols=True):
             g_in = ds.group(ref)
             obs = g_in["observations"]
             mus, logvars = [], []

@@ -104,13 +104,13 @@ def drive_and_film(controller: Path, track: str, renderer: str, max_steps: int, 
                    height: int) -> tuple[dict, dict]:
     """The controller's race at 64x64 (actions, per-step distance, score) and its replay at ``width`` x ``height``
     (frames and per-step info), each in a game process of its own."""
-    from vmc.pool import GamePool
+    from vmc.workers import watched_pool
 
     base = EnvConfig(track=track, renderer=renderer, max_steps=max_steps)
-    with GamePool(1, _setup_driver, (str(controller), asdict(base)), name="vmc-play-driver") as pool:
+    with watched_pool("local", 1, _setup_driver, (str(controller), asdict(base)), name="vmc-play-driver") as pool:
         (drive,) = pool.map([seed])
     big = asdict(EnvConfig(**{**asdict(base), "width": width, "height": height, "max_steps": len(drive["actions"])}))
-    with GamePool(1, _setup_camera, (big,), name="vmc-play-camera") as pool:
+    with watched_pool("local", 1, _setup_camera, (big,), name="vmc-play-camera") as pool:
         (film,) = pool.map([drive["actions"]])
     return drive, film
 

@@ -15,6 +15,8 @@ once (sent as weights, not paths) and keeps one game, switching track or control
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Optional, Union
@@ -26,6 +28,8 @@ from vmc.checkpoints import WorldModels
 from vmc.models.controller import WorldModelAgent
 from vmc.sim.drivers import CentreLineDriver, GameAIDriver, run_episode
 from vmc.sim.env import EnvConfig, SuperTuxKartEnv, env_for
+
+log = logging.getLogger("vmc.racing")
 
 LOW, HIGH = np.array([-1.0, 0.0, 0.0], np.float32), np.array([1.0, 1.0, 1.0], np.float32)
 
@@ -179,7 +183,10 @@ def make_racer(models: Optional[WorldModels], env_config: dict, action_noise: fl
     def env_with(track: str, controller: str = "player", max_steps: Optional[int] = None) -> SuperTuxKartEnv:
         nonlocal env
         limit = {"max_steps": max_steps} if max_steps else {}
+        t0, first = time.perf_counter(), env is None
         env = env_for(env, EnvConfig(**{**env_config, "track": track, "controller": controller, **limit}))
+        if first:  # one line per worker, in the stage's log (vmc.workers)
+            log.info("game started on %s in %.1f s", track, time.perf_counter() - t0)
         return env
 
     def run(task: Task) -> RaceResult:
@@ -218,11 +225,15 @@ def make_racer(models: Optional[WorldModels], env_config: dict, action_noise: fl
 
 
 def racing_pool(workers: int, models: Optional[WorldModels], env_config: EnvConfig, action_noise: float = 0.1,
-                task_timeout: float = 600.0, name: str = "vmc-racer", cluster: str = "local"):
+                task_timeout: float = 600.0, name: str = "vmc-racer", cluster: str = "local",
+                progress: Optional[bool] = None):
     """A pool (:func:`vmc.pool.make_pool`: local processes or Ray actors) of :func:`make_racer` workers (the models go
-    to each worker once, as weights); ``workers`` 0: one per core or per CPU of the Ray cluster."""
+    to each worker once, as weights); ``workers`` 0: one per core or per CPU of the Ray cluster. The workers' log
+    records reach this process's log, and each ``map`` shows a bar over its races (``progress`` None: on a terminal
+    only; :func:`vmc.workers.watched_pool`)."""
     from dataclasses import asdict
 
-    from vmc.pool import make_pool
+    from vmc.workers import watched_pool
 
-    return make_pool(cluster, workers, make_racer, (models, asdict(env_config), action_noise), task_timeout, name=name)
+    return watched_pool(cluster, workers, make_racer, (models, asdict(env_config), action_noise), task_timeout,
+                        name=name, progress=progress)

@@ -7,7 +7,9 @@ reference strip, embedded as data URIs, and the videos (``dream.mp4``, ``best_la
 relative path with their first frame embedded as the poster; and every run folder beside it (same parent) in one
 table, the best and worst lap score marked. What a run does not have yet is left out, so the page can be written
 at any point (the main job writes it at the end). A small script writes in the page whether every picture loaded
-(``#vmc-images``), which the tests read back from a headless browser.
+(``#vmc-images``) and whether this browser plays every video (``#vmc-videos``: a muted copy of each is loaded and
+seeked to its middle, and that frame decoded), which the tests read back from a headless browser. The videos are
+H.264 MP4 (``vmc.video``), which Chromium (Debian's package included), Firefox, Safari and Edge play.
 """
 
 from __future__ import annotations
@@ -53,7 +55,52 @@ img.pixels { image-rendering: pixelated; max-width: 100%; border: 1px solid #d9d
 video { max-width: 540px; border: 1px solid #d9dee4; background: black; }
 .bar { display: inline-block; height: 12px; background: #4a7fb5; vertical-align: middle; }
 pre { background: white; border: 1px solid #d9dee4; padding: 8px; font-size: 12px; max-height: 360px; overflow: auto; }
-#vmc-images { color: #8a949e; font-size: 12px; }
+#vmc-images, #vmc-videos { color: #8a949e; font-size: 12px; }
+"""
+
+# Writes into #vmc-videos whether this browser plays every <video>: a muted copy of each is loaded and seeked to the
+# middle, where a frame must be decoded. On each <video>: data-plays ("yes" or why not), data-duration (s),
+# data-size and data-middle-mean (mean RGB value of that frame; "unreadable" where the browser forbids reading
+# pixels, as for file:// pages unless Chromium runs with --allow-file-access-from-files).
+VIDEO_CHECK_SCRIPT = """
+window.addEventListener("load", function () {
+  var videos = Array.prototype.slice.call(document.querySelectorAll("video")), left = videos.length, ok = 0;
+  var out = document.getElementById("vmc-videos");
+  function done(v, plays, why) {
+    v.setAttribute("data-plays", plays ? "yes" : why);
+    if (plays) ok++;
+    if (--left === 0) out.textContent = (ok === videos.length ? "all videos play" : "videos that do not play here") +
+      ": " + ok + "/" + videos.length + (ok === videos.length ? "" : " (H.264 MP4: open them with a video player)");
+  }
+  if (!out) return;
+  if (!videos.length) { out.textContent = "no videos"; return; }
+  videos.forEach(function (v) {
+    var p = document.createElement("video");
+    p.muted = true;
+    p.preload = "auto";
+    if (!p.canPlayType('video/mp4; codecs="avc1.64001E"')) return done(v, false, "no H.264 in this browser");
+    p.addEventListener("error", function () { done(v, false, "error " + (p.error && p.error.code)); });
+    p.addEventListener("loadeddata", function () {
+      v.setAttribute("data-duration", p.duration.toFixed(2));
+      v.setAttribute("data-size", p.videoWidth + "x" + p.videoHeight);
+      p.currentTime = p.duration / 2;
+    }, {once: true});
+    p.addEventListener("seeked", function () {
+      if (p.readyState < 2) return done(v, false, "no frame at " + p.currentTime + " s");
+      var c = document.createElement("canvas"), g = c.getContext("2d"), mean = "unreadable";
+      c.width = p.videoWidth; c.height = p.videoHeight;
+      g.drawImage(p, 0, 0);
+      try {
+        var d = g.getImageData(0, 0, c.width, c.height).data, sum = 0;
+        for (var i = 0; i < d.length; i += 4) sum += d[i] + d[i + 1] + d[i + 2];
+        mean = (sum / (d.length / 4 * 3)).toFixed(1);
+      } catch (e) { /* pixels of a file:// video are not readable by default */ }
+      v.setAttribute("data-middle-mean", mean);
+      done(v, true);
+    }, {once: true});
+    p.src = v.getAttribute("src");
+  });
+});
 """
 
 # Writes into #vmc-images whether every <img> decoded (and each one's natural width in data-natural-width),
@@ -65,7 +112,7 @@ window.addEventListener("load", function () {
   document.getElementById("vmc-images").textContent =
     (ok === imgs.length ? "all images loaded" : "images missing") + ": " + ok + "/" + imgs.length;
 });
-"""
+""" + VIDEO_CHECK_SCRIPT
 
 
 @dataclass
@@ -230,7 +277,8 @@ def build(run: Path) -> str:
     evolve_log = (run / "controller" / "log.csv")
     parts = [f"<h1>{esc(run.resolve().name)}</h1>",
              f'<p class="sub">vmc {esc(config.get("vmc_version", "?"))} · report written {time.strftime("%Y-%m-%d %H:%M")} · '
-             f'{esc(run.resolve())}</p>', '<p id="vmc-images">images not checked</p>']
+             f'{esc(run.resolve())}</p>', '<p id="vmc-images">images not checked</p>',
+             '<p id="vmc-videos">videos not checked</p>']
 
     cards = []
     if lap:
