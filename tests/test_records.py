@@ -213,15 +213,79 @@ def test_a_stage_run_again_in_another_process_replaces_its_records(tmp_path: Pat
     assert [e.step for e in served(tmp_path, "main").Tensors("config/main/text_summary")] == [0]
 
 
-def chromium(*args: str, tmp: Path) -> subprocess.CompletedProcess:
+def chromium_command(tmp: Path) -> list[str]:
     exe = shutil.which("chromium") or shutil.which("chromium-browser")
     if exe is None:
         pytest.skip("chromium is not installed (./run.sh setup installs the Debian package)")
-    cmd = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-           "--disable-component-update", "--disable-sync", f"--user-data-dir={tmp / 'chromium-profile'}", *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    return [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", f"--user-data-dir={tmp / 'chromium-profile'}"]
+
+
+def chromium(*args: str, tmp: Path) -> subprocess.CompletedProcess:
+    proc = subprocess.run([*chromium_command(tmp), *args], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return proc
+
+
+def chromium_dom_once(url: str, ready: str, *args: str, tmp: Path) -> str:
+    """The page's DOM once the JavaScript expression ``ready`` holds, asked through the DevTools protocol on a pipe
+    (``--remote-debugging-pipe``: commands on the browser's fd 3, answers on its fd 4, each JSON ending in NUL).
+    Videos decode in real time, which ``--virtual-time-budget`` does not wait for; this waits for the page itself,
+    however slow the machine (the limit only stops a hang)."""
+    import os
+    import select
+    import time
+
+    to_browser, from_browser = os.pipe(), os.pipe()
+    cmd = ["bash", "-c", f'exec "$@" 3<&{to_browser[0]} 4>&{from_browser[1]}', "chromium",
+           *chromium_command(tmp), "--remote-debugging-pipe", *args, "about:blank"]
+    proc = subprocess.Popen(cmd, pass_fds=(to_browser[0], from_browser[1]), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    os.close(to_browser[0])
+    os.close(from_browser[1])
+    buffer, ids, deadline = b"", iter(range(1, 100)), time.monotonic() + 900
+
+    def send(method: str, session: str = "", **params) -> int:
+        i = next(ids)
+        msg = {"id": i, "method": method, "params": params, **({"sessionId": session} if session else {})}
+        os.write(to_browser[1], json.dumps(msg).encode() + b"\0")
+        return i
+
+    def until(match) -> dict:
+        nonlocal buffer
+        while True:
+            while b"\0" in buffer:
+                raw, buffer = buffer.split(b"\0", 1)
+                msg = json.loads(raw)
+                if match(msg):
+                    assert "error" not in msg, msg
+                    return msg
+            assert time.monotonic() < deadline and proc.poll() is None, "chromium hung or ended"
+            if select.select([from_browser[0]], [], [], 1.0)[0]:
+                buffer += os.read(from_browser[0], 1 << 20)
+
+    try:
+        i = send("Target.createTarget", url="about:blank")
+        target = until(lambda m: m.get("id") == i)["result"]["targetId"]
+        i = send("Target.attachToTarget", targetId=target, flatten=True)
+        session = until(lambda m: m.get("id") == i)["result"]["sessionId"]
+        i = send("Page.enable", session)
+        until(lambda m: m.get("id") == i)
+        send("Page.navigate", session, url=url)
+        until(lambda m: m.get("method") == "Page.loadEventFired" and m.get("sessionId") == session)
+        wait = ("new Promise(function (done) { (function poll() { if (" + ready + ") done(document.documentElement.outerHTML);"
+                " else setTimeout(poll, 100); })(); })")
+        i = send("Runtime.evaluate", session, expression=wait, awaitPromise=True, returnByValue=True)
+        return until(lambda m: m.get("id") == i)["result"]["result"]["value"]
+    finally:
+        try:
+            send("Browser.close")  # the browser ends its own helper processes
+            proc.wait(timeout=60)
+        except (OSError, subprocess.TimeoutExpired):
+            proc.kill()
+            proc.wait()
+        os.close(to_browser[1])
+        os.close(from_browser[0])
 
 
 def test_report_renders_in_headless_chromium_with_every_picture(run: Path, tmp_path: Path):
@@ -245,7 +309,8 @@ def test_report_renders_in_headless_chromium_with_every_picture(run: Path, tmp_p
 
     # The videos play in Chromium: loaded, seeked to the middle, and that frame decoded. Reading its pixels from a
     # file:// page needs --allow-file-access-from-files (the page says "unreadable" without it).
-    dom = chromium("--allow-file-access-from-files", "--virtual-time-budget=20000", "--dump-dom", page.as_uri(), tmp=tmp_path).stdout
+    dom = chromium_dom_once(page.as_uri(), 'document.getElementById("vmc-videos").textContent != "videos not checked"',
+                            "--allow-file-access-from-files", tmp=tmp_path)
     assert "all videos play: 2/2" in dom, re.findall(r'id="vmc-videos">([^<]*)', dom)
     videos = {m.group(1): dict(re.findall(r'(data-[a-z-]+)="([^"]*)"', m.group(0)))
               for m in re.finditer(r'<video [^>]*src="([^"]+)"[^>]*>', dom)}
