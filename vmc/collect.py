@@ -72,7 +72,9 @@ class CollectConfig(Config):
     episode_timeout: float = 900.0
     """Seconds without news from a worker's episode before it is considered hung and replaced."""
 
-    RESUME_FREE: ClassVar[frozenset[str]] = frozenset({"episodes", "workers", "episode_timeout", "out", "cluster"})
+    # A collection may grow with another controller (the iterative procedure's rounds): each episode records its own.
+    RESUME_FREE: ClassVar[frozenset[str]] = frozenset({"episodes", "workers", "episode_timeout", "out", "cluster",
+                                                       "controller"})
 
     def validate(self) -> None:
         check_positive(episodes=self.episodes, max_steps=self.max_steps)
@@ -122,6 +124,7 @@ def record_episode(env, policy_name: str, seed: int, index: int, controller: str
         off_track=np.asarray(off, bool), speed=np.asarray(speed, np.float32),
         expert_actions=None if any(e is None for e in experts) else np.asarray(experts, np.float32),
         attrs={"track": env.config.track, "policy": policy_name, "seed": seed, "index": index,
+               **({"controller": controller} if policy_name == "controller" else {}),
                "score": float(info["score"]), "end": str(info["end"])},
     )
 
