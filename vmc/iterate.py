@@ -142,7 +142,8 @@ def run_round(cfg: IterateConfig, k: int, previous: Optional[dict]) -> dict:
     rd.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     if previous is None:
-        mdn, latents, init, data = run / "mdn.pt", run / "latents.h5", cfg.start, Path(cfg.data)
+        mdn, latents, init = run / "mdn.pt", run / "latents.h5", cfg.start
+        episodes = _episodes(Path(cfg.data))
     else:
         data = cfg.out / "data"
         link_collection(Path(cfg.data), data)
@@ -151,9 +152,10 @@ def run_round(cfg: IterateConfig, k: int, previous: Optional[dict]) -> dict:
                                 workers=cfg.workers, cluster=cfg.cluster, policy="controller", controller=previous["controller"],
                                 controller_noise=cfg.explore_noise, seed=cfg.seed * 1_000_003 + 1_000_000,
                                 max_steps=cfg.episode_steps)).run()
+        episodes = _episodes(data)
         latents = rd / "latents.h5"
         vae_ck = load_checkpoint(run / "vae.pt", "vae")
-        if not (latents.exists() and latents_info(latents).get("episodes") == len(_episodes(data))):
+        if not (latents.exists() and latents_info(latents).get("episodes") == len(episodes)):
             write_latents(load_vae(run / "vae.pt"), vae_ck["fingerprint"], data, latents)
         arch = MDNRNNConfig(**load_checkpoint(Path(previous["mdn"]), "mdn")["config"]["model"])
         mcfg = train_mdn.TrainMDNConfig(run=str(rd), latents=str(latents), vae=str(run / "vae.pt"), epochs=cfg.mdn_epochs,
@@ -164,7 +166,6 @@ def run_round(cfg: IterateConfig, k: int, previous: Optional[dict]) -> dict:
         mdn, init = mcfg.out, previous["controller"]
         if cfg.carry:
             init = str(carry_controller(Path(previous["controller"]), run / "vae.pt", mdn, latents, rd / "carried.pt"))
-    episodes = _episodes(data)
     ecfg = evolve.EvolveConfig(run=str(rd), vae=str(run / "vae.pt"), mdn=str(mdn), latents=str(latents),
                                tracks=list(cfg.tracks), workers=cfg.workers, cluster=cfg.cluster, popsize=cfg.popsize, rollouts=cfg.rollouts,
                                generations=cfg.generations, sigma0=cfg.sigma0, init=init, max_steps=cfg.max_steps,
