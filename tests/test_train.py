@@ -64,6 +64,30 @@ def test_teacher_readout_puts_the_teachers_steering_into_z(tmp_path: Path):
         torch.testing.assert_close(vae.teacher_loss(mu, target), want)
 
 
+def test_augmentation_mirrors_frames_with_their_steering_and_jitters_colours_per_frame(tmp_path: Path):
+    import torch
+
+    torch.manual_seed(0)
+    x = torch.rand(64, 3, 64, 64)
+    teacher = torch.tensor([[0.5, 1.0, 0.0]] * 63 + [[float("nan")] * 3])
+    y, t = train_vae.Augment(flip=0.5, colour_jitter=0.0)(x, teacher)
+    mirrored = (y == x.flip(-1)).flatten(1).all(1)
+    assert 10 < int(mirrored.sum()) < 54 and ((y == x).flatten(1).all(1) | mirrored).all()
+    assert (t[:63, 0] == torch.where(mirrored[:63], -0.5, 0.5)).all() and (t[:63, 1:] == teacher[:63, 1:]).all()
+    assert torch.isnan(t[63]).all() and teacher[0, 0] == 0.5  # the caller's labels are not changed
+    y, t = train_vae.Augment(flip=0.0, colour_jitter=0.3)(x, None)
+    assert t is None and y.shape == x.shape and 0 <= y.min() and y.max() <= 1
+    change = (y - x).abs().flatten(1).mean(1)
+    assert change.min() > 0 and change.std() > 0.1 * change.mean()  # every frame altered, and differently
+    assert not train_vae.Augment(0.0, 0.0)
+    with pytest.raises(ValueError, match="--flip"):
+        vae_cfg(tmp_path, 1, flip=1.5)
+    tiny_collection(tmp_path / "data", expert=True)  # trains with both, the read-out included
+    model = VAEConfig(z_dim=8, channels=(8, 16, 16, 32), teacher_outputs=3)
+    last = train_vae.train(vae_cfg(tmp_path, 1, teacher_weight=10.0, model=model, flip=0.5, colour_jitter=0.3), progress=False)
+    assert last["val_loss"] > 0 and last["train_teacher"] > 0
+
+
 def test_train_vae_resume_continues_the_epoch_count(tmp_path: Path):
     tiny_collection(tmp_path / "data")
     train_vae.train(vae_cfg(tmp_path, 1), progress=False)

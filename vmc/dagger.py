@@ -74,16 +74,17 @@ def carry_over(params: np.ndarray, old: MDNRNN, new: MDNRNN, latents: Path, ridg
     return ridge_solve(x_new, x_old @ w.T + b, ridge)
 
 
-def dagger(pool, tracks: list[str], start: np.ndarray, rounds: int, episodes: int, seed: int) -> np.ndarray:
+def dagger(pool, tracks: list[str], start: np.ndarray, rounds: int, episodes: int, seed: int, perturb: int = 0) -> np.ndarray:
     """DAgger from the controller ``start``: ``rounds`` rounds of ``episodes`` races each (tracks in turn) on
-    ``pool`` (a pool of :func:`vmc.racing.make_racer` workers); returns the last fit."""
+    ``pool`` (a pool of :func:`vmc.racing.make_racer` workers), each race with ``perturb`` steps of random actions
+    from a random step; returns the last fit."""
     xs: list[np.ndarray] = []
     ys: list[np.ndarray] = []
     params = start
     for r in range(rounds):
         beta = 0.5 ** r
         seeds = [seed * 1_000_003 + 500_000 + r * episodes + k for k in range(episodes)]
-        res = pool.map([DaggerRace(params, tracks[(r * episodes + k) % len(tracks)], s, beta) for k, s in enumerate(seeds)])
+        res = pool.map([DaggerRace(params, tracks[(r * episodes + k) % len(tracks)], s, beta, perturb) for k, s in enumerate(seeds)])
         xs += [x.x for x in res]
         ys += [x.y for x in res]
         params = ridge_fit(np.concatenate(xs), np.concatenate(ys))

@@ -82,6 +82,9 @@ class EvolveConfig(Config):
     """DAgger rounds for ``init='dagger'`` (round 0: the centre-line driver drives; then the controller does)."""
     dagger_episodes: int = 4
     """Races per DAgger round (tracks in turn)."""
+    dagger_perturb: int = 0
+    """Steps of random actions in each DAgger race, from a random step (the centre-line driver labels them and the
+    way back): data on recovering from being knocked off the line (``vmc.evaluate --perturb``)."""
     action_noise: float = 0.1
     """Std of the Gaussian noise on steering and throttle in seeded rollouts."""
     max_steps: int = 1000
@@ -132,7 +135,7 @@ class EvolveConfig(Config):
         check_non_negative(workers=self.workers, eval_every=self.eval_every, dagger_rounds=self.dagger_rounds,
                            action_noise=self.action_noise, tracks_per_generation=self.tracks_per_generation,
                            dream_stuck_steps=self.dream_stuck_steps, dream_min_progress=self.dream_min_progress,
-                           eval_population=self.eval_population)
+                           eval_population=self.eval_population, dagger_perturb=self.dagger_perturb)
         if self.popsize < 2:
             raise ValueError(f"--popsize must be at least 2, got {self.popsize}")
         if self.sigma0 <= 0:
@@ -190,7 +193,7 @@ def initial_mean(cfg: EvolveConfig, models: WorldModels, pool) -> np.ndarray:
         return ck["params"]
     x0 = fit_initial_mean(cfg.path("latents"), models.mdn())
     if cfg.init == "dagger" and cfg.dagger_rounds:
-        return dagger(pool, cfg.tracks, x0, cfg.dagger_rounds, cfg.dagger_episodes, cfg.seed)
+        return dagger(pool, cfg.tracks, x0, cfg.dagger_rounds, cfg.dagger_episodes, cfg.seed, cfg.dagger_perturb)
     return x0
 
 

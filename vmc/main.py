@@ -107,6 +107,12 @@ class Preset:
     """Episodes per track of the final evaluation."""
     teacher_weight: float = 0.0
     """The VAE's teacher loss (``vmc.train_vae --teacher-weight``; never with ``--teacher-free``)."""
+    flip: float = 0.0
+    """Share of the VAE's training frames mirrored (``vmc.train_vae --flip``)."""
+    colour_jitter: float = 0.0
+    """Colour jitter of the VAE's training frames (``vmc.train_vae --colour-jitter``)."""
+    dagger_perturb: int = 0
+    """Steps of random actions in each DAgger race (``vmc.evolve --dagger-perturb``)."""
     dream: DreamSizes = DreamSizes(rounds=4, episodes=16, generations=20, popsize=64, rollouts=16, dream_steps=400,
                                    mdn_epochs=4, mdn_steps=100)
     """The teacher-free recipe's sizes."""
@@ -121,7 +127,8 @@ PRESETS = {
                                      mdn_epochs=1, mdn_steps=5, eval_seeds=1)),
     "tracks": Preset(episodes=160, max_steps=600, vae_epochs=8, mdn_epochs=10, mdn_steps=150, popsize=16, rollouts=1,
                      generations=6, race_steps=1000, dagger_rounds=8, dagger_episodes=16, tracks=tuple(TRAIN_TRACKS),
-                     held_out=tuple(HELD_OUT_TRACKS), tracks_per_generation=4, teacher_weight=500.0),
+                     held_out=tuple(HELD_OUT_TRACKS), tracks_per_generation=4, teacher_weight=500.0, flip=0.5,
+                     colour_jitter=0.3, dagger_perturb=10),
 }
 
 
@@ -247,6 +254,7 @@ def run_main(cfg: MainConfig) -> dict:
     teacher = 0.0 if cfg.teacher_free else p.teacher_weight
     vae_cfg = train_vae.TrainVAEConfig(data=str(data), run=str(run), epochs=p.vae_epochs, force=cfg.force,
                                        teacher_weight=teacher, model=VAEConfig(teacher_outputs=3 if teacher else 0),
+                                       flip=p.flip, colour_jitter=p.colour_jitter,
                                        resume=(run / "vae.last.pt").exists() and not cfg.force)
     train_vae.train(vae_cfg)
     train_vae.encode(vae_cfg)
@@ -280,7 +288,8 @@ def run_main(cfg: MainConfig) -> dict:
         ev_cfg = evolve.EvolveConfig(run=str(run), tracks=tracks, workers=workers, cluster=cfg.cluster, popsize=p.popsize,
                                      rollouts=p.rollouts, generations=p.generations, max_steps=p.race_steps,
                                      eval_every=max(1, p.generations // 3), eval_rollouts=4, dagger_rounds=p.dagger_rounds,
-                                     dagger_episodes=p.dagger_episodes, tracks_per_generation=p.tracks_per_generation,
+                                     dagger_episodes=p.dagger_episodes, dagger_perturb=p.dagger_perturb,
+                                     tracks_per_generation=p.tracks_per_generation,
                                      force=cfg.force, resume=(run / "controller" / "evolve.pt").exists() and not cfg.force)
         best, fitness = ev_cfg.out / "best.pt", evolve.evolve(ev_cfg)["best_fitness"]
     timings["evolve"] = time.perf_counter() - t0

@@ -65,6 +65,11 @@ class DaggerRace:
     """Seed of the take-overs and the action noise."""
     beta: float
     """Probability that the centre-line driver's action is taken at a step."""
+    perturb: int = 0
+    """Steps of uniformly random actions (the driver still labels them) from a random step of the race, so that the
+    fit also sees the driver bring the kart back from where random driving leaves it."""
+    perturb_window: int = 400
+    """The perturbation starts at a step drawn uniformly from [10, this)."""
 
 
 @dataclass(frozen=True)
@@ -112,6 +117,22 @@ class RaceResult:
         return self.end == "lap"
 
 
+class Perturbation:
+    """A seeded spell of ``steps`` uniformly random actions from a step drawn uniformly from [10, ``window``); no
+    spell when ``seed`` is None or ``steps`` 0. The same seed gives the same spell (evaluations compare)."""
+
+    def __init__(self, seed: Optional[int], steps: int, window: int) -> None:
+        self.at = range(0)
+        if steps and seed is not None:
+            start = int(np.random.default_rng([seed, 7]).integers(10, max(11, window)))
+            self.at = range(start, start + steps)
+            self.rng = np.random.default_rng([seed, 8])
+
+    def action(self, t: int) -> Optional[np.ndarray]:
+        """The random action (3,) replacing step ``t``'s, or None outside the spell."""
+        return self.rng.uniform(LOW, HIGH).astype(np.float32) if t in self.at else None
+
+
 class AgentDriver:
     """The World Models agent as a driver: frame → z → action from [z, h] → MDN-RNN step, with seeded noise on
     steering and throttle and an optional spell of random actions."""
@@ -121,11 +142,7 @@ class AgentDriver:
         self.agent, self.noise = agent, noise
         self.rng = np.random.default_rng(seed) if seed is not None else None
         self.t = 0
-        self.perturb_at = range(0)
-        if perturb and self.rng is not None:
-            start = int(np.random.default_rng([seed, 7]).integers(10, max(11, perturb_window)))
-            self.perturb_at = range(start, start + perturb)
-            self.perturb_rng = np.random.default_rng([seed, 8])
+        self.perturb = Perturbation(seed, perturb, perturb_window)
 
     def reset(self, track, seed=None) -> None:
         self.agent.reset()
@@ -133,9 +150,8 @@ class AgentDriver:
 
     def act(self, obs: np.ndarray, info: dict) -> np.ndarray:
         z, h = self.agent.observe(obs)
-        if self.t in self.perturb_at:
-            a = self.perturb_rng.uniform(LOW, HIGH).astype(np.float32)
-        else:
+        a = self.perturb.action(self.t)
+        if a is None:
             a = self.agent.controller(z, h)[0].numpy()
             if self.rng is not None and self.noise > 0:
                 a[:2] += self.rng.normal(0.0, self.noise, 2).astype(np.float32)
@@ -146,18 +162,23 @@ class AgentDriver:
 
 
 class DaggerDriver:
-    """Drives with the expert's action with probability ``beta``, else the controller's (plus noise), and records
-    the controller's inputs [z_t, h_t] with the expert's action as label."""
+    """Drives with the expert's action with probability ``beta``, else the controller's (plus noise), or random
+    actions during an optional :class:`Perturbation`; records the controller's inputs [z_t, h_t] with the expert's
+    action as label at every step."""
 
-    def __init__(self, agent: WorldModelAgent, noise: float, seed: int, beta: float) -> None:
+    def __init__(self, agent: WorldModelAgent, noise: float, seed: int, beta: float, perturb: int = 0,
+                 perturb_window: int = 400) -> None:
         self.agent, self.noise, self.beta = agent, noise, beta
         self.rng, self.expert = np.random.default_rng(seed), CentreLineDriver()
+        self.perturb = Perturbation(seed, perturb, perturb_window)
+        self.t = 0
         self.x: list[np.ndarray] = []
         self.y: list[np.ndarray] = []
 
     def reset(self, track, seed=None) -> None:
         self.agent.reset()
         self.expert.reset(track, seed)
+        self.t = 0
 
     def act(self, obs: np.ndarray, info: dict) -> np.ndarray:
         z, h = self.agent.observe(obs)
@@ -165,10 +186,12 @@ class DaggerDriver:
         a = label.copy() if self.rng.random() < self.beta else self.agent.controller(z, h)[0].numpy()
         if self.noise > 0:
             a[:2] += self.rng.normal(0.0, self.noise, 2).astype(np.float32)
-        a = np.clip(a, LOW, HIGH).astype(np.float32)
+        spell = self.perturb.action(self.t)
+        a = np.clip(a if spell is None else spell, LOW, HIGH).astype(np.float32)
         self.agent.advance(z, a)
         self.x.append(torch.cat([z, h], 1)[0].numpy())
         self.y.append(label)
+        self.t += 1
         return a
 
 
@@ -209,7 +232,7 @@ def make_racer(models: Optional[WorldModels], env_config: dict, action_noise: fl
             agent.controller.set_flat(task.params)
             race, seed = env_with(task.track), task.seed
             if isinstance(task, DaggerRace):
-                driver = DaggerDriver(agent, action_noise, task.seed, task.beta)
+                driver = DaggerDriver(agent, action_noise, task.seed, task.beta, task.perturb, task.perturb_window)
             else:
                 driver = AgentDriver(agent, action_noise, task.seed, task.perturb, task.perturb_window)
         with torch.no_grad():

@@ -65,6 +65,13 @@ class TrainVAEConfig(Config):
     3``) against the centre-line driver's action recorded with each frame (``expert_actions`` of ``mix`` and
     ``centreline`` collections), so that z holds what steering needs and a linear controller can read it.
     Privileged (the track's centre line); 0: World Models' VAE, as the teacher-free recipe must use."""
+    flip: float = 0.0
+    """Share of training frames mirrored left-right, drawn per frame, with the teacher's steering negated: a road
+    bending left is one bending right, so z and the read-out cannot lean on which side the scenery is."""
+    colour_jitter: float = 0.0
+    """Colour jitter of each training frame (kornia's ``ColorJitter``, which is also the reconstruction target):
+    brightness, contrast and saturation scaled by factors drawn in [1 - j, 1 + j], hue turned by up to j / 6 of a
+    turn; 0: none. Validation frames and the latent file are never altered."""
     encode: bool = True
     """Write the latent file after training."""
     resume: bool = False
@@ -82,6 +89,10 @@ class TrainVAEConfig(Config):
             raise ValueError(f"--lr must be positive, got {self.lr}")
         if self.teacher_weight < 0:
             raise ValueError(f"--teacher-weight must be at least 0, got {self.teacher_weight}")
+        if not 0 <= self.flip <= 1:
+            raise ValueError(f"--flip must be between 0 and 1, got {self.flip}")
+        if not 0 <= self.colour_jitter < 1:
+            raise ValueError(f"--colour-jitter must be at least 0 and below 1, got {self.colour_jitter}")
         if self.teacher_weight and (self.model.teacher_outputs != 3 or not self.in_memory):
             raise ValueError("--teacher-weight needs --model.teacher-outputs 3 and --in-memory")
 
@@ -103,6 +114,34 @@ def _recon_grid(model: ConvVAE, frames: np.ndarray, device: torch.device) -> np.
         mu, _ = model.encode(x)
         rec = ConvVAE.to_frames(model.decode(mu)).cpu().numpy()
     return np.concatenate([np.concatenate(list(frames), axis=1), np.concatenate(list(rec), axis=1)], axis=0)
+
+
+class Augment:
+    """The training frames' augmentation (:attr:`TrainVAEConfig.flip`, :attr:`TrainVAEConfig.colour_jitter`);
+    draws from torch's global generator, which ``train`` seeds."""
+
+    def __init__(self, flip: float, colour_jitter: float) -> None:
+        self.flip, self.jitter = flip, None
+        if colour_jitter:
+            from kornia.augmentation import ColorJitter
+
+            j = colour_jitter
+            self.jitter = ColorJitter(j, j, j, j / 6, p=1.0)
+
+    def __bool__(self) -> bool:
+        return bool(self.flip) or self.jitter is not None
+
+    def __call__(self, x: torch.Tensor, teacher: Optional[torch.Tensor]) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """Frames (B, 3, 64, 64) in [0, 1] and the teacher's actions (B, 3) or None → both augmented."""
+        if self.flip:
+            mirrored = torch.rand(len(x), device=x.device) < self.flip
+            x = torch.where(mirrored.view(-1, 1, 1, 1), x.flip(-1), x)
+            if teacher is not None:
+                teacher = teacher.clone()
+                teacher[:, 0] = torch.where(mirrored, -teacher[:, 0], teacher[:, 0])
+        if self.jitter is not None:
+            x = self.jitter(x).clamp_(0, 1)
+        return x, teacher
 
 
 def evaluate(model: ConvVAE, ds: RolloutDataset, batch_size: int, device: torch.device, seed: int = 0) -> dict:
@@ -170,6 +209,9 @@ def train(cfg: TrainVAEConfig, progress: bool = True) -> dict:
             return ((frames_in_memory[i], None if labels is None else labels[i])
                     for i in (order[s:s + cfg.batch_size] for s in range(0, len(order), cfg.batch_size)))
 
+        augment = Augment(cfg.flip, cfg.colour_jitter)
+        if augment:
+            log.info("augmenting: %.0f %% of frames mirrored, colour jitter %.2f", 100 * cfg.flip, cfg.colour_jitter)
         n_batches = -(-train_ds.num_frames // cfg.batch_size)  # TensorBoard step = (epoch - 1) * n_batches + batch
         records.start(cfg.run, "train_vae", epoch0 * n_batches)  # drops what an interrupted run wrote from there
         records.text(cfg.run, "config/train_vae", cfg.record(), epoch0 * n_batches)
@@ -181,12 +223,16 @@ def train(cfg: TrainVAEConfig, progress: bool = True) -> dict:
             bar = tqdm(total=train_ds.num_frames, unit="frame", desc=f"vae epoch {epoch}/{cfg.epochs}",
                        disable=not progress, dynamic_ncols=True)
             for b, (frames, teacher) in enumerate(batches(epoch)):
-                x = ConvVAE.to_input(torch.from_numpy(frames)).to(device).contiguous(memory_format=torch.channels_last)
+                x = ConvVAE.to_input(torch.from_numpy(frames)).to(device)
+                teacher = None if teacher is None else torch.from_numpy(teacher).to(device)
+                if augment:
+                    x, teacher = augment(x, teacher)
+                x = x.contiguous(memory_format=torch.channels_last)
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                     recon, mu, logvar = model(x)
                 terms = model.loss(x, recon.float(), mu.float(), logvar.float())
                 if teacher is not None:
-                    terms["teacher"] = model.teacher_loss(mu.float(), torch.from_numpy(teacher).to(device))
+                    terms["teacher"] = model.teacher_loss(mu.float(), teacher)
                     terms["loss"] = terms["loss"] + cfg.teacher_weight * terms["teacher"]
                 opt.zero_grad(set_to_none=True)
                 terms["loss"].backward()
