@@ -225,3 +225,24 @@ def test_carry_over_keeps_the_controllers_actions_on_a_retrained_mdn(tmp_path: P
     assert carried_error < 0.5 * kept_error
     same = carry_over(params, old, old, latents, ridge=1e-6)  # nothing to move: the same outputs
     np.testing.assert_allclose(outputs(same, old), target, atol=1e-3)
+
+
+def test_carry_over_onto_a_retrained_vae_matches_episodes_by_name(tmp_path: Path):
+    from vmc.dagger import carry_over, controller_inputs
+
+    latents = tiny_latents(tmp_path / "lat.h5", episodes=3)
+    grown = tiny_collection(tmp_path / "grown", 4, 25)  # the same three episodes and one more
+    new_vae = tiny_vae(1)
+    new_latents = write_latents(new_vae, fingerprint(new_vae.state_dict()), grown, tmp_path / "new.h5")
+    old, new = tiny_mdn(0), tiny_mdn(1)
+    params = np.random.default_rng(3).normal(0, 0.5, (Z + H) * 3 + 3)
+    names = {e["name"] for e in read_latents(latents, fields=())}
+    assert len(names) == 3 and len(read_latents(new_latents, fields=())) == 4
+
+    def outputs(p: np.ndarray, path: Path, mdn: MDNRNN) -> np.ndarray:
+        x, _ = controller_inputs(path, mdn, names)
+        return x @ p[:-3].reshape(3, Z + H).T + p[-3:]
+
+    target = outputs(params, latents, old)
+    carried = carry_over(params, old, new, latents, new_latents, ridge=1e-6)
+    assert np.abs(outputs(carried, new_latents, new) - target).mean() < 0.5 * np.abs(outputs(params, new_latents, new) - target).mean()

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from vmc.checkpoints import load_checkpoint
 from vmc.data import RolloutDataset
+from vmc.latents import latents_info
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -48,6 +49,11 @@ def test_teacher_free_recipe_runs_two_rounds_and_resumes_after_kill(tmp_path: Pa
     assert rows[1]["episodes"] == rows[0]["episodes"] + 2 and rows[1]["steps"] > rows[0]["steps"]
     assert all(r["points"] and r["seconds"] > 0 for r in rows)  # dream-vs-real points and wall time per round
     assert (run / "iterate" / "rounds.csv").read_text().count("\n") == 3  # header + 2 rounds
+    # Round 2 fine-tuned the VAE on the grown collection and encoded it with that VAE.
+    vae2 = load_checkpoint(Path(rows[1]["vae"]), "vae")
+    assert Path(rows[1]["vae"]) == run / "iterate" / "round-2" / "vae.pt" and vae2["config"]["init"] == str(run / "vae.pt")
+    assert vae2["fingerprint"] != load_checkpoint(run / "vae.pt", "vae")["fingerprint"]
+    assert latents_info(Path(rows[1]["latents"]))["vae"] == vae2["fingerprint"]
     assert (run / "iterate" / "dream_vs_real.png").stat().st_size > 0
     assert summary["lap"]["steps"] > 0 and (run / "best_lap.mp4").stat().st_size > 0
 

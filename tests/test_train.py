@@ -88,6 +88,18 @@ def test_augmentation_mirrors_frames_with_their_steering_and_jitters_colours_per
     assert last["val_loss"] > 0 and last["train_teacher"] > 0
 
 
+def test_train_vae_init_starts_from_another_vaes_weights(tmp_path: Path):
+    tiny_collection(tmp_path / "data")
+    train_vae.train(vae_cfg(tmp_path, 2), progress=False)
+    first = load_checkpoint(tmp_path / "ck" / "vae.last.pt", "vae")["history"]
+    cfg = train_vae.TrainVAEConfig(**{**vars(vae_cfg(tmp_path, 1)), "run": str(tmp_path / "ft"), "init": str(tmp_path / "ck" / "vae.pt")})
+    tuned = train_vae.train(cfg, progress=False)
+    assert tuned["train_loss"] < first[0]["train_loss"]  # went on from trained weights, not from scratch
+    other = VAEConfig(z_dim=4, channels=(8, 16, 16, 32))
+    with pytest.raises(VmcError, match="architecture"):
+        train_vae.train(train_vae.TrainVAEConfig(**{**vars(cfg), "run": str(tmp_path / "ft2"), "model": other}), progress=False)
+
+
 def test_train_vae_resume_continues_the_epoch_count(tmp_path: Path):
     tiny_collection(tmp_path / "data")
     train_vae.train(vae_cfg(tmp_path, 1), progress=False)

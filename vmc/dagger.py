@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
@@ -43,12 +44,15 @@ def ridge_fit(x: np.ndarray, actions: np.ndarray, ridge: float = 1.0) -> np.ndar
     return ridge_solve(x, target, ridge)
 
 
-def controller_inputs(latents: Path, mdn: MDNRNN) -> tuple[np.ndarray, np.ndarray]:
-    """The controller's inputs [z_t, h_t] (N, Z+H) at every step of every episode of a latent file, h_t being the
-    MDN-RNN's state before step t, and the recorded actions (N, 3)."""
+def controller_inputs(latents: Path, mdn: MDNRNN, names: Optional[set[str]] = None) -> tuple[np.ndarray, np.ndarray]:
+    """The controller's inputs [z_t, h_t] (N, Z+H) at every step of every episode of a latent file (of those named
+    ``names`` if given, in the file's order), h_t being the MDN-RNN's state before step t, and the recorded actions
+    (N, 3)."""
     xs, ys = [], []
     with torch.no_grad():
         for ep in read_latents(latents, fields=("mu", "actions")):
+            if names is not None and ep["name"] not in names:
+                continue
             mu, actions = torch.from_numpy(ep["mu"][:-1]), torch.from_numpy(ep["actions"])
             heads, _ = mdn(mu[None], actions[None])
             h = torch.cat([torch.zeros(1, mdn.config.hidden), heads["h"][0, :-1]])  # h_t before step t
@@ -62,13 +66,17 @@ def fit_initial_mean(latents: Path, mdn: MDNRNN, ridge: float = 1.0) -> np.ndarr
     return ridge_fit(*controller_inputs(latents, mdn), ridge)
 
 
-def carry_over(params: np.ndarray, old: MDNRNN, new: MDNRNN, latents: Path, ridge: float = 1.0) -> np.ndarray:
+def carry_over(params: np.ndarray, old: MDNRNN, new: MDNRNN, latents: Path, new_latents: Optional[Path] = None,
+               ridge: float = 1.0) -> np.ndarray:
     """The controller ``params`` (on [z, h] of the ``old`` MDN-RNN) moved onto the ``new`` one's h: the linear
     controller whose pre-squash outputs on [z, h_new] best match the old controller's on [z, h_old], over every
     step of ``latents``. Retraining the MDN-RNN changes what h means, and a controller kept as it is loses most
-    of its driving; this keeps its behaviour without any teacher but itself."""
+    of its driving; this keeps its behaviour without any teacher but itself. When the VAE was retrained too, z_new
+    and h_new come from ``new_latents`` (a latent file of the new VAE holding ``latents``' episodes, and maybe
+    more, which are left out)."""
     x_old, _ = controller_inputs(latents, old)
-    x_new, _ = controller_inputs(latents, new)
+    names = None if new_latents is None else {ep["name"] for ep in read_latents(latents, fields=())}
+    x_new, _ = controller_inputs(new_latents or latents, new, names)
     n_in = x_old.shape[1]
     w, b = np.asarray(params[:-3], np.float64).reshape(3, n_in), np.asarray(params[-3:], np.float64)
     return ridge_solve(x_new, x_old @ w.T + b, ridge)

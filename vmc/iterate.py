@@ -58,6 +58,9 @@ class IterateConfig(Config):
     """Step limit of a collected episode."""
     explore_noise: float = 0.1
     """Exploration noise on steering and throttle while collecting."""
+    vae_epochs: int = 0
+    """VAE epochs per round from round 2, from the previous round's VAE on the grown collection, so that z also
+    learns the parts of the track the first data never reached (0: the run's VAE in every round)."""
     mdn_epochs: int = 4
     """MDN-RNN epochs per round."""
     mdn_steps: int = 100
@@ -130,10 +133,10 @@ def link_collection(base: Path, dest: Path) -> None:
 def run_round(cfg: IterateConfig, k: int, previous: Optional[dict]) -> dict:
     """Round ``k`` (1-based); ``previous`` is round k-1's result (its controller, MDN-RNN and latents). A finished
     round's row is kept in ``round-<k>/round.json`` and returned from there."""
-    from vmc import evolve, train_mdn
+    from vmc import evolve, train_mdn, train_vae
     from vmc.collect import CollectConfig, Collector
     from vmc.latents import latents_info, write_latents
-    from vmc.models import MDNRNNConfig
+    from vmc.models import MDNRNNConfig, VAEConfig
 
     run = Path(cfg.run)
     rd = cfg.out / f"round-{k}"
@@ -142,7 +145,7 @@ def run_round(cfg: IterateConfig, k: int, previous: Optional[dict]) -> dict:
     rd.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     if previous is None:
-        mdn, latents, init = run / "mdn.pt", run / "latents.h5", cfg.start
+        vae, mdn, latents, init = run / "vae.pt", run / "mdn.pt", run / "latents.h5", cfg.start
         episodes = _episodes(Path(cfg.data))
     else:
         data = cfg.out / "data"
@@ -153,20 +156,28 @@ def run_round(cfg: IterateConfig, k: int, previous: Optional[dict]) -> dict:
                                 controller_noise=cfg.explore_noise, seed=cfg.seed * 1_000_003 + 1_000_000,
                                 max_steps=cfg.episode_steps)).run()
         episodes = _episodes(data)
-        latents = rd / "latents.h5"
-        vae_ck = load_checkpoint(run / "vae.pt", "vae")
-        if not (latents.exists() and latents_info(latents).get("episodes") == len(episodes)):
-            write_latents(load_vae(run / "vae.pt"), vae_ck["fingerprint"], data, latents)
+        latents, vae = rd / "latents.h5", Path(previous.get("vae", run / "vae.pt"))
+        if cfg.vae_epochs:
+            arch = VAEConfig(**load_checkpoint(vae, "vae")["config"]["model"])
+            vcfg = train_vae.TrainVAEConfig(data=str(data), run=str(rd), epochs=cfg.vae_epochs, init=str(vae), model=arch,
+                                            seed=cfg.seed + k, encode=False, resume=(rd / "vae.last.pt").exists())
+            train_vae.train(vcfg)
+            vae = vcfg.out
+        vae_ck = load_checkpoint(vae, "vae")
+        info = latents_info(latents) if latents.exists() else {}
+        if not (info.get("episodes") == len(episodes) and info.get("vae") == vae_ck["fingerprint"]):
+            write_latents(load_vae(vae), vae_ck["fingerprint"], data, latents)
         arch = MDNRNNConfig(**load_checkpoint(Path(previous["mdn"]), "mdn")["config"]["model"])
-        mcfg = train_mdn.TrainMDNConfig(run=str(rd), latents=str(latents), vae=str(run / "vae.pt"), epochs=cfg.mdn_epochs,
+        mcfg = train_mdn.TrainMDNConfig(run=str(rd), latents=str(latents), vae=str(vae), epochs=cfg.mdn_epochs,
                                         steps_per_epoch=cfg.mdn_steps, seq_len=cfg.mdn_seq_len, init=previous["mdn"],
                                         seed=cfg.seed + k, model=arch, video=False, done_weight=cfg.done_weight,
                                         resume=(rd / "mdn.last.pt").exists())
         train_mdn.train(mcfg)
         mdn, init = mcfg.out, previous["controller"]
         if cfg.carry:
-            init = str(carry_controller(Path(previous["controller"]), run / "vae.pt", mdn, latents, rd / "carried.pt"))
-    ecfg = evolve.EvolveConfig(run=str(rd), vae=str(run / "vae.pt"), mdn=str(mdn), latents=str(latents),
+            old_latents = Path(previous["latents"]) if cfg.vae_epochs else latents  # the old z, where it changed
+            init = str(carry_controller(Path(previous["controller"]), vae, mdn, old_latents, latents, rd / "carried.pt"))
+    ecfg = evolve.EvolveConfig(run=str(rd), vae=str(vae), mdn=str(mdn), latents=str(latents),
                                tracks=list(cfg.tracks), workers=cfg.workers, cluster=cfg.cluster, popsize=cfg.popsize, rollouts=cfg.rollouts,
                                generations=cfg.generations, sigma0=cfg.sigma0, init=init, max_steps=cfg.max_steps,
                                eval_every=cfg.generations, eval_rollouts=cfg.eval_seeds, seed=cfg.seed + k, dream=True,
@@ -175,7 +186,7 @@ def run_round(cfg: IterateConfig, k: int, previous: Optional[dict]) -> dict:
                                eval_population=cfg.eval_population, resume=(rd / "controller" / "evolve.pt").exists())
     summary = evolve.evolve(ecfg)
     ev, start_ev = summary["evals"][-1], summary["evals"][0]
-    row = {"round": k, "episodes": len(episodes), "steps": int(sum(e.length for e in episodes)), "mdn": str(mdn),
+    row = {"round": k, "episodes": len(episodes), "steps": int(sum(e.length for e in episodes)), "vae": str(vae), "mdn": str(mdn),
            "latents": str(latents), "controller": str(ecfg.out / "best.pt"), "start_real": start_ev["mean"],
            "start_dream": start_ev.get("dream_mean"), "dream": ev.get("dream_mean"), "dream_std": ev.get("dream_std"),
            "real": ev["mean"], "real_std": ev["std"], "noise_free": ev["noise_free"], "laps": ev["laps"],
@@ -186,15 +197,16 @@ def run_round(cfg: IterateConfig, k: int, previous: Optional[dict]) -> dict:
     return row
 
 
-def carry_controller(controller: Path, vae: Path, mdn: Path, latents: Path, out: Path) -> Path:
-    """``out``: ``controller`` moved onto the MDN-RNN ``mdn`` (:func:`vmc.dagger.carry_over` over ``latents``),
-    with ``vae`` and ``mdn`` embedded; kept when already there."""
+def carry_controller(controller: Path, vae: Path, mdn: Path, old_latents: Path, latents: Path, out: Path) -> Path:
+    """``out``: ``controller`` moved onto the VAE ``vae`` and MDN-RNN ``mdn`` (:func:`vmc.dagger.carry_over` over
+    the episodes of ``old_latents``, its own models' latent file; ``latents``: the new VAE's), with ``vae`` and
+    ``mdn`` embedded; kept when already there."""
     from vmc.checkpoints import WorldModels, load_controller, load_mdn, save_controller
     from vmc.dagger import carry_over
 
     if not out.exists():
         ck, old = load_controller(controller)
-        params = carry_over(ck["params"], old.mdn(), load_mdn(mdn), latents)
+        params = carry_over(ck["params"], old.mdn(), load_mdn(mdn), old_latents, latents)
         save_controller(out, WorldModels.load(vae, mdn), params,
                         {"carried_from": str(controller), "tracks": ck.get("tracks"), "track": ck.get("track"),
                          "max_steps": ck.get("max_steps")}, ck.get("config"))

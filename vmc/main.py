@@ -69,6 +69,8 @@ class DreamSizes:
     """Noisy real-game seeds of each round's evaluation (plus one race without noise)."""
     done_weight: float = 10.0
     """Weight of episode endings in the MDN-RNN's done loss."""
+    vae_epochs: int = 0
+    """VAE epochs per round from round 2 on the grown collection (``vmc.iterate --vae-epochs``)."""
 
 
 @dataclass(frozen=True)
@@ -114,7 +116,7 @@ class Preset:
     dagger_perturb: int = 0
     """Steps of random actions in each DAgger race (``vmc.evolve --dagger-perturb``)."""
     dream: DreamSizes = DreamSizes(rounds=4, episodes=16, generations=20, popsize=64, rollouts=16, dream_steps=400,
-                                   mdn_epochs=4, mdn_steps=100)
+                                   mdn_epochs=4, mdn_steps=100, vae_epochs=2)
     """The teacher-free recipe's sizes."""
 
 
@@ -124,7 +126,7 @@ PRESETS = {
     "debug": Preset(episodes=6, max_steps=60, vae_epochs=1, mdn_epochs=1, mdn_steps=10, popsize=4, rollouts=1,
                     generations=2, race_steps=60, dagger_rounds=2, dagger_episodes=2,
                     dream=DreamSizes(rounds=2, episodes=2, generations=1, popsize=4, rollouts=2, dream_steps=20,
-                                     mdn_epochs=1, mdn_steps=5, eval_seeds=1)),
+                                     mdn_epochs=1, mdn_steps=5, eval_seeds=1, vae_epochs=1)),
     "tracks": Preset(episodes=160, max_steps=600, vae_epochs=8, mdn_epochs=10, mdn_steps=150, popsize=16, rollouts=1,
                      generations=6, race_steps=1000, dagger_rounds=8, dagger_episodes=16, tracks=tuple(TRAIN_TRACKS),
                      held_out=tuple(HELD_OUT_TRACKS), tracks_per_generation=4, teacher_weight=500.0, flip=0.5,
@@ -279,6 +281,7 @@ def run_main(cfg: MainConfig) -> dict:
             run=str(run), rounds=d.rounds, data=str(data), start="zeros", tracks=tracks, workers=workers,
             cluster=cfg.cluster, episodes=d.episodes, episode_steps=p.max_steps, mdn_epochs=d.mdn_epochs,
             mdn_steps=d.mdn_steps, mdn_seq_len=min(32, p.max_steps // 2), done_weight=d.done_weight, popsize=d.popsize,
+            vae_epochs=d.vae_epochs,
             rollouts=d.rollouts, generations=d.generations, dream_steps=d.dream_steps, eval_seeds=d.eval_seeds,
             max_steps=p.race_steps, force=cfg.force))
         iterate.print_table(rounds)

@@ -72,6 +72,9 @@ class TrainVAEConfig(Config):
     """Colour jitter of each training frame (kornia's ``ColorJitter``, which is also the reconstruction target):
     brightness, contrast and saturation scaled by factors drawn in [1 - j, 1 + j], hue turned by up to j / 6 of a
     turn; 0: none. Validation frames and the latent file are never altered."""
+    init: str = ""
+    """A VAE checkpoint whose weights start the training (with a new optimiser; ``--model`` must be its
+    architecture): fine-tuning on a collection that grew (``vmc.iterate --vae-epochs``). Empty: random weights."""
     encode: bool = True
     """Write the latent file after training."""
     resume: bool = False
@@ -186,6 +189,12 @@ def train(cfg: TrainVAEConfig, progress: bool = True) -> dict:
         opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
         bf16 = use_bf16(cfg.precision, device)
         history, epoch0 = restore(start, model, opt)
+        if cfg.init and start is None:
+            init = load_checkpoint(Path(cfg.init), "vae")
+            if init["config"]["model"] != cfg.record()["model"]:
+                raise VmcError(f"--init {cfg.init}: its architecture {init['config']['model']} is not --model's "
+                               f"{cfg.record()['model']}")
+            model.load_state_dict(init["model"])
         if epoch0 >= cfg.epochs:
             return history[-1]
         log.info("training on %d frames (%d episodes), validating on %d frames, device %s, %d threads",
