@@ -38,7 +38,7 @@ def test_table_files_and_grid_video(tiny_run: Path, tmp_path: Path):
 
 def test_same_seeds_same_table_and_perturb_changes_actions(tiny_run: Path, tmp_path: Path):
     from vmc.checkpoints import load_controller
-    from vmc.racing import AgentRace, racing_pool
+    from vmc.racing import AgentRace, DaggerRace, Perturbation, racing_pool
     from vmc.sim.env import EnvConfig
 
     controller = str(tiny_run / "run" / "controller" / "best.pt")
@@ -50,8 +50,16 @@ def test_same_seeds_same_table_and_perturb_changes_actions(tiny_run: Path, tmp_p
 
     ck, models = load_controller(Path(controller))
     with racing_pool(1, models, EnvConfig(max_steps=25), action_noise=0.0) as pool:
-        plain, perturbed = pool.map([AgentRace(ck["params"], "lighthouse", 3),
-                                     AgentRace(ck["params"], "lighthouse", 3, perturb=5, perturb_window=15)])
+        plain, perturbed, dagger, dagger_perturbed = pool.map([
+            AgentRace(ck["params"], "lighthouse", 3), AgentRace(ck["params"], "lighthouse", 3, perturb=5, perturb_window=15),
+            DaggerRace(ck["params"], "lighthouse", 3, beta=1.0), DaggerRace(ck["params"], "lighthouse", 3, 1.0, 5, 15)])
     differ = np.flatnonzero(np.any(plain.actions != perturbed.actions, axis=1))
     assert len(differ) and 10 <= differ[0] < 15  # the same race up to the random spell, which starts in [10, 15)
     np.testing.assert_array_equal(plain.actions[:differ[0]], perturbed.actions[:differ[0]])
+    # A DAgger race's spell: the same seeded random actions drive, the centre-line driver still labels every step.
+    spell = Perturbation(3, 5, 15)
+    assert len(dagger_perturbed.y) == dagger_perturbed.steps and not np.isnan(dagger_perturbed.y).any()
+    for t in spell.at:
+        np.testing.assert_array_equal(dagger_perturbed.actions[t], spell.action(t))
+    np.testing.assert_array_equal(dagger.actions[:spell.at[0]], dagger_perturbed.actions[:spell.at[0]])
+    assert not np.array_equal(dagger.actions[spell.at[0]], dagger_perturbed.actions[spell.at[0]])

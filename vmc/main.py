@@ -129,8 +129,8 @@ PRESETS = {
                                      mdn_epochs=1, mdn_steps=5, eval_seeds=1, vae_epochs=1)),
     "tracks": Preset(episodes=160, max_steps=600, vae_epochs=8, mdn_epochs=10, mdn_steps=150, popsize=16, rollouts=1,
                      generations=6, race_steps=1000, dagger_rounds=8, dagger_episodes=16, tracks=tuple(TRAIN_TRACKS),
-                     held_out=tuple(HELD_OUT_TRACKS), tracks_per_generation=4, teacher_weight=500.0, flip=0.5,
-                     colour_jitter=0.3, dagger_perturb=10),
+                     held_out=tuple(HELD_OUT_TRACKS), tracks_per_generation=4, teacher_weight=500.0,
+                     dagger_perturb=10),
 }
 
 
