@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import ClassVar, Optional
 
 from vmc import cli, records
-from vmc.checkpoints import load_checkpoint, load_vae
+from vmc.checkpoints import load_checkpoint, vae_from
 from vmc.cli import Config, check_non_negative, check_positive
 from vmc.cluster import check_cluster
 from vmc.runs import RUNS, write_config
@@ -166,7 +166,7 @@ def run_round(cfg: IterateConfig, k: int, previous: Optional[dict]) -> dict:
         vae_ck = load_checkpoint(vae, "vae")
         info = latents_info(latents) if latents.exists() else {}
         if not (info.get("episodes") == len(episodes) and info.get("vae") == vae_ck["fingerprint"]):
-            write_latents(load_vae(vae), vae_ck["fingerprint"], data, latents)
+            write_latents(vae_from(vae_ck), vae_ck["fingerprint"], data, latents)
         arch = MDNRNNConfig(**load_checkpoint(Path(previous["mdn"]), "mdn")["config"]["model"])
         mcfg = train_mdn.TrainMDNConfig(run=str(rd), latents=str(latents), vae=str(vae), epochs=cfg.mdn_epochs,
                                         steps_per_epoch=cfg.mdn_steps, seq_len=cfg.mdn_seq_len, init=previous["mdn"],

@@ -109,10 +109,6 @@ class Preset:
     """Episodes per track of the final evaluation."""
     teacher_weight: float = 0.0
     """The VAE's teacher loss (``vmc.train_vae --teacher-weight``; never with ``--teacher-free``)."""
-    flip: float = 0.0
-    """Share of the VAE's training frames mirrored (``vmc.train_vae --flip``)."""
-    colour_jitter: float = 0.0
-    """Colour jitter of the VAE's training frames (``vmc.train_vae --colour-jitter``)."""
     dagger_perturb: int = 0
     """Steps of random actions in each DAgger race (``vmc.evolve --dagger-perturb``)."""
     dream: DreamSizes = DreamSizes(rounds=4, episodes=16, generations=20, popsize=64, rollouts=16, dream_steps=400,
@@ -256,7 +252,6 @@ def run_main(cfg: MainConfig) -> dict:
     teacher = 0.0 if cfg.teacher_free else p.teacher_weight
     vae_cfg = train_vae.TrainVAEConfig(data=str(data), run=str(run), epochs=p.vae_epochs, force=cfg.force,
                                        teacher_weight=teacher, model=VAEConfig(teacher_outputs=3 if teacher else 0),
-                                       flip=p.flip, colour_jitter=p.colour_jitter,
                                        resume=(run / "vae.last.pt").exists() and not cfg.force)
     train_vae.train(vae_cfg)
     train_vae.encode(vae_cfg)

@@ -186,7 +186,7 @@ class DaggerDriver:
         a = label.copy() if self.rng.random() < self.beta else self.agent.controller(z, h)[0].numpy()
         if self.noise > 0:
             a[:2] += self.rng.normal(0.0, self.noise, 2).astype(np.float32)
-        spell = self.perturb.action(self.t)
+        spell = self.perturb.action(self.t)  # after the noise draw, so the race's random stream is the same with a spell
         a = np.clip(a if spell is None else spell, LOW, HIGH).astype(np.float32)
         self.agent.advance(z, a)
         self.x.append(torch.cat([z, h], 1)[0].numpy())
