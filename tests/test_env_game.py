@@ -77,7 +77,7 @@ def test_long_episode_repeats_exactly_after_a_different_one(lighthouse_env):
     np.testing.assert_array_equal(drive(150, 0.0), first)
 
 
-@pytest.mark.parametrize("track", ["lighthouse", "zengarden"])
+@pytest.mark.parametrize("track", ["lighthouse", "zengarden", "lighthouse-reverse"])
 def test_restarted_race_gives_the_frames_of_a_freshly_loaded_one(track):
     """Resets reuse the loaded track (vmc.sim.restart): after other episodes, the same actions must give the
     frames, distances and scores of the race's first episode, which loaded the track."""
@@ -157,6 +157,26 @@ def test_reference_drivers_finish_a_lap_of_lighthouse(controller, driver):
     assert result.score > 900
 
 
+def test_reverse_track_is_raced_the_other_way_round():
+    """``<track>-reverse`` is the game's reverse mode: the kart sets off the opposite way and the centre-line
+    driver laps it with the same progress rules."""
+    moves = {}
+    for track in ("lighthouse", "lighthouse-reverse"):
+        env = SuperTuxKartEnv(track=track)
+        try:
+            env.reset(seed=0)
+            start = env.unwrapped._kart_state()[1].location.copy()
+            for _ in range(20):
+                env.step(np.array([0.0, 1.0, 0.0], np.float32))
+            moves[track] = env.unwrapped._kart_state()[1].location - start
+            if track.endswith("-reverse"):
+                result = run_episode(env, CentreLineDriver(), seed=0)
+                assert result.end == "lap" and result.score > 900
+        finally:
+            env.close()
+    assert np.dot(moves["lighthouse"], moves["lighthouse-reverse"]) < 0
+
+
 def test_game_ai_reports_its_actions():
     env = SuperTuxKartEnv(track="zengarden", controller="ai", max_steps=60)
     try:
@@ -173,6 +193,8 @@ def test_unknown_track_lists_the_real_ones():
     with pytest.raises(ValueError, match="lighthouse") as err:
         gymnasium.make(vmc.ENV_ID, track="lighthose")
     assert "zengarden" in str(err.value)
+    with pytest.raises(ValueError, match="race tracks are: abyss.*add -reverse"):
+        gymnasium.make(vmc.ENV_ID, track="lighthose-reverse")
 
 
 def test_track_list_matches_the_game():

@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vmc.sim.track import LapProgress, TrackGeometry, race_tracks
+from vmc.sim.track import LapProgress, TrackGeometry, race_tracks, reversible_tracks
 
 
 def drive(progress: LapProgress, distances):
@@ -51,6 +51,16 @@ def test_forward_jump_is_not_progress():
     p.update(14.0)
     assert p.best == pytest.approx(0.014)
     assert p.current == pytest.approx(14.0)
+
+
+def test_a_whole_lap_counted_for_one_step_at_the_line_is_not_progress():
+    p = LapProgress(length=1328.7)
+    for d in [-1.7, -0.9, -0.5, 1328.7, 0.5, 1.3]:  # scotland in reverse, as the game reported it
+        p.update(d, on_road=True)
+    assert p.best == pytest.approx(1.3 / 1328.7)
+    assert not p.lap_done
+    p.update(60.0, on_road=True)  # two paths meeting (a jump of tens of metres) is still followed
+    assert p.current == pytest.approx(60.0)
 
 
 def test_rescue_backwards_does_not_pay_twice():
@@ -108,3 +118,6 @@ def test_race_tracks_reads_track_flags(tmp_path: Path):
         (tmp_path / "tracks" / name).mkdir(parents=True)
         (tmp_path / "tracks" / name / "track.xml").write_text(f'<?xml version="1.0"?>\n<track name="{name}" {flags}\n>\n</track>\n')
     assert race_tracks(tmp_path) == ["loop"]
+    (tmp_path / "tracks" / "loop2").mkdir()
+    (tmp_path / "tracks" / "loop2" / "track.xml").write_text('<track name="loop2"\n reverse = "Y"\n>\n</track>\n')
+    assert reversible_tracks(tmp_path) == ["loop2"]

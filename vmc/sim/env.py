@@ -29,7 +29,7 @@ from vmc.sim import game
 from vmc.sim.assets import ensure_assets
 from vmc.sim.engine import GameClock
 from vmc.sim.restart import NOT_REPRODUCIBLE, restart_fix
-from vmc.sim.track import LapProgress, TrackGeometry, race_tracks
+from vmc.sim.track import LapProgress, TrackGeometry, race_tracks, reversible_tracks
 
 log = logging.getLogger(__name__)
 CONTROLLERS = ("player", "ai")
@@ -40,7 +40,7 @@ class EnvConfig:
     """Everything that defines an environment; saved with every dataset and checkpoint."""
 
     track: str = "lighthouse"
-    """Race track name: any of :func:`list_tracks`."""
+    """Race track name: any of :func:`list_tracks`, or one with the ``-reverse`` suffix (raced the other way)."""
     width: int = 64
     """Observation width in pixels; the game renders at this size."""
     height: int = 64
@@ -105,11 +105,28 @@ def list_tracks() -> list[str]:
     return race_tracks(ensure_assets() / "data")
 
 
+REVERSE = "-reverse"
+"""Suffix of a track name that races the track the other way round (``lighthouse-reverse``): the game's reverse
+mode, same scenery, the start line crossed the other way. Everywhere a track name goes (``--tracks``, tables, data)
+the suffixed name is a track of its own."""
+
+
+def split_track(name: str) -> tuple[str, bool]:
+    """``lighthouse`` → ``("lighthouse", False)``; ``lighthouse-reverse`` → ``("lighthouse", True)``."""
+    return (name[: -len(REVERSE)], True) if name.endswith(REVERSE) else (name, False)
+
+
 def check_track(name: str) -> None:
-    """Raise ``ValueError`` naming the real tracks when ``name`` is not one."""
+    """Raise ``ValueError`` naming the real tracks when ``name`` is not one (nor one the game races in reverse with
+    the ``-reverse`` suffix)."""
+    base, reverse = split_track(name)
     tracks = list_tracks()
-    if name not in tracks:
-        raise ValueError(f"unknown track {name!r}; race tracks are: {', '.join(tracks)}")
+    if base not in tracks:
+        raise ValueError(f"unknown track {name!r}; race tracks are: {', '.join(tracks)} "
+                         f"(add {REVERSE} to race one the other way round)")
+    if reverse and base not in reversible_tracks(ensure_assets() / "data"):
+        raise ValueError(f"the game does not race {base} in reverse; tracks it does: "
+                         f"{', '.join(reversible_tracks(ensure_assets() / 'data'))}")
 
 
 _LIBC = ctypes.CDLL(None)
@@ -140,7 +157,7 @@ class SuperTuxKartEnv(gym.Env):
         self._pystk2 = game.init_game(cfg.graphics_spec())
         self._clock = GameClock(self._pystk2)
         # Physics only has no scene to put back (and reloads are cheap without textures): a new race each episode.
-        reusable = self.config.reuse_race and self.config.renderer != "none" and self.config.track not in NOT_REPRODUCIBLE
+        reusable = self.config.reuse_race and self.config.renderer != "none" and split_track(self.config.track)[0] not in NOT_REPRODUCIBLE
         self._restart = restart_fix(self._pystk2) if reusable else None
         self._game_steps = 0  # game steps since the race (re)started, countdown included
         self._race: Any = None
@@ -158,7 +175,7 @@ class SuperTuxKartEnv(gym.Env):
         self._stop_race()
         game.claim_race(self)
         rc = pystk2.RaceConfig()
-        rc.track = self.config.track
+        rc.track, rc.reverse = split_track(self.config.track)
         rc.num_kart = 1
         # Two laps in the game, one in the episode: a race the game considers finished cannot be
         # restarted properly, and the episode ends at the first crossing of the line anyway.

@@ -33,6 +33,13 @@ def race_tracks(data_dir: Path) -> list[str]:
     return names
 
 
+def reversible_tracks(data_dir: Path) -> list[str]:
+    """The race tracks of :func:`race_tracks` that the game can race the other way round (``reverse="Y"`` in their
+    ``track.xml``, what the game's ``Track::reverseAvailable`` reads), sorted."""
+    return [n for n in race_tracks(data_dir)
+            if re.search(_FLAG.format("reverse"), (data_dir / "tracks" / n / "track.xml").read_text(errors="replace"))]
+
+
 @dataclass(frozen=True)
 class TrackGeometry:
     """The drivable centre line of a track as N straight segments.
@@ -281,7 +288,9 @@ class LapProgress:
 
     * between two steps on the road, progress follows the game's distance, jumps included: those are
       where two paths of the track meet again (each alternative path is numbered on from where it
-      leaves the main loop, so paths of different lengths meet with a jump of up to 75 m);
+      leaves the main loop, so paths of different lengths meet with a jump of up to 75 m); but not a
+      change of more than half a lap, which is the game's distance counting a whole lap for one step
+      as the kart crosses the line (seen on scotland in reverse: -0.5, 1328.7, 0.5 m);
     * back on the road after steps off it (a rescue, a jump, a glitch of the distance), progress is
       where it was at the last step on the road plus the game's change of distance since, but at most
       ``max_gain_m`` per step;
@@ -322,6 +331,8 @@ class LapProgress:
         """
         raw = max(0.0, float(overall_distance))
         delta = raw - self._last_raw
+        if on_road and self._last_on_road and abs(delta) > 0.5 * self.length:
+            raw, delta = self._last_raw, 0.0  # the lap counted for one step at the line: the reading is dropped
         if on_road and self._last_on_road:
             self.current = max(0.0, self.current + delta)  # small steps, and where two paths meet
         elif on_road:  # back on the road: from where we were when we left it
