@@ -30,7 +30,7 @@ def test_table_files_and_grid_video(tiny_run: Path, tmp_path: Path):
     assert all(e["end"] == "max_steps" or e["steps"] <= 20 for e in data["episodes"])
     row = {r["track"]: r for r in data["rows"]}["lighthouse"]
     assert row["ai_steps"] > 300 and row["centreline"] > 900  # the references drive whole laps (no step limit)
-    assert (out / "episodes.csv").read_text().splitlines()[0] == "track,seed,score,steps,end,lap_fraction"
+    assert (out / "episodes.csv").read_text().splitlines()[0] == "track,seed,score,steps,end,lap_fraction,perturb_at,centreline_end"
     frames = imageio.mimread(out / "grid.mp4")
     assert len(frames) == 21 and frames[0].shape[1] == 2 * 64 * 3  # two tiles side by side, 20 steps + the start
     assert (out / "grid.png").is_file()
@@ -38,7 +38,7 @@ def test_table_files_and_grid_video(tiny_run: Path, tmp_path: Path):
 
 def test_same_seeds_same_table_and_perturb_changes_actions(tiny_run: Path, tmp_path: Path):
     from vmc.checkpoints import load_controller
-    from vmc.racing import AgentRace, DaggerRace, Perturbation, racing_pool
+    from vmc.racing import AgentRace, DaggerRace, Perturbation, ReferenceRace, racing_pool
     from vmc.sim.env import EnvConfig
 
     controller = str(tiny_run / "run" / "controller" / "best.pt")
@@ -50,9 +50,10 @@ def test_same_seeds_same_table_and_perturb_changes_actions(tiny_run: Path, tmp_p
 
     ck, models = load_controller(Path(controller))
     with racing_pool(1, models, EnvConfig(max_steps=25), action_noise=0.0) as pool:
-        plain, perturbed, dagger, dagger_perturbed = pool.map([
+        plain, perturbed, dagger, dagger_perturbed, teacher = pool.map([
             AgentRace(ck["params"], "lighthouse", 3), AgentRace(ck["params"], "lighthouse", 3, perturb=5, perturb_window=15),
-            DaggerRace(ck["params"], "lighthouse", 3, beta=1.0), DaggerRace(ck["params"], "lighthouse", 3, 1.0, 5, 15)])
+            DaggerRace(ck["params"], "lighthouse", 3, beta=1.0), DaggerRace(ck["params"], "lighthouse", 3, 1.0, 5, 15),
+            ReferenceRace("centreline", "lighthouse", max_steps=25, seed=3, perturb=5, perturb_window=15)])
     differ = np.flatnonzero(np.any(plain.actions != perturbed.actions, axis=1))
     assert len(differ) and 10 <= differ[0] < 15  # the same race up to the random spell, which starts in [10, 15)
     np.testing.assert_array_equal(plain.actions[:differ[0]], perturbed.actions[:differ[0]])
@@ -63,3 +64,15 @@ def test_same_seeds_same_table_and_perturb_changes_actions(tiny_run: Path, tmp_p
         np.testing.assert_array_equal(dagger_perturbed.actions[t], spell.action(t))
     np.testing.assert_array_equal(dagger.actions[:spell.at[0]], dagger_perturbed.actions[:spell.at[0]])
     assert not np.array_equal(dagger.actions[spell.at[0]], dagger_perturbed.actions[spell.at[0]])
+    # The centre-line driver meets the agent's spell for the same seed (evaluate's "same spells" column).
+    spell = Perturbation(3, 5, 15)
+    np.testing.assert_array_equal(teacher.actions[spell.at.start:spell.at.stop], perturbed.actions[spell.at.start:spell.at.stop])
+    assert not np.array_equal(teacher.actions[:spell.at.start], perturbed.actions[:spell.at.start])
+
+    rows = evaluate(EvaluateConfig(**kw, perturb=5, out=str(tmp_path / "p")), progress=False)
+    episodes = json.loads((tmp_path / "p" / "episodes.json").read_text())["episodes"]
+    window = int(0.8 * rows[0]["ai_steps"])  # the spell starts in the first 80 % of the AI's lap
+    assert [e["perturb_at"] for e in episodes] == [Perturbation(k, 5, window).at.start for k in (0, 1)]
+    assert all(e["centreline_end"] in ("lap", "stuck", "off_track", "max_steps") for e in episodes)
+    assert rows[0]["centreline_spelled_laps"] == 0  # 25 steps are no lap
+    assert "centre-line driver, same spells" in (tmp_path / "p" / "table.md").read_text()

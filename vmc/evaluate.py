@@ -3,7 +3,9 @@
 Every track gets ``--episodes`` races of the World Models agent with Gaussian noise ``--noise`` on steering and
 throttle (episode k's seed is ``seed + k`` on every track, so the same command gives the same table), and,
 with ``--perturb K``, K steps of random actions from a random (seeded) step of each race, to measure recovery.
-The centre-line driver and the game's AI drive each track once (the game is deterministic).
+The centre-line driver and the game's AI drive each track once (the game is deterministic); with ``--perturb``,
+the centre-line driver also drives every episode under that episode's noise and spell, and its laps are a column
+of the table: the recovery that a driver reading the kart's true position manages from the same spells.
 
 Writes into ``--out`` (default: ``eval/`` beside the controller's folder): ``table.md`` (the table printed at the
 end), ``episodes.json`` and ``episodes.csv`` (every episode), ``grid.mp4`` (one tile per track: the first
@@ -25,7 +27,7 @@ from vmc import cli, records
 from vmc.checkpoints import load_controller
 from vmc.cli import Config, check_non_negative, check_positive
 from vmc.cluster import check_cluster
-from vmc.racing import AgentRace, RaceResult, ReferenceRace, racing_pool
+from vmc.racing import AgentRace, Perturbation, RaceResult, ReferenceRace, racing_pool
 from vmc.sim.env import EnvConfig, check_track
 
 log = logging.getLogger("vmc.evaluate")
@@ -105,8 +107,10 @@ def score_candidates(pool, candidates: dict[str, np.ndarray], tracks: list[str],
     return out
 
 
-def summarise(track: str, results: list[RaceResult], refs: dict[str, RaceResult]) -> dict:
-    """One table row: laps, score mean ± std, median lap steps, the AI's lap steps and the ratio, endings."""
+def summarise(track: str, results: list[RaceResult], refs: dict[str, RaceResult],
+              spelled: Optional[list[RaceResult]] = None) -> dict:
+    """One table row: laps, score mean ± std, median lap steps, the AI's lap steps and the ratio, endings; with
+    ``spelled`` (the centre-line driver under the same episodes' noise and spells) its laps."""
     scores = np.array([r.score for r in results])
     lap_steps = [r.steps for r in results if r.lap]
     ai = refs["ai"]
@@ -118,21 +122,24 @@ def summarise(track: str, results: list[RaceResult], refs: dict[str, RaceResult]
             "std": float(scores.std()), "median_lap_steps": median, "ai_steps": ai.steps if ai.lap else None,
             "ai_end": ai.end, "ratio": (median / ai.steps) if (median and ai.lap) else None,
             "centreline": refs["centreline"].score, "centreline_end": refs["centreline"].end, "ai_score": ai.score,
-            "ends": ends}
+            "ends": ends, "centreline_spelled_laps": sum(r.lap for r in spelled) if spelled else None}
 
 
 def markdown_table(rows: list[dict], title: str) -> str:
-    """The evaluation table in Markdown."""
+    """The evaluation table in Markdown (with spells, a column of the centre-line driver's laps under them)."""
+    spells = any(r.get("centreline_spelled_laps") is not None for r in rows)
     lines = [f"**{title}**", "",
-             "| track | laps | score | median lap steps | game AI steps | ratio | centre-line driver | game AI | ends |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| track | laps | score | median lap steps | game AI steps | ratio | centre-line driver | game AI | ends |"
+             + (" centre-line driver, same spells |" if spells else ""),
+             "|---|---|---|---|---|---|---|---|---|" + ("---|" if spells else "")]
     for r in rows:
         med = f"{r['median_lap_steps']:.0f}" if r["median_lap_steps"] is not None else "-"
         ai = f"{r['ai_steps']}" if r["ai_steps"] is not None else f"- ({r['ai_end']})"
         ratio = f"{r['ratio']:.2f}" if r["ratio"] is not None else "-"
         ends = ", ".join(f"{k} {v}" for k, v in sorted(r["ends"].items()))
         lines.append(f"| {r['track']} | {r['laps']}/{r['episodes']} | {r['mean']:.1f} ± {r['std']:.1f} | {med} | {ai} | "
-                     f"{ratio} | {r['centreline']:.1f} ({r['centreline_end']}) | {r['ai_score']:.1f} ({r['ai_end']}) | {ends} |")
+                     f"{ratio} | {r['centreline']:.1f} ({r['centreline_end']}) | {r['ai_score']:.1f} ({r['ai_end']}) | {ends} |"
+                     + (f" {r['centreline_spelled_laps']}/{r['episodes']} laps |" if spells else ""))
     return "\n".join(lines) + "\n"
 
 
@@ -174,11 +181,18 @@ def evaluate(cfg: EvaluateConfig, progress: bool = True) -> list[dict]:
     out.mkdir(parents=True, exist_ok=True)
     with racing_pool(cfg.workers, models, env, cfg.noise, name="vmc-evaluate", cluster=cfg.cluster, progress=progress) as pool:
         refs = reference_laps(pool, tracks)  # the pool's bar counts the races (and its workers' logs reach ours)
-        tasks = [AgentRace(ck["params"], t, cfg.seed + k, cfg.perturb,
-                           perturb_window=max(20, int(0.8 * (refs[t]["ai"].steps or 300))), record=cfg.video and k == 0)
+        window = {t: max(20, int(0.8 * (refs[t]["ai"].steps or 300))) for t in tracks}
+        tasks = [AgentRace(ck["params"], t, cfg.seed + k, cfg.perturb, perturb_window=window[t], record=cfg.video and k == 0)
                  for t in tracks for k in range(cfg.episodes)]
-        results = pool.map(tasks)
-    rows = [summarise(t, [r for task, r in zip(tasks, results) if task.track == t], refs[t]) for t in tracks]
+        # With a spell, the centre-line driver meets each episode's noise and spell too: how many of them a driver
+        # that reads the kart's true position gets over is the recovery a controller can hope for.
+        spelled = [ReferenceRace("centreline", t, max_steps=cfg.max_steps, seed=cfg.seed + k, noise=cfg.noise,
+                                 perturb=cfg.perturb, perturb_window=window[t])
+                   for t in tracks for k in range(cfg.episodes)] if cfg.perturb else []
+        results = pool.map(tasks + spelled)
+        results, teacher = results[:len(tasks)], results[len(tasks):] or [None] * len(tasks)
+    rows = [summarise(t, [r for task, r in zip(tasks, results) if task.track == t], refs[t],
+                      [r for task, r in zip(tasks, teacher) if task.track == t and r is not None]) for t in tracks]
     title = (f"{cfg.controller}: {cfg.episodes} episodes per track, action noise {cfg.noise}"
              + (f", {cfg.perturb} random steps per race" if cfg.perturb else ""))
     table = markdown_table(rows, title)
@@ -188,7 +202,10 @@ def evaluate(cfg: EvaluateConfig, progress: bool = True) -> list[dict]:
     for r in rows:
         records.scalars(run, f"{out.name}/{r['track']}", {k: r[k] for k in ("mean", "std", "laps", "median_lap_steps", "ratio")}, 0)
     episodes = [{"track": task.track, "seed": task.seed, "score": r.score, "steps": r.steps, "end": r.end,
-                 "lap_fraction": r.lap_fraction} for task, r in zip(tasks, results)]
+                 "lap_fraction": r.lap_fraction,
+                 "perturb_at": Perturbation(task.seed, task.perturb, task.perturb_window).at.start if task.perturb else None,
+                 "centreline_end": c.end if c is not None else None}
+                for task, r, c in zip(tasks, results, teacher)]
     (out / "episodes.json").write_text(json.dumps({"config": cfg.record(), "rows": rows, "episodes": episodes}, indent=2))
     with open(out / "episodes.csv", "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=list(episodes[0]))

@@ -84,6 +84,14 @@ class ReferenceRace:
     """Return the frames."""
     max_steps: int = 2000
     """Step limit of this race (a reference drives the whole lap, whatever the agents' limit)."""
+    seed: Optional[int] = None
+    """``centreline`` only: seed of the agent's :class:`Exploration` (noise and spell) to drive under; None: none."""
+    noise: float = 0.0
+    """Std of that exploration's noise on steering and throttle."""
+    perturb: int = 0
+    """Steps of that exploration's spell of random actions."""
+    perturb_window: int = 300
+    """The spell starts at a step drawn uniformly from [10, this)."""
 
 
 Task = Union[AgentRace, DaggerRace, ReferenceRace]
@@ -133,16 +141,37 @@ class Perturbation:
         return self.rng.uniform(LOW, HIGH).astype(np.float32) if t in self.at else None
 
 
+class Exploration:
+    """What an evaluation race adds to a driver's actions: seeded Gaussian noise on steering and throttle and an
+    optional :class:`Perturbation` spell that replaces them (no noise is drawn during the spell). The agent and the
+    centre-line driver share it, so that with the same seed both meet the same spell."""
+
+    def __init__(self, noise: float, seed: Optional[int], perturb: int = 0, perturb_window: int = 300) -> None:
+        self.noise = noise
+        self.rng = np.random.default_rng(seed) if seed is not None else None
+        self.perturb = Perturbation(seed, perturb, perturb_window)
+
+    def __call__(self, t: int, action: Callable[[], np.ndarray]) -> np.ndarray:
+        """Step ``t``'s action (3,): the spell's, or ``action()`` with noise."""
+        a = self.perturb.action(t)
+        if a is None:
+            a = action()
+            if self.rng is not None and self.noise > 0:
+                a = a.copy()
+                a[:2] += self.rng.normal(0.0, self.noise, 2).astype(np.float32)
+                a = np.clip(a, LOW, HIGH).astype(np.float32)
+        return a
+
+
 class AgentDriver:
     """The World Models agent as a driver: frame → z → action from [z, h] → MDN-RNN step, with seeded noise on
-    steering and throttle and an optional spell of random actions."""
+    steering and throttle and an optional spell of random actions (:class:`Exploration`)."""
 
     def __init__(self, agent: WorldModelAgent, noise: float, seed: Optional[int], perturb: int = 0,
                  perturb_window: int = 300) -> None:
-        self.agent, self.noise = agent, noise
-        self.rng = np.random.default_rng(seed) if seed is not None else None
+        self.agent = agent
+        self.explore = Exploration(noise, seed, perturb, perturb_window)
         self.t = 0
-        self.perturb = Perturbation(seed, perturb, perturb_window)
 
     def reset(self, track, seed=None) -> None:
         self.agent.reset()
@@ -150,13 +179,26 @@ class AgentDriver:
 
     def act(self, obs: np.ndarray, info: dict) -> np.ndarray:
         z, h = self.agent.observe(obs)
-        a = self.perturb.action(self.t)
-        if a is None:
-            a = self.agent.controller(z, h)[0].numpy()
-            if self.rng is not None and self.noise > 0:
-                a[:2] += self.rng.normal(0.0, self.noise, 2).astype(np.float32)
-                a = np.clip(a, LOW, HIGH).astype(np.float32)
+        a = self.explore(self.t, lambda: self.agent.controller(z, h)[0].numpy())
         self.agent.advance(z, a)  # the MDN-RNN models what was done, as in the dream
+        self.t += 1
+        return a
+
+
+class ExploringDriver:
+    """A reference driver under the agent's :class:`Exploration` (its noise and spell for the same seed)."""
+
+    def __init__(self, driver, explore: Exploration) -> None:
+        self.driver, self.explore = driver, explore
+        self.t = 0
+
+    def reset(self, track, seed=None) -> None:
+        self.driver.reset(track, seed)
+        self.t = 0
+
+    def act(self, obs: np.ndarray, info: dict) -> np.ndarray:
+        own = self.driver.act(obs, info)  # asked at every step, so that its own bookkeeping also sees the spell
+        a = self.explore(self.t, lambda: own)
         self.t += 1
         return a
 
@@ -225,6 +267,10 @@ def make_racer(models: Optional[WorldModels], env_config: dict, action_noise: fl
         if isinstance(task, ReferenceRace):
             race = env_with(task.track, "ai" if task.driver == "ai" else "player", task.max_steps)
             driver = GameAIDriver() if task.driver == "ai" else CentreLineDriver()
+            if task.seed is not None:
+                if task.driver == "ai":
+                    raise ValueError("the game's AI drives itself: it cannot race under noise or a spell")
+                driver = ExploringDriver(driver, Exploration(task.noise, task.seed, task.perturb, task.perturb_window))
             seed = None
         else:
             if agent is None:
