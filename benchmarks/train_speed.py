@@ -1,10 +1,12 @@
 """ConvVAE (and MDN-RNN) training speed on a real collection: today's defaults against the previous ones, one run.
 
-The previous way (``before``): frames read and decompressed from the shards every epoch, float32, and the
-decoder's first transposed convolution run as a convolution. Today's defaults (``after``): the training frames
-decompressed into memory once, bfloat16 autocast where the CPU has bfloat16 units, channels-last tensors, and
-that first layer as the matrix product it is. Both train from the same seed for the same epochs on the same
-frames; the table gives frames/s per epoch and the validation loss after each, with the ratios to ``before``.
+The previous way (``before``): frames read and decompressed from the shards every epoch, float32, the
+decoder's first transposed convolution run as a convolution, and Adam as torch's loop over the parameters.
+Today's defaults (``after``): the training frames decompressed into memory once, bfloat16 autocast where the CPU
+has bfloat16 units, channels-last tensors, that first layer as the matrix product it is, and Adam's fused kernel
+(``vmc.training.adam``); ``after, Adam loop`` is today's defaults with the unfused Adam. All train from the same
+seed for the same epochs on the same frames; the table gives frames/s per epoch and the validation loss after
+each, with the ratios to ``before``.
 ``--batch BATCH:LR`` adds today's defaults with another batch size and learning rate (repeatable).
 
     python benchmarks/train_speed.py --data data/lighthouse-small --epochs 3 [--batch 256:0.002]
@@ -26,6 +28,11 @@ def _decode_as_convolution(self, z: torch.Tensor) -> torch.Tensor:
     return self.decoder(self.fc_decode(z).unsqueeze(-1).unsqueeze(-1))
 
 
+def _adam_loop(params, lr: float, device: torch.device) -> torch.optim.Adam:
+    """Adam as it was: torch's default on the CPU, a loop of tensor operations per parameter."""
+    return torch.optim.Adam(params, lr=lr)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default="data/lighthouse-small")
@@ -35,7 +42,7 @@ def main() -> None:
     p.add_argument("--batch", action="append", default=[], metavar="BATCH:LR",
                    help="also today's defaults with this batch size and learning rate (repeatable)")
     a = p.parse_args()
-    variants = [("before", {"in_memory": False, "precision": "fp32"}), ("after", {})]
+    variants = [("before", {"in_memory": False, "precision": "fp32"}), ("after", {}), ("after, Adam loop", {})]
     for spec in a.batch:
         size, lr = spec.split(":")
         variants.append((f"b{size} lr {lr}", {"batch_size": int(size), "lr": float(lr)}))
@@ -49,15 +56,17 @@ def main() -> None:
         for name, overrides in variants:
             cfg = train_vae.TrainVAEConfig(data=a.data, run=str(Path(tmp) / name), epochs=a.epochs, device=a.device,
                                            **overrides)
-            original = ConvVAE.decode
+            original, fused = ConvVAE.decode, train_vae.adam
             if name == "before":
                 ConvVAE.decode = _decode_as_convolution
+            if name in ("before", "after, Adam loop"):
+                train_vae.adam = _adam_loop
             try:
                 t0 = time.perf_counter()
                 train_vae.train(cfg, progress=False)
                 wall = time.perf_counter() - t0
             finally:
-                ConvVAE.decode = original
+                ConvVAE.decode, train_vae.adam = original, fused
             from vmc.checkpoints import load_checkpoint
 
             rows[name] = (load_checkpoint(cfg.out.with_name("vae.last.pt"), "vae")["history"], wall)
@@ -65,11 +74,17 @@ def main() -> None:
                 train_vae.encode(cfg)
                 latents = cfg.latents
         mdn_rows = {}
-        for name, precision in (("fp32", "fp32"), ("bf16", "bf16")):
+        for name, precision in (("fp32", "fp32"), ("bf16", "bf16"), ("fp32, Adam loop", "fp32")):
             mcfg = train_mdn.TrainMDNConfig(run=str(Path(tmp) / f"mdn-{name}"), latents=str(latents), epochs=1,
                                             steps_per_epoch=a.mdn_steps, video=False, precision=precision,
                                             device=a.device)
-            mdn_rows[name] = train_mdn.train(mcfg, progress=False)
+            fused = train_mdn.adam
+            if "Adam loop" in name:
+                train_mdn.adam = _adam_loop
+            try:
+                mdn_rows[name] = train_mdn.train(mcfg, progress=False)
+            finally:
+                train_mdn.adam = fused
 
     print(f"\ntrain_speed: {a.data}, {a.epochs} epochs, {torch.get_num_threads()} threads, {os.cpu_count()} cores, "
           f"device {a.device}, bf16 autocast in 'after': {use_bf16('auto', pick_device(a.device))}")
@@ -80,9 +95,11 @@ def main() -> None:
             print(f"{name:>16} {f['epoch']:>5} {f['frames_per_s']:9.1f} {f['frames_per_s'] / b['frames_per_s']:6.2f} "
                   f"{f['val_loss']:9.2f} {f['val_loss'] / b['val_loss']:6.3f}")
         print(f"{name:>16} {'all':>5} {'wall ' + format(wall, '.0f') + ' s':>9} {wb / wall:6.2f}")
-    f32, b16 = mdn_rows["fp32"], mdn_rows["bf16"]
-    print(f"\nMDN-RNN, {a.mdn_steps} steps: fp32 {f32['steps_per_s']:.0f} sequence steps/s, val loss {f32['val_loss']:.3f}; "
-          f"bf16 {b16['steps_per_s']:.0f} ({b16['steps_per_s'] / f32['steps_per_s']:.2f}x), val loss {b16['val_loss']:.3f}")
+    ref = mdn_rows["fp32, Adam loop"]
+    print(f"\nMDN-RNN, {a.mdn_steps} steps:")
+    for name, r in mdn_rows.items():
+        print(f"{name:>16} {r['steps_per_s']:9.0f} sequence steps/s ({r['steps_per_s'] / ref['steps_per_s']:.2f}x the "
+              f"Adam loop), val loss {r['val_loss']:.3f}")
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ from vmc.latents import latents_info, read_latents
 from vmc.models.mdn import MDNRNN, MDNRNNConfig
 from vmc.models.vae import ConvVAE
 from vmc.runs import RUNS
-from vmc.training import last_checkpoint, pick_device, plot_curves, restore, resume_point, save_epoch, use_all_cores, use_bf16
+from vmc.training import adam, last_checkpoint, pick_device, plot_curves, restore, resume_point, save_epoch, use_all_cores, use_bf16
 
 log = logging.getLogger("vmc.train_mdn")
 
@@ -157,7 +157,7 @@ def train(cfg: TrainMDNConfig, progress: bool = True) -> dict:
         raise CheckpointError(f"{cfg.latents_path}: latents have {z_dim} dimensions, the model expects {cfg.model.z_dim} "
                               "(--model.z-dim)")
     model = MDNRNN(cfg.model).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    opt = adam(model.parameters(), cfg.lr, device)
     bf16 = use_bf16(cfg.precision, device)
     history, epoch0 = restore(start, model, opt)
     if start is None and cfg.init:

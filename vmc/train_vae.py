@@ -25,7 +25,7 @@ from vmc.errors import VmcError
 from vmc.latents import latents_info, write_latents
 from vmc.models.vae import ConvVAE, VAEConfig
 from vmc.runs import RUNS
-from vmc.training import last_checkpoint, pick_device, plot_curves, prefetch, restore, resume_point, save_epoch, use_all_cores, use_bf16
+from vmc.training import adam, last_checkpoint, pick_device, plot_curves, prefetch, restore, resume_point, save_epoch, use_all_cores, use_bf16
 
 log = logging.getLogger("vmc.train_vae")
 
@@ -186,7 +186,7 @@ def train(cfg: TrainVAEConfig, progress: bool = True) -> dict:
         built_on = data_identity(train_ds, val_ds)
         start = resume_point(last_checkpoint(out), "vae", cfg, built_on, cfg.resume, cfg.force)
         model = ConvVAE(cfg.model).to(device).to(memory_format=torch.channels_last)
-        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+        opt = adam(model.parameters(), cfg.lr, device)
         bf16 = use_bf16(cfg.precision, device)
         history, epoch0 = restore(start, model, opt)
         if cfg.init and start is None:

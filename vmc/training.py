@@ -37,6 +37,13 @@ def use_all_cores(threads: int = 0) -> int:
     return n
 
 
+def adam(params: Iterable[torch.nn.Parameter], lr: float, device: torch.device) -> torch.optim.Adam:
+    """Adam with its fused kernel on CPUs and CUDA: one pass over all weights instead of a loop of tensor ops per
+    parameter, which on 2 CPU cores took 100-170 ms per step of the ConvVAE against 10-24 ms fused (the same
+    update up to float rounding; README, Training speed)."""
+    return torch.optim.Adam(params, lr=lr, fused=device.type in ("cpu", "cuda"))
+
+
 def use_bf16(precision: str, device: torch.device) -> bool:
     """Whether ``precision`` means bfloat16 autocast on ``device`` (``auto``: on CPUs with bfloat16 units; not
     on CUDA, where float32 with TF32 measured faster on an H100 for both models: README, Training speed)."""
