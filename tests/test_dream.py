@@ -42,6 +42,24 @@ def tiny_latents(path: Path, episodes: int = 4, steps: int = 25, vae: ConvVAE | 
     return path
 
 
+def test_two_collections_linked_into_one_folder_encode_every_episode(tmp_path: Path):
+    """Episode names repeat across collections (each numbers its own from 0): a folder holding shards of two
+    gets every episode, those with a shared name told apart by their shard."""
+    import os
+
+    a, b = tiny_collection(tmp_path / "a", 2, 10), tiny_collection(tmp_path / "b", 3, 10)
+    both = tmp_path / "both"
+    both.mkdir()
+    for src, tag in ((a, "a"), (b, "b")):
+        for shard in src.glob("shard-*.h5"):
+            os.link(shard, both / f"{shard.stem}-{tag}.h5")
+    vae = tiny_vae()
+    path = write_latents(vae, fingerprint(vae.state_dict()), both, tmp_path / "lat.h5")
+    names = sorted(e["name"] for e in read_latents(path))
+    assert len(names) == 5 and len(set(names)) == 5
+    assert "ep_0000002" in names and "ep_0000000@shard-0-a" in names and "ep_0000000@shard-0-b" in names
+
+
 def test_batched_controller_equals_linear_controller():
     rng = np.random.default_rng(0)
     params = rng.normal(size=(3, (Z + H) * 3 + 3))

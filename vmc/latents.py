@@ -10,6 +10,7 @@ One HDF5 file, root attributes ``vmc_format`` (:data:`FORMAT`), ``vae`` (the VAE
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Optional
 
@@ -39,6 +40,9 @@ def write_latents(vae: ConvVAE, vae_fingerprint: str, data: Path, path: Path, va
         val = validation_set(ds.episodes, val_fraction)
         f.attrs.update({"vmc_format": FORMAT, "vae": vae_fingerprint, "z_dim": vae.config.z_dim, "data": str(data),
                         "episodes": len(ds.episodes)})
+        # Episode names are unique within one collection; a folder that puts two together (shards linked from
+        # both) can hold the same name twice, and those episodes are named with their shard too.
+        seen = Counter(ref.name for ref in ds.episodes)
         for ref in tqdm(ds.episodes, desc="encode", unit="ep", leave=False, disable=None, dynamic_ncols=True):
             g_in = ds.group(ref)
             obs = g_in["observations"]
@@ -47,7 +51,7 @@ def write_latents(vae: ConvVAE, vae_fingerprint: str, data: Path, path: Path, va
                 mu, logvar = vae.encode(ConvVAE.to_input(torch.from_numpy(obs[s:s + batch_size])).to(dev))
                 mus.append(mu.cpu().numpy())
                 logvars.append(logvar.cpu().numpy())
-            g = f.create_group(ref.name)  # indices are unique within a collection
+            g = f.create_group(ref.name if seen[ref.name] == 1 else f"{ref.name}@{ref.shard.stem}")
             g.create_dataset("mu", data=np.concatenate(mus).astype(np.float32))
             g.create_dataset("logvar", data=np.concatenate(logvars).astype(np.float32))
             for k in FIELDS[2:]:
