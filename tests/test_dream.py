@@ -17,6 +17,7 @@ from vmc.latents import FORMAT, latents_info, read_latents, write_latents
 from vmc.models import MDNRNN, MDNRNNConfig, VAEConfig
 from vmc.models.controller import LinearController
 from vmc.models.vae import ConvVAE
+from vmc.train_mdn import dream_video
 
 Z, H = 4, 8
 
@@ -58,6 +59,10 @@ def test_two_collections_linked_into_one_folder_encode_every_episode(tmp_path: P
     names = sorted(e["name"] for e in read_latents(path))
     assert len(names) == 5 and len(set(names)) == 5
     assert "ep_0000002" in names and "ep_0000000@shard-0-a" in names and "ep_0000000@shard-0-b" in names
+    mdn_cfg = MDNRNNConfig(z_dim=Z, hidden=H, gaussians=3)  # the dream video finds the real frames by these names
+    save_checkpoint(tmp_path / "vae.pt", "vae", {"model": vae.state_dict()}, {"model": vae.config})
+    save_checkpoint(tmp_path / "mdn.pt", "mdn", {"model": MDNRNN(mdn_cfg).state_dict()}, {"model": mdn_cfg})
+    assert dream_video(tmp_path / "vae.pt", tmp_path / "mdn.pt", path, tmp_path / "dream.mp4", steps=5).is_file()
 
 
 def test_batched_controller_equals_linear_controller():

@@ -18,13 +18,21 @@ import h5py
 import numpy as np
 import torch
 
-from vmc.data import RolloutDataset, validation_set
+from vmc.data import EpisodeRef, RolloutDataset, validation_set
 from vmc.errors import CheckpointError
 from vmc.models.vae import ConvVAE
 
 FORMAT = "vmc-latents-1"
 """Value of the root attribute ``vmc_format``."""
 FIELDS = ("mu", "logvar", "actions", "rewards", "terminations", "truncations")
+
+
+def episode_names(refs: list) -> dict[str, EpisodeRef]:
+    """The name of each episode of a collection in its latent file: its own name, unique within one collection; a
+    folder that puts two together (shards linked from both) can hold a name twice, and those are named with their
+    shard too (``ep_0000003@shard-…``)."""
+    seen = Counter(ref.name for ref in refs)
+    return {ref.name if seen[ref.name] == 1 else f"{ref.name}@{ref.shard.stem}": ref for ref in refs}
 
 
 def write_latents(vae: ConvVAE, vae_fingerprint: str, data: Path, path: Path, val_fraction: float = 0.1,
@@ -40,10 +48,8 @@ def write_latents(vae: ConvVAE, vae_fingerprint: str, data: Path, path: Path, va
         val = validation_set(ds.episodes, val_fraction)
         f.attrs.update({"vmc_format": FORMAT, "vae": vae_fingerprint, "z_dim": vae.config.z_dim, "data": str(data),
                         "episodes": len(ds.episodes)})
-        # Episode names are unique within one collection; a folder that puts two together (shards linked from
-        # both) can hold the same name twice, and those episodes are named with their shard too.
-        seen = Counter(ref.name for ref in ds.episodes)
-        for ref in tqdm(ds.episodes, desc="encode", unit="ep", leave=False, disable=None, dynamic_ncols=True):
+        for name, ref in tqdm(episode_names(ds.episodes).items(), desc="encode", unit="ep", leave=False, disable=None,
+                              dynamic_ncols=True):
             g_in = ds.group(ref)
             obs = g_in["observations"]
             mus, logvars = [], []
@@ -51,7 +57,7 @@ def write_latents(vae: ConvVAE, vae_fingerprint: str, data: Path, path: Path, va
                 mu, logvar = vae.encode(ConvVAE.to_input(torch.from_numpy(obs[s:s + batch_size])).to(dev))
                 mus.append(mu.cpu().numpy())
                 logvars.append(logvar.cpu().numpy())
-            g = f.create_group(ref.name if seen[ref.name] == 1 else f"{ref.name}@{ref.shard.stem}")
+            g = f.create_group(name)
             g.create_dataset("mu", data=np.concatenate(mus).astype(np.float32))
             g.create_dataset("logvar", data=np.concatenate(logvars).astype(np.float32))
             for k in FIELDS[2:]:

@@ -22,7 +22,7 @@ from vmc import cli, records
 from vmc.checkpoints import load_checkpoint, load_mdn, load_vae
 from vmc.cli import Config, check_positive
 from vmc.errors import CheckpointError
-from vmc.latents import latents_info, read_latents
+from vmc.latents import episode_names, latents_info, read_latents
 from vmc.models.mdn import MDNRNN, MDNRNNConfig
 from vmc.models.vae import ConvVAE
 from vmc.runs import RUNS
@@ -210,7 +210,7 @@ def dream_video(vae_path: Path, mdn_path: Path, latents: Path, out: Path, temper
     ep = max(read_latents(latents, "val", 1, ("mu", "actions")), key=lambda e: e["length"])
     data = Path(str(latents_info(latents)["data"]))
     with RolloutDataset(data) as ds:
-        ref = next(r for r in ds.episodes if r.name == ep["name"])
+        ref = episode_names(ds.episodes)[ep["name"]]
     real = load_episode(ref).observations
     n = min(steps, len(ep["actions"]))
     g = torch.Generator().manual_seed(seed)
