@@ -27,7 +27,7 @@ FORMAT = "vmc-latents-1"
 FIELDS = ("mu", "logvar", "actions", "rewards", "terminations", "truncations")
 
 
-def episode_names(refs: list) -> dict[str, EpisodeRef]:
+def episode_names(refs: list[EpisodeRef]) -> dict[str, EpisodeRef]:
     """The name of each episode of a collection in its latent file: its own name, unique within one collection; a
     folder that puts two together (shards linked from both) can hold a name twice, and those are named with their
     shard too (``ep_0000003@shard-…``)."""

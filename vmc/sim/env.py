@@ -124,9 +124,10 @@ def check_track(name: str) -> None:
     if base not in tracks:
         raise ValueError(f"unknown track {name!r}; race tracks are: {', '.join(tracks)} "
                          f"(add {REVERSE} to race one the other way round)")
-    if reverse and base not in reversible_tracks(ensure_assets() / "data"):
-        raise ValueError(f"the game does not race {base} in reverse; tracks it does: "
-                         f"{', '.join(reversible_tracks(ensure_assets() / 'data'))}")
+    if reverse:
+        reversible = reversible_tracks(ensure_assets() / "data")
+        if base not in reversible:
+            raise ValueError(f"the game does not race {base} in reverse; tracks it does: {', '.join(reversible)}")
 
 
 _LIBC = ctypes.CDLL(None)
