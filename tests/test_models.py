@@ -134,26 +134,32 @@ def test_ridge_fit_recovers_a_linear_controller_from_its_actions():
     np.testing.assert_allclose(got[ok], actions[ok], atol=0.05)
 
 
-def test_agent_fast_path_equals_the_modules_step_by_step():
-    """The agent's traced encoder and LSTMCell give the actions and states of the plain modules (to 1e-5)."""
+@pytest.mark.parametrize("runtime", ["onnxruntime", "torch"])
+def test_agent_fast_path_equals_the_modules_step_by_step(runtime):
+    """The agent's one-graph step, exported to ONNX Runtime or traced in torch, gives the z, h and actions of the
+    plain modules (to 1e-5), also after the controller's parameters change and after a reset."""
     from vmc.models.controller import LinearController, WorldModelAgent
 
     torch.manual_seed(0)
     vae, mdn = ConvVAE(VAEConfig(z_dim=8, channels=(8, 16, 16, 32))).eval(), MDNRNN(MDNRNNConfig(z_dim=8, hidden=16)).eval()
     controller = LinearController(8, 16)
-    torch.nn.init.normal_(controller.linear.weight, std=0.3)
-    agent = WorldModelAgent(vae, mdn, controller)
-    agent.reset()
+    agent = WorldModelAgent(vae, mdn, controller, runtime)
     frames = torch.randint(0, 256, (30, 64, 64, 3), dtype=torch.uint8)
-    state = mdn.initial_state(1)
-    with torch.no_grad():
-        for f in frames:
-            z, _ = vae.encode(ConvVAE.to_input(f[None]))
-            a = controller(z, state[0][0])
-            _, state = mdn.step(z, a, state)
-            np.testing.assert_allclose(agent.act(f.numpy()), a[0].numpy(), atol=1e-5)
-            np.testing.assert_allclose(agent.h.numpy(), state[0][0].numpy(), atol=1e-5)
-            np.testing.assert_allclose(agent.c.numpy(), state[1][0].numpy(), atol=1e-5)
+    for episode in range(2):
+        controller.set_flat(np.random.default_rng(episode).normal(0.0, 0.3, controller.num_params))
+        agent.reset()
+        state = mdn.initial_state(1)
+        with torch.no_grad():
+            for t, f in enumerate(frames):
+                z_ref, _ = vae.encode(ConvVAE.to_input(f[None]))
+                a_ref = controller(z_ref, state[0][0])
+                z, h, a = agent.observe(f.numpy())
+                np.testing.assert_allclose(z, z_ref.numpy(), atol=1e-5)
+                np.testing.assert_allclose(h, state[0][0].numpy(), atol=1e-5)
+                np.testing.assert_allclose(a, a_ref[0].numpy(), atol=1e-5)
+                taken = a_ref if t % 3 else torch.tensor([[0.5, 0.0, 1.0]])  # the LSTM takes the action taken
+                agent.advance(z, taken[0].numpy())
+                _, state = mdn.step(z_ref, taken, state)
 
 
 def test_decoder_first_layer_as_a_matrix_product_equals_the_convolution():

@@ -172,12 +172,13 @@ class WorldModels:
         """Fingerprints of the two models (recorded by the stages built on them)."""
         return {"vae": self.vae_entry["fingerprint"], "mdn": self.mdn_entry["fingerprint"]}
 
-    def agent(self, params: Optional[np.ndarray] = None) -> WorldModelAgent:
-        """A :class:`WorldModelAgent` over these models, with a linear controller (``params`` loaded if given)."""
+    def agent(self, params: Optional[np.ndarray] = None, runtime: str = "onnxruntime") -> WorldModelAgent:
+        """A :class:`WorldModelAgent` over these models, with a linear controller (``params`` loaded if given), its
+        graphs run by ``runtime`` (one of :attr:`WorldModelAgent.RUNTIMES`)."""
         controller = LinearController(self.z_dim, self.h_dim)
         if params is not None:
             controller.set_flat(params)
-        return WorldModelAgent(self.vae(), self.mdn(), controller)
+        return WorldModelAgent(self.vae(), self.mdn(), controller, runtime)
 
 
 def save_controller(path: Path, models: WorldModels, params: np.ndarray, info: dict, config: Any) -> None:

@@ -137,11 +137,7 @@ class ControllerPolicy:
         self.rng = np.random.default_rng(seed)
 
     def act(self, obs: np.ndarray, info: dict) -> np.ndarray:
-        import torch
-
-        with torch.no_grad():
-            z, h = self.agent.observe(obs)
-            a = self.agent.controller(z, h)[0].numpy()
+        z, _, a = self.agent.observe(obs)
         a[:2] += self.rng.normal(0.0, self.noise, 2)
         a = np.clip(a, [-1, 0, 0], [1, 1, 1]).astype(np.float32)
         self.agent.advance(z, a)

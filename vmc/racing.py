@@ -178,8 +178,8 @@ class AgentDriver:
         self.t = 0
 
     def act(self, obs: np.ndarray, info: dict) -> np.ndarray:
-        z, h = self.agent.observe(obs)
-        a = self.explore(self.t, lambda: self.agent.controller(z, h)[0].numpy())
+        z, _, own = self.agent.observe(obs)
+        a = self.explore(self.t, lambda: own)
         self.agent.advance(z, a)  # the MDN-RNN models what was done, as in the dream
         self.t += 1
         return a
@@ -223,15 +223,15 @@ class DaggerDriver:
         self.t = 0
 
     def act(self, obs: np.ndarray, info: dict) -> np.ndarray:
-        z, h = self.agent.observe(obs)
+        z, h, own = self.agent.observe(obs)
         label = self.expert.act(obs, info)
-        a = label.copy() if self.rng.random() < self.beta else self.agent.controller(z, h)[0].numpy()
+        a = label.copy() if self.rng.random() < self.beta else own
         if self.noise > 0:
             a[:2] += self.rng.normal(0.0, self.noise, 2).astype(np.float32)
         spell = self.perturb.action(self.t)  # after the noise draw, so the race's random stream is the same with a spell
         a = np.clip(a if spell is None else spell, LOW, HIGH).astype(np.float32)
         self.agent.advance(z, a)
-        self.x.append(torch.cat([z, h], 1)[0].numpy())
+        self.x.append(np.concatenate([z[0], h[0]]))
         self.y.append(label)
         self.t += 1
         return a

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from vmc.models.mdn import MDNRNN
+from vmc.models.runtime import ExportedGraph
 from vmc.models.vae import ConvVAE, FrameEncoder
 
 
@@ -26,46 +27,102 @@ class LinearController(nn.Module):
 
     def forward(self, z: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         """z (B, Z), h (B, H) → actions (B, 3): steer in [-1, 1], acceleration and brake in [0, 1]."""
-        raw = self.linear(torch.cat([z, h], dim=-1))
+        return self.squash(self.linear(torch.cat([z, h], dim=-1)))
+
+    @staticmethod
+    def squash(raw: torch.Tensor) -> torch.Tensor:
+        """(B, 3) pre-activations → actions: tanh for steering, sigmoid for acceleration and brake."""
         return torch.cat([torch.tanh(raw[..., :1]), torch.sigmoid(raw[..., 1:])], dim=-1)
 
     def set_flat(self, params: np.ndarray) -> None:
-        """Load a flat parameter vector (``num_params``,): W row-major, then b."""
-        torch.nn.utils.vector_to_parameters(torch.as_tensor(np.asarray(params), dtype=torch.float32), self.parameters())
+        """Load a flat parameter vector (``num_params``,): W row-major, then b. In place, so that views of the
+        parameters (a :class:`WorldModelAgent`'s) see the new values."""
+        flat = torch.as_tensor(np.asarray(params), dtype=torch.float32)
+        if flat.numel() != self.num_params:
+            raise ValueError(f"expected {self.num_params} controller parameters, got {flat.numel()}")
+        with torch.no_grad():
+            offset = 0
+            for p in self.parameters():
+                p.copy_(flat[offset:offset + p.numel()].view_as(p))
+                offset += p.numel()
+
+
+_FIRST, _NEXT = np.ones((1, 1), bool), np.zeros((1, 1), bool)  # AgentStep's ``first``
+
+
+class AgentStep(nn.Module):
+    """One step of a driving agent as one graph: the LSTM takes in the previous step's z and action, then the new
+    frame is encoded and the controller acts on [z, h]. The LSTM step is deferred to the next frame because the
+    action taken may differ from the controller's (noise, DAgger's expert, a perturbation spell)."""
+
+    def __init__(self, encoder: nn.Module, cell: nn.LSTMCell) -> None:
+        super().__init__()
+        self.encoder, self.cell = encoder, cell
+
+    def forward(self, frames: torch.Tensor, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor, first: torch.Tensor,
+                weight: torch.Tensor, bias: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """frames (1, S, S, 3) uint8; x (1, Z + A) the previous step's z and action taken; h, c (1, H) the state
+        before it; first (1, 1) bool: no previous step (h and c are kept); weight (3, Z + H) and bias (3,) the
+        controller's → z (1, Z), action (1, 3), and h, c (1, H), the state the action was chosen from."""
+        h_next, c_next = self.cell(x, (h, c))
+        h, c = torch.where(first, h, h_next), torch.where(first, c, c_next)
+        z = self.encoder(frames)
+        action = LinearController.squash(nn.functional.linear(torch.cat([z, h], dim=-1), weight, bias))
+        return z, action, h, c
 
 
 class WorldModelAgent:
     """frame → z (VAE mean) → action from [z, h] → LSTM step → next h, one frame at a time. No I/O.
 
-    The encoder runs as a traced, frozen graph (:meth:`vmc.models.vae.FrameEncoder.fast`) and the MDN-RNN as an
-    ``nn.LSTMCell`` without its heads (a driver reads h, never the mixture), both with the models' weights as they
-    were when the agent was built; only the controller's parameters change afterwards (``controller.set_flat``)."""
+    Each step is one :class:`AgentStep` graph (an ``nn.LSTMCell``: a driver reads h, never the mixture), run by
+    ONNX Runtime (:mod:`vmc.models.runtime`) or, with ``runtime="torch"``, by torch with the traced encoder (the
+    same outputs to 1e-5). The VAE's and MDN-RNN's weights are copied in when the agent is built; the controller's
+    are read at every step from its parameters, which change in place (``controller.set_flat``).
+    :meth:`observe` and :meth:`advance` alternate."""
 
-    def __init__(self, vae: ConvVAE, mdn: MDNRNN, controller: LinearController) -> None:
+    RUNTIMES = ("onnxruntime", "torch")
+
+    def __init__(self, vae: ConvVAE, mdn: MDNRNN, controller: LinearController, runtime: str = "onnxruntime") -> None:
+        if runtime not in self.RUNTIMES:
+            raise ValueError(f"unknown runtime {runtime!r}; choose one of {', '.join(self.RUNTIMES)}")
         self.vae, self.mdn, self.controller = vae.eval(), mdn.eval(), controller.eval()
-        self.encode = FrameEncoder.fast(self.vae)
-        self.cell = mdn.cell()
-        self.h = self.c = torch.zeros(1, mdn.config.hidden)
+        self.weight, self.bias = (p.detach().numpy() for p in (controller.linear.weight, controller.linear.bias))
+        size, cfg = vae.config.image_size, mdn.config
+        if runtime == "onnxruntime":
+            graph = AgentStep(FrameEncoder(self.vae), mdn.cell())
+            state = torch.zeros(1, cfg.hidden)
+            example = (torch.zeros(1, size, size, 3, dtype=torch.uint8), torch.zeros(1, cfg.z_dim + cfg.action_dim),
+                       state, state, torch.ones(1, 1, dtype=torch.bool), controller.linear.weight, controller.linear.bias)
+            self.step = ExportedGraph(graph, example, ["frames", "x", "h", "c", "first", "weight", "bias"],
+                                      ["z", "action", "h_next", "c_next"])
+        else:
+            module = AgentStep(FrameEncoder.fast(self.vae), mdn.cell())
+            self.step = lambda *x: [t.numpy() for t in module(*map(torch.from_numpy, x))]
+        self.reset()
 
     def reset(self) -> None:
         """Forget the episode (h and c back to zeros)."""
-        self.h = self.c = torch.zeros(1, self.mdn.config.hidden)
+        cfg = self.mdn.config
+        self.h = self.c = np.zeros((1, cfg.hidden), np.float32)
+        self.x = np.zeros((1, cfg.z_dim + cfg.action_dim), np.float32)
+        self.first = _FIRST
 
     @torch.no_grad()
-    def observe(self, obs: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        """(64, 64, 3) uint8 frame → the controller's inputs z (1, Z) (VAE mean) and h (1, H)."""
-        return self.encode(torch.from_numpy(np.ascontiguousarray(obs))[None]), self.h
+    def observe(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(64, 64, 3) uint8 frame → z (1, Z) (VAE mean), h (1, H) and the controller's action (3,) float32 for
+        them; the LSTM first takes in the previous step (:meth:`advance`)."""
+        z, action, self.h, self.c = self.step(np.ascontiguousarray(obs)[None], self.x, self.h, self.c, self.first,
+                                              self.weight, self.bias)
+        self.first = _NEXT
+        return z, self.h, action[0]
 
-    @torch.no_grad()
-    def advance(self, z: torch.Tensor, action: np.ndarray | torch.Tensor) -> None:
-        """Step the LSTM with the action actually taken (which may differ from the controller's)."""
-        a = torch.as_tensor(np.asarray(action, np.float32)).view(1, -1)
-        self.h, self.c = self.cell(torch.cat([z, a], dim=-1), (self.h, self.c))
+    def advance(self, z: np.ndarray, action: np.ndarray) -> None:
+        """The action actually taken for z (which may differ from the controller's): the LSTM takes it in at the next
+        :meth:`observe`."""
+        self.x = np.concatenate([z, np.asarray(action, np.float32).reshape(1, -1)], axis=1)
 
-    @torch.no_grad()
     def act(self, obs: np.ndarray) -> np.ndarray:
-        """(64, 64, 3) uint8 frame → (3,) float32 action; advances the LSTM state."""
-        z, h = self.observe(obs)
-        action = self.controller(z, h)
+        """(64, 64, 3) uint8 frame → (3,) float32 action."""
+        z, _, action = self.observe(obs)
         self.advance(z, action)
-        return action[0].numpy().astype(np.float32)
+        return action
