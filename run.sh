@@ -44,7 +44,7 @@ setup_venv() {
     [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
     "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "$TORCH_SPEC" 2>&1 | grep -v "^WARNING: Location" || true
     "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e ".[dev,cluster]" 2>&1 | grep -v "^WARNING: Location" || true
-    "$VENV/bin/python" -c "import pystk2, torch, gymnasium, cma, h5py" || { say "error: Python packages failed to install (see pip output above)"; exit 1; }
+    "$VENV/bin/python" -c "import pystk2, torch, gymnasium, cma, h5py, onnx, onnxruntime" || { say "error: Python packages failed to install (see pip output above)"; exit 1; }
     echo "$want" > "$stamp"
 }
 

@@ -3,8 +3,8 @@
 One run, on one track, with a controller checkpoint (default: the main job's; without one, a controller of
 the same shapes with untrained weights, which costs the same per step):
 
-1. Parts, in one worker process, for each of the agent's runtimes (``torch``: the traced torch graphs, before;
-   ``onnxruntime``: today's): a race of the agent with every part timed: reset (track load, countdown), and per
+1. Parts, in one worker process, for each of the agent's runtimes (``torch``: its one-step graph in torch with
+   the traced encoder, as before; ``onnxruntime``: today's): a race of the agent with every part timed: reset (track load, countdown), and per
    step the game step (physics and scene update), the frame (pystk2 renders when the frame is read, so this is
    the render and its read-back), the rest of ``env.step`` (kart state, reward), the agent's graph (LSTM step,
    VAE encode, controller) and the rest of its step; the same actions replayed physics-only give the physics'
@@ -148,7 +148,7 @@ def main() -> None:
     params, models, source = controller_or_untrained(Path(a.controller))
     print(f"race_speed: {a.track}, {a.renderer}, {source}, {os.cpu_count()} cores")
 
-    runtimes = ("torch", "onnxruntime")  # before (the traced torch graphs), after (today's default)
+    runtimes = ("torch", "onnxruntime")  # before (in torch, the traced encoder), after (today's default)
     parts = {}
     for rt in runtimes:
         with GamePool(1, _setup_parts, (models, a.track, a.renderer, rt), name="bench-parts") as pool:

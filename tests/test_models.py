@@ -160,6 +160,9 @@ def test_agent_fast_path_equals_the_modules_step_by_step(runtime):
                 taken = a_ref if t % 3 else torch.tensor([[0.5, 0.0, 1.0]])  # the LSTM takes the action taken
                 agent.advance(z, taken[0].numpy())
                 _, state = mdn.step(z_ref, taken, state)
+    agent.observe(frames[0].numpy())
+    with pytest.raises(RuntimeError, match="without advance"):  # the LSTM would take in one step twice
+        agent.observe(frames[1].numpy())
 
 
 def test_decoder_first_layer_as_a_matrix_product_equals_the_convolution():

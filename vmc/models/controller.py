@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
+import logging
+from typing import Optional
+
 import numpy as np
 import torch
 from torch import nn
@@ -9,6 +13,8 @@ from torch import nn
 from vmc.models.mdn import MDNRNN
 from vmc.models.runtime import ExportedGraph
 from vmc.models.vae import ConvVAE, FrameEncoder
+
+log = logging.getLogger(__name__)
 
 
 class LinearController(nn.Module):
@@ -37,7 +43,7 @@ class LinearController(nn.Module):
     def set_flat(self, params: np.ndarray) -> None:
         """Load a flat parameter vector (``num_params``,): W row-major, then b. In place, so that views of the
         parameters (a :class:`WorldModelAgent`'s) see the new values."""
-        flat = torch.as_tensor(np.asarray(params), dtype=torch.float32)
+        flat = torch.as_tensor(np.asarray(params), dtype=torch.float32).reshape(-1)
         if flat.numel() != self.num_params:
             raise ValueError(f"expected {self.num_params} controller parameters, got {flat.numel()}")
         with torch.no_grad():
@@ -85,6 +91,9 @@ class WorldModelAgent:
     def __init__(self, vae: ConvVAE, mdn: MDNRNN, controller: LinearController, runtime: str = "onnxruntime") -> None:
         if runtime not in self.RUNTIMES:
             raise ValueError(f"unknown runtime {runtime!r}; choose one of {', '.join(self.RUNTIMES)}")
+        if runtime == "onnxruntime" and not all(importlib.util.find_spec(m) for m in ("onnx", "onnxruntime")):
+            log.warning("onnx or onnxruntime is not installed: the agent runs in torch, about 3x slower per step")
+            runtime = "torch"
         self.vae, self.mdn, self.controller = vae.eval(), mdn.eval(), controller.eval()
         self.weight, self.bias = (p.detach().numpy() for p in (controller.linear.weight, controller.linear.bias))
         size, cfg = vae.config.image_size, mdn.config
@@ -104,16 +113,18 @@ class WorldModelAgent:
         """Forget the episode (h and c back to zeros)."""
         cfg = self.mdn.config
         self.h = self.c = np.zeros((1, cfg.hidden), np.float32)
-        self.x = np.zeros((1, cfg.z_dim + cfg.action_dim), np.float32)
+        self.x: Optional[np.ndarray] = np.zeros((1, cfg.z_dim + cfg.action_dim), np.float32)  # ignored at the first step
         self.first = _FIRST
 
     @torch.no_grad()
     def observe(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(64, 64, 3) uint8 frame → z (1, Z) (VAE mean), h (1, H) and the controller's action (3,) float32 for
         them; the LSTM first takes in the previous step (:meth:`advance`)."""
+        if self.x is None:
+            raise RuntimeError("observe called twice without advance: the LSTM would take in the same step twice")
         z, action, self.h, self.c = self.step(np.ascontiguousarray(obs)[None], self.x, self.h, self.c, self.first,
                                               self.weight, self.bias)
-        self.first = _NEXT
+        self.first, self.x = _NEXT, None
         return z, self.h, action[0]
 
     def advance(self, z: np.ndarray, action: np.ndarray) -> None:

@@ -1,9 +1,10 @@
 """The driving agent's graphs on a CPU: exported to ONNX in memory and run by ONNX Runtime, one thread.
 
-Why not torch: a driving agent encodes one frame right after the game's llvmpipe render, which evicts the
-encoder's weights and torch's own dispatch code from the caches. Measured on this project's 2-core machine
-(README, Performance): one frame's encode 0.39 ms after a render with ONNX Runtime against 1.5 ms for the traced,
-frozen torch graph (0.16 against 0.44 ms when run alone), same outputs to 1e-6.
+Why not torch: a driving agent runs one frame right after the game's llvmpipe render, which evicts the
+encoder's weights and torch's own dispatch code from the caches, and each of torch's many small calls pays for
+it. Measured on this project's 2-core machine (``benchmarks/race_speed.py``, README, Performance): the agent's
+whole step 0.49 ms in a race on ONNX Runtime against 1.79 ms in torch with a traced, frozen encoder (run alone,
+in a loop, torch's takes about 0.5 ms), the same outputs to 1e-5.
 """
 
 from __future__ import annotations
@@ -28,7 +29,10 @@ class ExportedGraph:
         with warnings.catch_warnings(), torch.no_grad():
             # The TorchScript exporter is deprecated in favour of the dynamo one, which needs onnxscript and
             # seconds per graph; these graphs are plain convolutions and an LSTM cell, which it exports exactly.
-            warnings.simplefilter("ignore")
+            warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.simplefilter("ignore", FutureWarning)
+            # A trace that depends on the data would export a graph that is only right for the example.
+            warnings.simplefilter("error", torch.jit.TracerWarning)
             torch.onnx.export(module.eval(), example, buffer, dynamo=False, input_names=inputs, output_names=outputs)
         options = ort.SessionOptions()
         # One thread: game workers already use every core, one process each.
