@@ -151,11 +151,11 @@ class Exploration:
         self.rng = np.random.default_rng(seed) if seed is not None else None
         self.perturb = Perturbation(seed, perturb, perturb_window)
 
-    def __call__(self, t: int, action: Callable[[], np.ndarray]) -> np.ndarray:
-        """Step ``t``'s action (3,): the spell's, or ``action()`` with noise."""
+    def __call__(self, t: int, action: np.ndarray) -> np.ndarray:
+        """Step ``t``'s action (3,): the spell's, or the driver's ``action`` (3,) with noise."""
         a = self.perturb.action(t)
         if a is None:
-            a = action()
+            a = action
             if self.rng is not None and self.noise > 0:
                 a = a.copy()
                 a[:2] += self.rng.normal(0.0, self.noise, 2).astype(np.float32)
@@ -179,7 +179,7 @@ class AgentDriver:
 
     def act(self, obs: np.ndarray, info: dict) -> np.ndarray:
         z, _, own = self.agent.observe(obs)
-        a = self.explore(self.t, lambda: own)
+        a = self.explore(self.t, own)
         self.agent.advance(z, a)  # the MDN-RNN models what was done, as in the dream
         self.t += 1
         return a
@@ -198,7 +198,7 @@ class ExploringDriver:
 
     def act(self, obs: np.ndarray, info: dict) -> np.ndarray:
         own = self.driver.act(obs, info)  # asked at every step, so that its own bookkeeping also sees the spell
-        a = self.explore(self.t, lambda: own)
+        a = self.explore(self.t, own)
         self.t += 1
         return a
 
