@@ -110,6 +110,26 @@ def test_restarted_race_gives_the_frames_of_a_freshly_loaded_one(track):
     env.close()
 
 
+def test_frames_do_not_depend_on_what_c_rand_drew_before_the_race(monkeypatch):
+    """The game draws from C ``rand()`` while it loads a race (the wheels' angles), and how much it has drawn by then
+    changed with the machine's load: a loaded race must give the same frames whatever ``rand()``'s state."""
+    import ctypes
+
+    import vmc.sim.env as env_module
+
+    libc = ctypes.CDLL(None)
+    actions = np.stack([np.sin(np.arange(15) / 5), np.full(15, 1.0), np.zeros(15)], 1).astype(np.float32)
+
+    def frames(seed: int) -> np.ndarray:
+        monkeypatch.setattr(env_module, "_LIBC", type("Libc", (), {"srand": staticmethod(lambda _: libc.srand(seed))}))
+        env = SuperTuxKartEnv(track="lighthouse")
+        out = [env.reset(seed=0)[0]] + [env.step(a)[0] for a in actions]
+        env.close()
+        return np.stack(out)
+
+    np.testing.assert_array_equal(frames(777), frames(0))
+
+
 def test_stuck_and_step_limit_end_episodes():
     env = SuperTuxKartEnv(track="lighthouse", stuck_steps=15)
     try:

@@ -204,11 +204,13 @@ class SuperTuxKartEnv(gym.Env):
         self.progress = LapProgress(self.track.length, max_gain_m=10.0 * self.config.action_repeat)
         # The game's AI does not drive again after race.restart(); it gets a new race every episode.
         self._needs_new_race = self.config.controller == "ai" or self._restart is None
-        if not self._needs_new_race:
+        if self._restart is not None:
             try:
-                self._restart.snapshot()
+                self._restart.zero_wheels()
+                if not self._needs_new_race:
+                    self._restart.snapshot()
             except (RuntimeError, IndexError, ValueError) as err:  # a scene this build's layout does not fit
-                log.warning("%s: restarts would not be reproducible (%s); every reset loads the track", self.config.track, err)
+                log.warning("%s: races would not be reproducible (%s); every reset loads the track", self.config.track, err)
                 self._restart, self._needs_new_race = None, True
 
     def _race_taken(self) -> None:

@@ -119,6 +119,16 @@ class RestartFix:
         m, sp = _u64(mt + _MT_MATRIX), _u64(mt + _MT_SPTM)
         return m + 8 * 4 if m else sp  # matrix4 M[8], M[9] (texture translation) or sp_tm[0..1]
 
+    def zero_wheels(self) -> None:
+        """Turn the kart's wheels to 0 degrees about their axles, right after a fresh ``race.start()``.
+
+        The game draws each wheel's angle from C ``rand()``, and how many numbers it has drawn by then changes with
+        the machine's load (with other games running, the same race's first frames differed in the wheels and the
+        agent's scores in the 6th digit)."""
+        for n in self._wheels():
+            ctypes.c_float.from_address(n + _NODE_ROT).value = 0.0
+            ctypes.c_uint8.from_address(n + _NODE_DIRTY).value = 1
+
     def snapshot(self) -> tuple[int, int, int, int]:
         """Save the state of the freshly started race; returns how many textures, wheels, meshes and sectors."""
         mts = []
