@@ -64,7 +64,7 @@ def test_teacher_readout_puts_the_teachers_steering_into_z(tmp_path: Path):
         torch.testing.assert_close(vae.teacher_loss(mu, target), want)
 
 
-def test_augmentation_mirrors_frames_with_their_steering_and_jitters_colours_per_frame(tmp_path: Path):
+def test_augmentation_mirrors_frames_with_their_steering_jitters_colours_and_shifts_per_frame(tmp_path: Path):
     import torch
 
     torch.manual_seed(0)
@@ -79,12 +79,24 @@ def test_augmentation_mirrors_frames_with_their_steering_and_jitters_colours_per
     assert t is None and y.shape == x.shape and 0 <= y.min() and y.max() <= 1
     change = (y - x).abs().flatten(1).mean(1)
     assert change.min() > 0 and change.std() > 0.1 * change.mean()  # every frame altered, and differently
+    y, t = train_vae.Augment(flip=0.0, colour_jitter=0.0, shift=4)(x, teacher)
+    assert t is teacher and y.shape == x.shape
+    # Each frame is the original moved by (dy, dx) in [-4, 4]: find its shift from its middle, then check it all.
+    moves = []
+    for a, b in zip(x, y):
+        found = [(dy, dx) for dy in range(-4, 5) for dx in range(-4, 5)
+                 if torch.equal(b[:, 8:56, 8:56], a[:, 8 - dy:56 - dy, 8 - dx:56 - dx])]
+        assert len(found) == 1
+        moves.append(found[0])
+    assert len(set(moves)) > 10  # drawn per frame
     assert not train_vae.Augment(0.0, 0.0)
     with pytest.raises(ValueError, match="--flip"):
         vae_cfg(tmp_path, 1, flip=1.5)
+    with pytest.raises(ValueError, match="--shift"):
+        vae_cfg(tmp_path, 1, shift=-1)
     tiny_collection(tmp_path / "data", expert=True)  # trains with both, the read-out included
     model = VAEConfig(z_dim=8, channels=(8, 16, 16, 32), teacher_outputs=3)
-    last = train_vae.train(vae_cfg(tmp_path, 1, teacher_weight=10.0, model=model, flip=0.5, colour_jitter=0.3), progress=False)
+    last = train_vae.train(vae_cfg(tmp_path, 1, teacher_weight=10.0, model=model, flip=0.5, colour_jitter=0.3, shift=4), progress=False)
     assert last["val_loss"] > 0 and last["train_teacher"] > 0
 
 

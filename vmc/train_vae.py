@@ -72,6 +72,10 @@ class TrainVAEConfig(Config):
     """Colour jitter of each training frame (kornia's ``ColorJitter``, which is also the reconstruction target):
     brightness, contrast and saturation scaled by factors drawn in [1 - j, 1 + j], hue turned by up to j / 6 of a
     turn; 0: none. Validation frames and the latent file are never altered."""
+    shift: int = 0
+    """Random translation of each training frame by up to this many pixels in each direction (edges repeated, then
+    cropped back to the frame's size: DrQ's and RAD's augmentation; kornia's ``RandomCrop``), also the
+    reconstruction target: z and the read-out cannot lean on exactly where things are; 0: none."""
     init: str = ""
     """A VAE checkpoint whose weights start the training (with a new optimiser; ``--model`` must be its
     architecture): fine-tuning on a collection that grew (``vmc.iterate --vae-epochs``). Empty: random weights."""
@@ -96,6 +100,8 @@ class TrainVAEConfig(Config):
             raise ValueError(f"--flip must be between 0 and 1, got {self.flip}")
         if not 0 <= self.colour_jitter < 1:
             raise ValueError(f"--colour-jitter must be at least 0 and below 1, got {self.colour_jitter}")
+        if self.shift < 0:
+            raise ValueError(f"--shift must be at least 0, got {self.shift}")
         if self.teacher_weight and (self.model.teacher_outputs != 3 or not self.in_memory):
             raise ValueError("--teacher-weight needs --model.teacher-outputs 3 and --in-memory")
 
@@ -120,11 +126,15 @@ def _recon_grid(model: ConvVAE, frames: np.ndarray, device: torch.device) -> np.
 
 
 class Augment:
-    """The training frames' augmentation (:attr:`TrainVAEConfig.flip`, :attr:`TrainVAEConfig.colour_jitter`);
-    draws from torch's global generator, which ``train`` seeds."""
+    """The training frames' augmentation (:attr:`TrainVAEConfig.flip`, :attr:`TrainVAEConfig.colour_jitter`,
+    :attr:`TrainVAEConfig.shift`); draws from torch's global generator, which ``train`` seeds."""
 
-    def __init__(self, flip: float, colour_jitter: float) -> None:
-        self.flip, self.jitter = flip, None
+    def __init__(self, flip: float, colour_jitter: float, shift: int = 0, size: int = 64) -> None:
+        self.flip, self.jitter, self.shift = flip, None, None
+        if shift:
+            from kornia.augmentation import RandomCrop
+
+            self.shift = RandomCrop((size, size), padding=shift, padding_mode="replicate", p=1.0)
         if colour_jitter:
             from kornia.augmentation import ColorJitter
 
@@ -132,7 +142,7 @@ class Augment:
             self.jitter = ColorJitter(j, j, j, j / 6, p=1.0)
 
     def __bool__(self) -> bool:
-        return bool(self.flip) or self.jitter is not None
+        return bool(self.flip) or self.jitter is not None or self.shift is not None
 
     def __call__(self, x: torch.Tensor, teacher: Optional[torch.Tensor]) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         """Frames (B, 3, 64, 64) in [0, 1] and the teacher's actions (B, 3) or None → both augmented."""
@@ -142,6 +152,8 @@ class Augment:
             if teacher is not None:
                 teacher = teacher.clone()
                 teacher[:, 0] = torch.where(mirrored, -teacher[:, 0], teacher[:, 0])
+        if self.shift is not None:
+            x = self.shift(x)
         if self.jitter is not None:
             x = self.jitter(x).clamp_(0, 1)
         return x, teacher
@@ -218,9 +230,10 @@ def train(cfg: TrainVAEConfig, progress: bool = True) -> dict:
             return ((frames_in_memory[i], None if labels is None else labels[i])
                     for i in (order[s:s + cfg.batch_size] for s in range(0, len(order), cfg.batch_size)))
 
-        augment = Augment(cfg.flip, cfg.colour_jitter)
+        augment = Augment(cfg.flip, cfg.colour_jitter, cfg.shift, cfg.model.image_size)
         if augment:
-            log.info("augmenting: %.0f %% of frames mirrored, colour jitter %.2f", 100 * cfg.flip, cfg.colour_jitter)
+            log.info("augmenting: %.0f %% of frames mirrored, colour jitter %.2f, shifts of up to %d pixels",
+                     100 * cfg.flip, cfg.colour_jitter, cfg.shift)
         n_batches = -(-train_ds.num_frames // cfg.batch_size)  # TensorBoard step = (epoch - 1) * n_batches + batch
         records.start(cfg.run, "train_vae", epoch0 * n_batches)  # drops what an interrupted run wrote from there
         records.text(cfg.run, "config/train_vae", cfg.record(), epoch0 * n_batches)
