@@ -132,16 +132,13 @@ class ControllerPolicy:
     """Std of the Gaussian noise on steering and throttle."""
 
     def reset(self, track: Optional[TrackGeometry], seed: int) -> None:
-        self.agent = _agent(self.path)
-        self.agent.reset()
-        self.rng = np.random.default_rng(seed)
+        from vmc.racing import AgentDriver  # the evaluation races' driver: the same noise for the same seed
+
+        self.driver = AgentDriver(_agent(self.path), self.noise, seed)
+        self.driver.reset(track)
 
     def act(self, obs: np.ndarray, info: dict) -> np.ndarray:
-        z, _, a = self.agent.observe(obs)
-        a[:2] += self.rng.normal(0.0, self.noise, 2)
-        a = np.clip(a, [-1, 0, 0], [1, 1, 1]).astype(np.float32)
-        self.agent.advance(z, a)
-        return a
+        return self.driver.act(obs, info)
 
 
 def make_policy(name: str, controller: str = "", noise: float = 0.1):
