@@ -56,7 +56,7 @@ def main() -> None:
     params, models, source = controller_or_untrained(Path(a.controller))
     workers = a.workers or os.cpu_count() or 1
     cfg = evolve.EvolveConfig(tracks=[a.track], popsize=a.popsize, rollouts=a.rollouts, max_steps=a.max_steps, init="zeros")
-    population = params + np.random.default_rng(0).normal(0.0, 0.05, (a.popsize, models.n_params))
+    population = params + np.random.default_rng(0).normal(0.0, 0.05, (a.popsize, params.size))
     print(f"cluster_overhead: {a.track}, population {a.popsize} x {a.rollouts} rollouts (max {a.max_steps} steps), "
           f"{workers} workers, {source}, {os.cpu_count()} cores; Ray side: {a.cluster}")
 

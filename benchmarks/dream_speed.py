@@ -43,6 +43,7 @@ def main() -> None:
 
     from vmc.checkpoints import WorldModels, load_checkpoint
     from vmc.dream import load_dream
+    from vmc.errors import VmcError
     from vmc.racing import AgentRace, racing_pool
     from vmc.sim.env import EnvConfig
     from vmc.training import use_all_cores
@@ -53,10 +54,12 @@ def main() -> None:
     threads = use_all_cores(a.threads)
     models = WorldModels.load(vae, mdn)
     dream = load_dream(models.mdn(), latents, a.temperature, a.steps, action_noise=0.1, device=a.device)
-    n_params = models.n_params
-    x = np.asarray(load_checkpoint(ck, "controller")["params"], np.float64) if ck.is_file() else np.zeros(n_params)
-    if x.shape != (n_params,):
-        raise SystemExit(f"{ck}: {x.shape[0]} controller parameters, the models of {vae} and {mdn} need {n_params}")
+    x = np.asarray(load_checkpoint(ck, "controller")["params"], np.float64) if ck.is_file() else np.zeros(models.n_params())
+    try:
+        models.hidden_of(x)
+    except VmcError as err:
+        raise SystemExit(f"{ck}: {err}; the models of {vae} and {mdn}") from None
+    n_params = x.size
     rng = np.random.default_rng(0)
     population = np.stack([x + 0.02 * rng.standard_normal(n_params) for _ in range(a.popsize)])
 

@@ -185,7 +185,7 @@ def test_two_node_cluster_survives_a_killed_worker(tiny_run: Path):
             _ray_start("--address", f"127.0.0.1:{port}", "--num-cpus", "1", "--temp-dir", node)
             _, models = load_controller(tiny_run / "run" / "controller" / "best.pt")
             cfg = evolve.EvolveConfig(run=str(tiny_run / "run"), popsize=4, rollouts=2, max_steps=40, eval_every=0, init="fit")
-            solutions = np.random.default_rng(0).normal(0, 0.5, (4, models.n_params))
+            solutions = np.random.default_rng(0).normal(0, 0.5, (4, models.n_params()))
             with racing_pool(0, models, EnvConfig(max_steps=cfg.max_steps), cfg.action_noise, task_timeout=120,
                              name="vmc-evolve-worker", cluster=f"127.0.0.1:{port}") as pool:
                 assert len(ray.nodes()) == 2 and len(pool.slots) == 2  # --workers 0: the cluster's CPUs

@@ -114,39 +114,70 @@ def test_checkpoint_round_trip_and_errors(tmp_path: Path):
         load_checkpoint(tmp_path / "missing.pt", "vae")
 
 
-def test_ridge_fit_recovers_a_linear_controller_from_its_actions():
-    from vmc.dagger import ridge_fit
-    from vmc.models.controller import LinearController
+@pytest.mark.parametrize("hidden", [0, 12])
+def test_fit_actions_recovers_a_controller_from_its_actions(hidden):
+    """Least squares (linear) or AdamW (hidden units) on a controller's own actions gives back its actions."""
+    from vmc.dagger import fit_actions
+    from vmc.models.controller import Controller
 
     torch.manual_seed(0)
-    truth = LinearController(6, 10)
+    truth = Controller(6, 10, hidden=hidden)
     with torch.no_grad():
-        truth.linear.weight.mul_(0.5)
+        truth.layers[0].weight.mul_(0.5 if not hidden else 2.0)
     x = torch.randn(2000, 16)
     with torch.no_grad():
         actions = truth(x[:, :6], x[:, 6:]).numpy()
-    fitted = LinearController(6, 10)
-    fitted.set_flat(ridge_fit(x.numpy(), actions, ridge=1e-6))
+    fitted = Controller(6, 10, hidden=hidden)
+    fitted.set_flat(fit_actions(x.numpy(), actions, hidden, ridge=1e-6))
     with torch.no_grad():  # equal where nothing was clipped away by the saturation guard
         ok = (np.abs(actions[:, 0]) < 0.95) & (actions[:, 1:] > 0.05).all(1) & (actions[:, 1:] < 0.95).all(1)
         got = fitted(x[:, :6], x[:, 6:]).numpy()
     assert ok.mean() > 0.5
-    np.testing.assert_allclose(got[ok], actions[ok], atol=0.05)
+    np.testing.assert_allclose(got[ok], actions[ok], atol=0.05 if not hidden else 0.15)
+    if hidden:
+        assert np.abs(got[ok] - actions[ok]).mean() < 0.03
+
+
+def test_controller_size_tells_linear_from_hidden_units():
+    from vmc.models.controller import Controller, controller_hidden
+
+    for hidden in (0, 1, 5, 64):
+        c = Controller(32, 256, hidden=hidden)
+        assert c.num_params == Controller.size(288, hidden) and controller_hidden(288, c.num_params) == hidden
+    assert Controller.size(288) == 867
+    with pytest.raises(ValueError, match="fit no controller on 288 inputs"):
+        controller_hidden(288, 868)
+
+
+def test_batched_controllers_with_hidden_units_equal_the_module():
+    from vmc.models.controller import Controller
+
+    rng = np.random.default_rng(0)
+    params = rng.normal(size=(3, Controller.size(16, 7)))
+    x = torch.randn(3, 5, 16)
+    got = Controller.squash(Controller.batched_raw(torch.as_tensor(params, dtype=torch.float32), x))
+    for p in range(3):
+        ctrl = Controller(6, 10, hidden=7)
+        ctrl.set_flat(params[p])
+        torch.testing.assert_close(got[p], ctrl(x[p, :, :6], x[p, :, 6:]).detach())
 
 
 @pytest.mark.parametrize("runtime", ["onnxruntime", "torch"])
 def test_agent_fast_path_equals_the_modules_step_by_step(runtime):
     """The agent's one-graph step, exported to ONNX Runtime or traced in torch, gives the z, h and actions of the
-    plain modules (to 1e-5), also after the controller's parameters change and after a reset."""
-    from vmc.models.controller import LinearController, WorldModelAgent
+    plain modules (to 1e-5), also after the controller's parameters change, after a reset, and once a controller
+    with hidden units replaces the linear one."""
+    from vmc.models.controller import Controller, WorldModelAgent
 
     torch.manual_seed(0)
     vae, mdn = ConvVAE(VAEConfig(z_dim=8, channels=(8, 16, 16, 32))).eval(), MDNRNN(MDNRNNConfig(z_dim=8, hidden=16)).eval()
-    controller = LinearController(8, 16)
-    agent = WorldModelAgent(vae, mdn, controller, runtime)
+    agent = WorldModelAgent(vae, mdn, Controller(8, 16), runtime)
     frames = torch.randint(0, 256, (30, 64, 64, 3), dtype=torch.uint8)
-    for episode in range(2):
+    for episode, hidden in enumerate((0, 0, 5)):
+        controller = Controller(8, 16, hidden=hidden)
         controller.set_flat(np.random.default_rng(episode).normal(0.0, 0.3, controller.num_params))
+        agent.set_params(np.concatenate([p.detach().numpy().ravel() for p in controller.parameters()]))
+        assert agent.controller.hidden == hidden
         agent.reset()
         state = mdn.initial_state(1)
         with torch.no_grad():

@@ -26,7 +26,7 @@ import torch
 import vmc
 from vmc.cli import plain
 from vmc.errors import CheckpointError
-from vmc.models.controller import LinearController, WorldModelAgent
+from vmc.models.controller import Controller, WorldModelAgent, controller_hidden
 from vmc.models.mdn import MDNRNN, MDNRNNConfig
 from vmc.models.vae import ConvVAE, VAEConfig
 
@@ -163,19 +163,27 @@ class WorldModels:
     def h_dim(self) -> int:
         return int(self.mdn_entry["config"]["model"]["hidden"])
 
-    @property
-    def n_params(self) -> int:
-        """Parameters of the linear controller on [z, h]."""
-        return (self.z_dim + self.h_dim) * 3 + 3
+    def n_params(self, hidden: int = 0) -> int:
+        """Parameters of a controller on [z, h]: linear (``hidden`` 0) or with ``hidden`` tanh units."""
+        return Controller.size(self.z_dim + self.h_dim, hidden)
+
+    def hidden_of(self, params: np.ndarray) -> int:
+        """The hidden units of the controller whose flat parameters are ``params`` (0: linear); a count that fits
+        no controller on these models' [z, h] raises :class:`CheckpointError`."""
+        try:
+            return controller_hidden(self.z_dim + self.h_dim, np.asarray(params).size)
+        except ValueError as err:
+            raise CheckpointError(str(err)) from None
 
     def built_on(self) -> dict[str, str]:
         """Fingerprints of the two models (recorded by the stages built on them)."""
         return {"vae": self.vae_entry["fingerprint"], "mdn": self.mdn_entry["fingerprint"]}
 
     def agent(self, params: Optional[np.ndarray] = None, runtime: str = "onnxruntime") -> WorldModelAgent:
-        """A :class:`WorldModelAgent` over these models, with a linear controller (``params`` loaded if given), its
-        graphs run by ``runtime`` (one of :attr:`WorldModelAgent.RUNTIMES`)."""
-        controller = LinearController(self.z_dim, self.h_dim)
+        """A :class:`WorldModelAgent` over these models with the controller of flat parameters ``params`` (linear or
+        with hidden units, told by their number; None: a linear one of zeros), its graphs run by ``runtime`` (one
+        of :attr:`WorldModelAgent.RUNTIMES`)."""
+        controller = Controller(self.z_dim, self.h_dim, hidden=0 if params is None else self.hidden_of(params))
         if params is not None:
             controller.set_flat(params)
         return WorldModelAgent(self.vae(), self.mdn(), controller, runtime)
@@ -197,8 +205,10 @@ def load_controller(path: Path) -> tuple[dict, WorldModels]:
         params = np.asarray(ck["params"], np.float64)
     except (KeyError, TypeError) as err:
         raise CheckpointError(f"{path}: controller checkpoint without embedded models ({err}); evolve it again") from None
-    if params.shape != (models.n_params,):
-        raise CheckpointError(f"{path}: {params.shape} controller parameters, its models need {models.n_params}")
+    try:
+        models.hidden_of(params)
+    except CheckpointError as err:
+        raise CheckpointError(f"{path}: {err}") from None
     ck["params"] = params
     return ck, models
 
@@ -217,7 +227,7 @@ def controller_or_untrained(path: Path) -> tuple[np.ndarray, WorldModels, str]:
         ck, models = load_controller(Path(path))
         return ck["params"], models, str(path)
     models = WorldModels.untrained()
-    params = np.zeros(models.n_params)
+    params = np.zeros(models.n_params())
     params[-2] = 3.0  # the acceleration's bias: sigmoid(3) = 0.95
     return params, models, "untrained controller (no checkpoint)"
 

@@ -1,7 +1,8 @@
 """The controller's starting points: least squares on the recorded data, and DAgger on the centre-line driver.
 
 * :func:`fit_initial_mean`: regress the recorded actions (pre-squash) on [z, h], where h comes from running the
-  MDN-RNN over each recorded episode of the latent file: a controller near the data's driving.
+  MDN-RNN over each recorded episode of the latent file: a controller near the data's driving. The linear
+  controller is fitted by least squares, one with hidden units by AdamW (:func:`fit_controller`).
 * :func:`carry_over`: a controller moved onto a retrained MDN-RNN's h (the iterative procedure's rounds).
 * :func:`dagger`: imitate the centre-line driver (DAgger, Ross et al. 2011) in the real game. In round 0 the
   driver races and the controller's inputs are recorded with its actions; from round 1 the controller fitted
@@ -19,6 +20,7 @@ import numpy as np
 import torch
 
 from vmc.latents import read_latents
+from vmc.models.controller import Controller, controller_hidden
 from vmc.models.mdn import MDNRNN
 from vmc.racing import DaggerRace
 
@@ -35,13 +37,51 @@ def ridge_solve(x: np.ndarray, target: np.ndarray, ridge: float = 1.0) -> np.nda
     return np.concatenate([sol[:-1].T.ravel(), sol[-1]])
 
 
-def ridge_fit(x: np.ndarray, actions: np.ndarray, ridge: float = 1.0) -> np.ndarray:
-    """:func:`ridge_solve` on the pre-squash targets of ``actions`` (N, 3): arctanh of the steering, logits of
-    acceleration and brake, clipped so that saturated actions give finite targets."""
+def regress(x: np.ndarray, target: np.ndarray, hidden: int, init: Optional[np.ndarray] = None, steps: int = 3000,
+            batch: int = 512, lr: float = 1e-3, weight_decay: float = 1e-4, seed: int = 0) -> np.ndarray:
+    """Flat parameters of a controller with ``hidden`` tanh units whose pre-squash outputs match ``target`` (N, 3)
+    from ``x`` (N, Z+H) in mean squared error: ``steps`` AdamW steps on minibatches, from ``init`` when given
+    (DAgger's rounds go on from the last fit) else a seeded initialisation. Deterministic for a given seed."""
+    xs, ys = torch.as_tensor(np.asarray(x), dtype=torch.float32), torch.as_tensor(np.asarray(target), dtype=torch.float32)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = Controller(xs.shape[1], 0, ys.shape[1], hidden=hidden)
+        if init is not None:
+            model.set_flat(init)
+        g = torch.Generator().manual_seed(seed)
+        opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+        params = list(model.parameters())
+        for _ in range(steps):
+            idx = torch.randint(len(xs), (min(batch, len(xs)),), generator=g)
+            loss = torch.nn.functional.mse_loss(Controller.raw_with(params, xs[idx]), ys[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            loss = torch.nn.functional.mse_loss(Controller.raw_with(params, xs), ys)
+    log.info("controller with %d hidden units fitted on %d steps: mean squared error %.4f", hidden, len(xs), float(loss))
+    return torch.cat([p.detach().reshape(-1) for p in params]).double().numpy()
+
+
+def fit_controller(x: np.ndarray, target: np.ndarray, hidden: int = 0, ridge: float = 1.0,
+                   init: Optional[np.ndarray] = None) -> np.ndarray:
+    """Flat controller parameters whose pre-squash outputs match ``target`` (N, 3) from ``x`` (N, Z+H): least
+    squares with a ridge for the linear controller (``hidden`` 0), :func:`regress` from ``init`` with hidden units."""
+    return ridge_solve(x, target, ridge) if not hidden else regress(x, target, hidden, init)
+
+
+def squash_targets(actions: np.ndarray) -> np.ndarray:
+    """The pre-squash targets (N, 3) of ``actions`` (N, 3): arctanh of the steering, logits of acceleration and
+    brake, clipped so that saturated actions give finite targets."""
     y = np.asarray(actions, np.float64)
     pedals = np.clip(y[:, 1:], 0.05, 0.95)
-    target = np.concatenate([np.arctanh(np.clip(y[:, :1], -0.95, 0.95)), np.log(pedals / (1 - pedals))], 1)
-    return ridge_solve(x, target, ridge)
+    return np.concatenate([np.arctanh(np.clip(y[:, :1], -0.95, 0.95)), np.log(pedals / (1 - pedals))], 1)
+
+
+def fit_actions(x: np.ndarray, actions: np.ndarray, hidden: int = 0, ridge: float = 1.0,
+                init: Optional[np.ndarray] = None) -> np.ndarray:
+    """:func:`fit_controller` on the pre-squash targets of ``actions`` (N, 3) (:func:`squash_targets`)."""
+    return fit_controller(x, squash_targets(actions), hidden, ridge, init)
 
 
 def controller_inputs(latents: Path, mdn: MDNRNN, names: Optional[set[str]] = None) -> tuple[np.ndarray, np.ndarray]:
@@ -61,9 +101,10 @@ def controller_inputs(latents: Path, mdn: MDNRNN, names: Optional[set[str]] = No
     return np.concatenate(xs), np.concatenate(ys)
 
 
-def fit_initial_mean(latents: Path, mdn: MDNRNN, ridge: float = 1.0) -> np.ndarray:
-    """Least-squares controller on every episode of a latent file (see the module docstring)."""
-    return ridge_fit(*controller_inputs(latents, mdn), ridge)
+def fit_initial_mean(latents: Path, mdn: MDNRNN, ridge: float = 1.0, hidden: int = 0) -> np.ndarray:
+    """The controller (linear, or with ``hidden`` units) fitted to every episode of a latent file (see the module
+    docstring)."""
+    return fit_actions(*controller_inputs(latents, mdn), hidden, ridge)
 
 
 def carry_over(params: np.ndarray, old: MDNRNN, new: MDNRNN, latents: Path, new_latents: Optional[Path] = None,
@@ -73,29 +114,33 @@ def carry_over(params: np.ndarray, old: MDNRNN, new: MDNRNN, latents: Path, new_
     step of ``latents``. Retraining the MDN-RNN changes what h means, and a controller kept as it is loses most
     of its driving; this keeps its behaviour without any teacher but itself. When the VAE was retrained too, z_new
     and h_new come from ``new_latents`` (a latent file of the new VAE holding ``latents``' episodes, and maybe
-    more, which are left out)."""
+    more, which are left out). A controller with hidden units is refitted with as many, from its own weights."""
     x_old, _ = controller_inputs(latents, old)
     names = None if new_latents is None else {ep["name"] for ep in read_latents(latents, fields=())}
     x_new, _ = controller_inputs(new_latents or latents, new, names)
-    n_in = x_old.shape[1]
-    w, b = np.asarray(params[:-3], np.float64).reshape(3, n_in), np.asarray(params[-3:], np.float64)
-    return ridge_solve(x_new, x_old @ w.T + b, ridge)
+    flat = torch.as_tensor(np.asarray(params), dtype=torch.float64)[None]
+    with torch.no_grad():
+        raw = Controller.batched_raw(flat, torch.as_tensor(x_old, dtype=torch.float64)[None])[0].numpy()
+    return fit_controller(x_new, raw, controller_hidden(x_old.shape[1], flat.shape[1]), ridge, params)
 
 
 def dagger(pool, tracks: list[str], start: np.ndarray, rounds: int, episodes: int, seed: int, perturb: int = 0) -> np.ndarray:
     """DAgger from the controller ``start``: ``rounds`` rounds of ``episodes`` races each (tracks in turn) on
     ``pool`` (a pool of :func:`vmc.racing.make_racer` workers), each race with ``perturb`` steps of random actions
-    from a random step; returns the last fit."""
+    from a random step; returns the last fit (as many hidden units as ``start`` has)."""
     xs: list[np.ndarray] = []
     ys: list[np.ndarray] = []
     params = start
+    hidden = None
     for r in range(rounds):
         beta = 0.5 ** r
         seeds = [seed * 1_000_003 + 500_000 + r * episodes + k for k in range(episodes)]
         res = pool.map([DaggerRace(params, tracks[(r * episodes + k) % len(tracks)], s, beta, perturb) for k, s in enumerate(seeds)])
         xs += [x.x for x in res]
         ys += [x.y for x in res]
-        params = ridge_fit(np.concatenate(xs), np.concatenate(ys))
+        x = np.concatenate(xs)
+        hidden = controller_hidden(x.shape[1], np.asarray(start).size) if hidden is None else hidden
+        params = fit_actions(x, np.concatenate(ys), hidden, init=params)
         log.info("DAgger round %d (expert share %.2f): scores %s, laps %d; refit on %d steps", r, beta,
                  " ".join(f"{x.track}:{x.score:.0f}" for x in res), sum(x.lap for x in res), sum(len(x) for x in xs))
     return params

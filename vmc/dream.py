@@ -24,6 +24,7 @@ from vmc import cli
 from vmc.cli import Config
 from vmc.errors import CheckpointError
 from vmc.latents import read_latents
+from vmc.models.controller import Controller
 from vmc.models.mdn import MDNRNN
 
 
@@ -85,12 +86,9 @@ def dream_noise(seed: int, rollouts: int, steps: int, z_dim: int, race_start: fl
 
 
 def batched_actions(params: torch.Tensor, z: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-    """The linear controller for P parameter vectors at once: params (P, 3 (Z+H) + 3), z (P, R, Z), h (P, R, H)
-    → actions (P, R, 3), squashed as :class:`vmc.models.controller.LinearController` does."""
-    p, x = params.shape[0], torch.cat([z, h], -1)
-    w = params[:, :-3].view(p, 3, x.shape[-1])
-    raw = torch.baddbmm(params[:, -3:].unsqueeze(1), x, w.transpose(1, 2))
-    return torch.cat([torch.tanh(raw[..., :1]), torch.sigmoid(raw[..., 1:])], -1)
+    """P controllers at once (:class:`vmc.models.controller.Controller`, linear or with hidden units): params
+    (P, n_params), z (P, R, Z), h (P, R, H) → actions (P, R, 3)."""
+    return Controller.squash(Controller.batched_raw(params, torch.cat([z, h], -1)))
 
 
 @dataclass

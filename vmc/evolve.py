@@ -1,5 +1,6 @@
-"""``python -m vmc.evolve``: evolve the linear controller with CMA-ES, every candidate scored by real races
-(or, with ``--dream``, by the MDN-RNN's dream: ``vmc.dream``), on one track or many.
+"""``python -m vmc.evolve``: evolve the controller (World Models' linear one, or with ``--controller-hidden`` units)
+with CMA-ES, every candidate scored by real races (or, with ``--dream``, by the MDN-RNN's dream: ``vmc.dream``),
+on one track or many.
 
 The starting point (``--init dagger``, the default) imitates the centre-line driver (``vmc.dagger``). Fitness is
 a candidate's mean score over ``--rollouts`` seeded races on each of the generation's tracks: all of
@@ -47,7 +48,7 @@ INITS = ("dagger", "fit", "zeros")
 
 @dataclass
 class EvolveConfig(Config):
-    """Evolve the linear controller on [z, h] with CMA-ES, scored by real races or the MDN-RNN's dream."""
+    """Evolve the controller on [z, h] with CMA-ES, scored by real races or the MDN-RNN's dream."""
 
     run: str = str(RUNS / "lighthouse-small")
     """Run folder: its ``vae.pt``, ``mdn.pt`` and ``latents.h5`` are used; ``controller/`` is written there."""
@@ -75,6 +76,10 @@ class EvolveConfig(Config):
     """Generations to reach (a resumed run continues up to this number)."""
     sigma0: float = 0.02
     """Initial CMA-ES step size."""
+    controller_hidden: int = 0
+    """Hidden tanh units of the controller (0: World Models' linear controller on [z, h]). With hidden units, DAgger
+    and ``--init fit`` fit it by AdamW instead of least squares, and CMA-ES adapts a diagonal covariance (sep-CMA:
+    a full one over thousands of parameters costs more than the races)."""
     init: str = "dagger"
     """Initial mean: ``dagger`` (imitate the centre-line driver with DAgger in the real game), ``fit`` (least
     squares of the recorded actions on [z, h]), ``zeros``, or a controller checkpoint (``best.pt``) to go on from."""
@@ -132,7 +137,8 @@ class EvolveConfig(Config):
         check_positive(popsize=self.popsize, rollouts=self.rollouts, generations=self.generations,
                        max_steps=self.max_steps, eval_rollouts=self.eval_rollouts, dream_steps=self.dream_steps,
                        dream_starts_every=self.dream_starts_every)
-        check_non_negative(workers=self.workers, eval_every=self.eval_every, dagger_rounds=self.dagger_rounds,
+        check_non_negative(workers=self.workers, controller_hidden=self.controller_hidden, eval_every=self.eval_every,
+                           dagger_rounds=self.dagger_rounds,
                            action_noise=self.action_noise, tracks_per_generation=self.tracks_per_generation,
                            dream_stuck_steps=self.dream_stuck_steps, dream_min_progress=self.dream_min_progress,
                            eval_population=self.eval_population, dagger_perturb=self.dagger_perturb)
@@ -184,14 +190,14 @@ def initial_mean(cfg: EvolveConfig, models: WorldModels, pool) -> np.ndarray:
     from vmc.dagger import dagger, fit_initial_mean
 
     if cfg.init == "zeros":
-        return np.zeros(models.n_params)
+        return np.zeros(models.n_params(cfg.controller_hidden))
     if cfg.init not in INITS:
         ck, _ = load_controller(Path(cfg.init))
-        if ck["params"].shape != (models.n_params,):
-            raise CheckpointError(f"{cfg.init}: {ck['params'].shape[0]} controller parameters, these models need "
-                                  f"{models.n_params}")
+        if ck["params"].shape != (models.n_params(cfg.controller_hidden),):
+            raise CheckpointError(f"{cfg.init}: {ck['params'].shape[0]} controller parameters, these models with "
+                                  f"--controller-hidden {cfg.controller_hidden} need {models.n_params(cfg.controller_hidden)}")
         return ck["params"]
-    x0 = fit_initial_mean(cfg.path("latents"), models.mdn())
+    x0 = fit_initial_mean(cfg.path("latents"), models.mdn(), hidden=cfg.controller_hidden)
     if cfg.init == "dagger" and cfg.dagger_rounds:
         return dagger(pool, cfg.tracks, x0, cfg.dagger_rounds, cfg.dagger_episodes, cfg.seed, cfg.dagger_perturb)
     return x0
@@ -248,7 +254,7 @@ class Evolution:
         self.state_path = self.out / "evolve.pt"
         self.history: list[dict] = []
         self.evals: list[dict] = []
-        self.best_params: np.ndarray = np.zeros(models.n_params)
+        self.best_params: np.ndarray = np.zeros(models.n_params(cfg.controller_hidden))
         self.best_fitness = -np.inf
         self.best_eval = -np.inf
         self.generation = 0
@@ -348,7 +354,8 @@ def evolve(cfg: EvolveConfig, progress: bool = True) -> dict:
     try:
         if not resume:
             x0 = initial_mean(cfg, models, pool)
-            run.es = cma.CMAEvolutionStrategy(x0, cfg.sigma0, {"popsize": cfg.popsize, "seed": cfg.seed + 1, "verbose": -9})
+            run.es = cma.CMAEvolutionStrategy(x0, cfg.sigma0, {"popsize": cfg.popsize, "seed": cfg.seed + 1, "verbose": -9,
+                                                               "CMA_diagonal": bool(cfg.controller_hidden)})
             run.best_params = x0
             if cfg.eval_every:  # the starting point is a candidate for best.pt too (DAgger's often drives laps)
                 run.evaluate(pool, dream, {"initial": x0})

@@ -4,7 +4,7 @@ Every real-game stage (DAgger, CMA-ES fitness, evaluation, reference laps) hands
 processes (:class:`vmc.pool.GamePool`) whose workers are built by :func:`make_racer`: it loads the world models
 once (sent as weights, not paths) and keeps one game, switching track or controller kind when a task needs it.
 
-* :class:`AgentRace`: the World Models agent drives with a linear controller's parameters. The game is
+* :class:`AgentRace`: the World Models agent drives with a controller's flat parameters. The game is
   deterministic, so a seed varies a race through Gaussian noise on steering and throttle (``seed=None``: no
   noise); ``perturb`` replaces the controller's actions by that many steps of random actions from a seeded
   random step, to measure recovery.
@@ -39,7 +39,7 @@ class AgentRace:
     """One race of the World Models agent."""
 
     params: np.ndarray
-    """Flat linear-controller parameters, (3 (Z + H) + 3,)."""
+    """Flat controller parameters (:class:`vmc.models.controller.Controller`): (3 (Z + H) + 3,) for a linear one."""
     track: str
     """Race track."""
     seed: Optional[int] = None
@@ -58,7 +58,7 @@ class DaggerRace:
     probability ``beta``."""
 
     params: np.ndarray
-    """Flat linear-controller parameters."""
+    """Flat controller parameters."""
     track: str
     """Race track."""
     seed: int
@@ -275,7 +275,7 @@ def make_racer(models: Optional[WorldModels], env_config: dict, action_noise: fl
         else:
             if agent is None:
                 raise ValueError(f"{type(task).__name__} needs a racer built with world models")
-            agent.controller.set_flat(task.params)
+            agent.set_params(task.params)
             race, seed = env_with(task.track), task.seed
             if isinstance(task, DaggerRace):
                 driver = DaggerDriver(agent, action_noise, task.seed, task.beta, task.perturb, task.perturb_window)

@@ -17,15 +17,24 @@ from vmc.models.vae import ConvVAE, FrameEncoder
 log = logging.getLogger(__name__)
 
 
-class LinearController(nn.Module):
-    """a_t = squash(W [z_t, h_t] + b): tanh for steering, sigmoid for acceleration and brake.
+class Controller(nn.Module):
+    """World Models' controller, a_t = squash(W [z_t, h_t] + b) (``hidden`` 0: 867 parameters with z=32, h=256
+    and 3 actions, the vector CMA-ES searches), or with ``hidden`` tanh units between:
+    a_t = squash(W2 tanh(W1 [z_t, h_t] + b1) + b2). Squash: tanh for steering, sigmoid for acceleration and brake.
 
-    With z=32, h=256 and 3 actions that is 867 parameters, the vector CMA-ES searches.
-    """
+    Its flat parameter vector (each layer's W row-major, then its b) says which of the two it is: the number of
+    parameters fixes ``hidden`` for given z and h sizes (:func:`controller_hidden`)."""
 
-    def __init__(self, z_dim: int = 32, h_dim: int = 256, action_dim: int = 3) -> None:
+    def __init__(self, z_dim: int = 32, h_dim: int = 256, action_dim: int = 3, hidden: int = 0) -> None:
         super().__init__()
-        self.linear = nn.Linear(z_dim + h_dim, action_dim)
+        sizes = [z_dim + h_dim, *([hidden] if hidden else []), action_dim]
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes, sizes[1:]))
+        self.hidden = hidden
+
+    @staticmethod
+    def size(n_in: int, hidden: int = 0, action_dim: int = 3) -> int:
+        """Parameters of a controller on ``n_in`` inputs with ``hidden`` units."""
+        return (n_in + 1) * action_dim if not hidden else (n_in + 1) * hidden + (hidden + 1) * action_dim
 
     @property
     def num_params(self) -> int:
@@ -33,7 +42,37 @@ class LinearController(nn.Module):
 
     def forward(self, z: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         """z (B, Z), h (B, H) → actions (B, 3): steer in [-1, 1], acceleration and brake in [0, 1]."""
-        return self.squash(self.linear(torch.cat([z, h], dim=-1)))
+        return self.apply_params(list(self.parameters()), torch.cat([z, h], dim=-1))
+
+    @staticmethod
+    def apply_params(params: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        """The controller with the given layer tensors [W1, b1, (W2, b2)] on x (B, Z + H) → actions (B, 3)."""
+        return Controller.squash(Controller.raw_with(params, x))
+
+    @staticmethod
+    def raw_with(params: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        """Pre-squash outputs (B, 3) of the controller with layer tensors ``params`` on x (B, Z + H)."""
+        for i in range(0, len(params), 2):
+            x = nn.functional.linear(x, params[i], params[i + 1])
+            if i + 2 < len(params):
+                x = torch.tanh(x)
+        return x
+
+    @staticmethod
+    def batched_raw(flat: torch.Tensor, x: torch.Tensor, action_dim: int = 3) -> torch.Tensor:
+        """Pre-squash outputs of P controllers at once: flat (P, n_params), x (P, R, Z + H) → (P, R, 3)."""
+        p, n_in = flat.shape[0], x.shape[-1]
+        hidden = controller_hidden(n_in, flat.shape[1], action_dim)
+        sizes = [n_in, *([hidden] if hidden else []), action_dim]
+        offset = 0
+        for i, (a, b) in enumerate(zip(sizes, sizes[1:])):
+            w = flat[:, offset:offset + a * b].view(p, b, a)
+            bias = flat[:, offset + a * b:offset + (a + 1) * b]
+            offset += (a + 1) * b
+            x = torch.baddbmm(bias.unsqueeze(1), x, w.transpose(1, 2))
+            if i + 2 < len(sizes):
+                x = torch.tanh(x)
+        return x
 
     @staticmethod
     def squash(raw: torch.Tensor) -> torch.Tensor:
@@ -41,8 +80,8 @@ class LinearController(nn.Module):
         return torch.cat([torch.tanh(raw[..., :1]), torch.sigmoid(raw[..., 1:])], dim=-1)
 
     def set_flat(self, params: np.ndarray) -> None:
-        """Load a flat parameter vector (``num_params``,): W row-major, then b. In place, so that views of the
-        parameters (a :class:`WorldModelAgent`'s) see the new values."""
+        """Load a flat parameter vector (``num_params``,): each layer's W row-major, then its b. In place, so that
+        views of the parameters (a :class:`WorldModelAgent`'s) see the new values."""
         flat = torch.as_tensor(np.asarray(params), dtype=torch.float32).reshape(-1)
         if flat.numel() != self.num_params:
             raise ValueError(f"expected {self.num_params} controller parameters, got {flat.numel()}")
@@ -51,6 +90,18 @@ class LinearController(nn.Module):
             for p in self.parameters():
                 p.copy_(flat[offset:offset + p.numel()].view_as(p))
                 offset += p.numel()
+
+
+def controller_hidden(n_in: int, n_params: int, action_dim: int = 3) -> int:
+    """The hidden units of a controller with ``n_params`` parameters on ``n_in`` inputs (0: linear). Unambiguous
+    for 9 inputs or more (a linear controller's count is then no hidden controller's)."""
+    if n_params == Controller.size(n_in, 0, action_dim):
+        return 0
+    hidden, rest = divmod(n_params - action_dim, n_in + 1 + action_dim)
+    if hidden < 1 or rest:
+        raise ValueError(f"{n_params} parameters fit no controller on {n_in} inputs (linear: "
+                         f"{Controller.size(n_in, 0, action_dim)}; with H hidden units: {n_in + 1 + action_dim} H + {action_dim})")
+    return hidden
 
 
 _FIRST, _NEXT = np.ones((1, 1), bool), np.zeros((1, 1), bool)  # AgentStep's ``first``
@@ -66,14 +117,15 @@ class AgentStep(nn.Module):
         self.encoder, self.cell = encoder, cell
 
     def forward(self, frames: torch.Tensor, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor, first: torch.Tensor,
-                weight: torch.Tensor, bias: torch.Tensor) -> tuple[torch.Tensor, ...]:
+                *params: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """frames (1, S, S, 3) uint8; x (1, Z + A) the previous step's z and action taken; h, c (1, H) the state
-        before it; first (1, 1) bool: no previous step (h and c are kept); weight (3, Z + H) and bias (3,) the
-        controller's → z (1, Z), action (1, 3), and h, c (1, H), the state the action was chosen from."""
+        before it; first (1, 1) bool: no previous step (h and c are kept); params the controller's layers
+        (W1 (3 or hidden, Z + H), b1, ...) → z (1, Z), action (1, 3), and h, c (1, H), the state the action was
+        chosen from."""
         h_next, c_next = self.cell(x, (h, c))
         h, c = torch.where(first, h, h_next), torch.where(first, c, c_next)
         z = self.encoder(frames)
-        action = LinearController.squash(nn.functional.linear(torch.cat([z, h], dim=-1), weight, bias))
+        action = Controller.apply_params(list(params), torch.cat([z, h], dim=-1))
         return z, action, h, c
 
 
@@ -83,31 +135,46 @@ class WorldModelAgent:
     Each step is one :class:`AgentStep` graph (an ``nn.LSTMCell``: a driver reads h, never the mixture), run by
     ONNX Runtime (:mod:`vmc.models.runtime`) or, with ``runtime="torch"``, by torch with the traced encoder (the
     same outputs to 1e-5). The VAE's and MDN-RNN's weights are copied in when the agent is built; the controller's
-    are read at every step from its parameters, which change in place (``controller.set_flat``).
+    are read at every step from its parameters, which change in place (:meth:`set_params`).
     :meth:`observe` and :meth:`advance` alternate."""
 
     RUNTIMES = ("onnxruntime", "torch")
 
-    def __init__(self, vae: ConvVAE, mdn: MDNRNN, controller: LinearController, runtime: str = "onnxruntime") -> None:
+    def __init__(self, vae: ConvVAE, mdn: MDNRNN, controller: Controller, runtime: str = "onnxruntime") -> None:
         if runtime not in self.RUNTIMES:
             raise ValueError(f"unknown runtime {runtime!r}; choose one of {', '.join(self.RUNTIMES)}")
         if runtime == "onnxruntime" and not all(importlib.util.find_spec(m) for m in ("onnx", "onnxruntime")):
             log.warning("onnx or onnxruntime is not installed: the agent runs in torch, about 3x slower per step")
             runtime = "torch"
-        self.vae, self.mdn, self.controller = vae.eval(), mdn.eval(), controller.eval()
-        self.weight, self.bias = (p.detach().numpy() for p in (controller.linear.weight, controller.linear.bias))
-        size, cfg = vae.config.image_size, mdn.config
-        if runtime == "onnxruntime":
-            graph = AgentStep(FrameEncoder(self.vae), mdn.cell())
+        self.vae, self.mdn, self.runtime = vae.eval(), mdn.eval(), runtime
+        self._build(controller)
+        self.reset()
+
+    def _build(self, controller: Controller) -> None:
+        """The step graph for ``controller``'s architecture (the graph takes its layers as inputs)."""
+        self.controller = controller.eval()
+        self.params = [p.detach().numpy() for p in controller.parameters()]  # views: set_flat shows through
+        size, cfg = self.vae.config.image_size, self.mdn.config
+        if self.runtime == "onnxruntime":
+            graph = AgentStep(FrameEncoder(self.vae), self.mdn.cell())
             state = torch.zeros(1, cfg.hidden)
             example = (torch.zeros(1, size, size, 3, dtype=torch.uint8), torch.zeros(1, cfg.z_dim + cfg.action_dim),
-                       state, state, torch.ones(1, 1, dtype=torch.bool), controller.linear.weight, controller.linear.bias)
-            self.step = ExportedGraph(graph, example, ["frames", "x", "h", "c", "first", "weight", "bias"],
+                       state, state, torch.ones(1, 1, dtype=torch.bool), *controller.parameters())
+            self.step = ExportedGraph(graph, example, ["frames", "x", "h", "c", "first",
+                                                      *(f"param{i}" for i in range(len(self.params)))],
                                       ["z", "action", "h_next", "c_next"])
         else:
-            module = AgentStep(FrameEncoder.fast(self.vae), mdn.cell())
+            module = AgentStep(FrameEncoder.fast(self.vae), self.mdn.cell())
             self.step = lambda *x: [t.numpy() for t in module(*map(torch.from_numpy, x))]
-        self.reset()
+
+    def set_params(self, params: np.ndarray) -> None:
+        """Drive with the controller of flat parameters ``params`` (linear or with hidden units, told apart by
+        their number): in place when the architecture is the same, else the step graph is built anew."""
+        cfg = self.mdn.config
+        hidden = controller_hidden(cfg.z_dim + cfg.hidden, np.asarray(params).size)
+        if hidden != self.controller.hidden:
+            self._build(Controller(cfg.z_dim, cfg.hidden, hidden=hidden))
+        self.controller.set_flat(params)
 
     def reset(self) -> None:
         """Forget the episode (h and c back to zeros)."""
@@ -123,7 +190,7 @@ class WorldModelAgent:
         if self.x is None:
             raise RuntimeError("observe called twice without advance: the LSTM would take in the same step twice")
         z, action, self.h, self.c = self.step(np.ascontiguousarray(obs)[None], self.x, self.h, self.c, self.first,
-                                              self.weight, self.bias)
+                                              *self.params)
         self.first, self.x = _NEXT, None
         return z, self.h, action[0]
 
