@@ -88,6 +88,8 @@ class IterateConfig(Config):
     """Steps of a dream rollout."""
     sigma0: float = 0.1
     """Initial CMA-ES step size of each round."""
+    controller_hidden: int = 0
+    """Hidden tanh units of the controller (0: World Models' linear one; see ``vmc.evolve --controller-hidden``)."""
     carry: bool = True
     """Start each round from the previous controller moved onto the retrained MDN-RNN's h (``vmc.dagger.carry_over``:
     least squares of its own actions); off: from the previous controller as it is, whose weights read the old h."""
@@ -108,6 +110,7 @@ class IterateConfig(Config):
                        popsize=self.popsize, rollouts=self.rollouts, generations=self.generations,
                        dream_steps=self.dream_steps, eval_seeds=self.eval_seeds, max_steps=self.max_steps)
         check_non_negative(workers=self.workers, explore_noise=self.explore_noise, eval_population=self.eval_population,
+                           controller_hidden=self.controller_hidden,
                            dream_stuck_steps=self.dream_stuck_steps, dream_min_progress=self.dream_min_progress)
         check_cluster(self.cluster)
 
@@ -180,6 +183,7 @@ def run_round(cfg: IterateConfig, k: int, previous: Optional[dict]) -> dict:
     ecfg = evolve.EvolveConfig(run=str(rd), vae=str(vae), mdn=str(mdn), latents=str(latents),
                                tracks=list(cfg.tracks), workers=cfg.workers, cluster=cfg.cluster, popsize=cfg.popsize, rollouts=cfg.rollouts,
                                generations=cfg.generations, sigma0=cfg.sigma0, init=init, max_steps=cfg.max_steps,
+                               controller_hidden=cfg.controller_hidden,
                                eval_every=cfg.generations, eval_rollouts=cfg.eval_seeds, seed=cfg.seed + k, dream=True,
                                temperature=cfg.temperature, dream_steps=cfg.dream_steps, action_noise=cfg.explore_noise,
                                dream_stuck_steps=cfg.dream_stuck_steps, dream_min_progress=cfg.dream_min_progress,
