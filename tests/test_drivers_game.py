@@ -132,6 +132,39 @@ def test_driver_backs_up_when_blocked_and_then_drives_on():
     assert all(d.act(None, i)[2] == 0.0 for i in bomb)
 
 
+@pytest.mark.parametrize("recover", [False, True])
+def test_dagger_with_recover_lets_the_driver_back_up_and_labels_blocked_steps_with_it(recover):
+    """``DaggerRace(recover=True)``: the centre-line driver takes the wheel while it backs up, and the blocked
+    steps before it are labelled with backing up; without it the agent keeps the wheel and the labels of the same
+    blocked picture say push on, then back up."""
+    import torch
+
+    from vmc.models import MDNRNNConfig, VAEConfig
+    from vmc.models.controller import Controller, WorldModelAgent
+    from vmc.models.mdn import MDNRNN
+    from vmc.models.vae import ConvVAE
+    from vmc.racing import DaggerDriver
+
+    torch.manual_seed(0)
+    still = Controller(8, 16)
+    still.set_flat(np.zeros(still.num_params))  # accelerate and brake at 0.5 whatever it sees: never backs up
+    agent = WorldModelAgent(ConvVAE(VAEConfig(z_dim=8, channels=(8, 16, 16, 32))), MDNRNN(MDNRNNConfig(z_dim=8, hidden=16)),
+                            still, "torch")
+    d = DaggerDriver(agent, noise=0.0, seed=0, beta=0.0, recover=recover)
+    d.expert = CentreLineDriver(stuck_steps=5, reverse_steps=3)
+    d.reset(square_with_shortcut())
+    blocked, frame = info_at([10, 0, 1], [1, 0, 0], 0.0), np.zeros((64, 64, 3), np.uint8)
+    taken, labels = np.array([d.act(frame, blocked) for _ in range(10)]), np.array(d.y)
+    backing = labels[:, 2] == 1.0
+    if recover:
+        assert (taken[5:8, 1:] == [0.0, 1.0]).all() and (np.abs(taken[5:8, 0]) == 1.0).all()  # the driver's
+        assert backing[:8].all() and not backing[8:].any()  # blocked steps 0-4 relabelled
+        assert (taken[8:, 1:] == 0.5).all()  # the agent has the wheel again
+    else:
+        assert (taken[:, 1:] == 0.5).all()
+        assert not backing[:5].any() and backing[5:8].all() and not backing[8:].any()
+
+
 # -- the game, physics only ----------------------------------------------------------------------------------
 
 PREVIOUSLY_FAILING = ["fortmagma", "sandtrack", "stk_enterprise", "xr591", "ravenbridge_mansion"]

@@ -124,10 +124,12 @@ def carry_over(params: np.ndarray, old: MDNRNN, new: MDNRNN, latents: Path, new_
     return fit_controller(x_new, raw, controller_hidden(x_old.shape[1], flat.shape[1]), ridge, params)
 
 
-def dagger(pool, tracks: list[str], start: np.ndarray, rounds: int, episodes: int, seed: int, perturb: int = 0) -> np.ndarray:
+def dagger(pool, tracks: list[str], start: np.ndarray, rounds: int, episodes: int, seed: int, perturb: int = 0,
+           recover: bool = False) -> np.ndarray:
     """DAgger from the controller ``start``: ``rounds`` rounds of ``episodes`` races each (tracks in turn) on
     ``pool`` (a pool of :func:`vmc.racing.make_racer` workers), each race with ``perturb`` steps of random actions
-    from a random step; returns the last fit (as many hidden units as ``start`` has)."""
+    from a random step, and with ``recover`` the driver taking the wheel to back up (:class:`vmc.racing.DaggerDriver`);
+    returns the last fit (as many hidden units as ``start`` has)."""
     xs: list[np.ndarray] = []
     ys: list[np.ndarray] = []
     params = start
@@ -135,7 +137,8 @@ def dagger(pool, tracks: list[str], start: np.ndarray, rounds: int, episodes: in
     for r in range(rounds):
         beta = 0.5 ** r
         seeds = [seed * 1_000_003 + 500_000 + r * episodes + k for k in range(episodes)]
-        res = pool.map([DaggerRace(params, tracks[(r * episodes + k) % len(tracks)], s, beta, perturb) for k, s in enumerate(seeds)])
+        res = pool.map([DaggerRace(params, tracks[(r * episodes + k) % len(tracks)], s, beta, perturb, recover=recover)
+                        for k, s in enumerate(seeds)])
         xs += [x.x for x in res]
         ys += [x.y for x in res]
         x = np.concatenate(xs)

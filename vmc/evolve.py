@@ -90,6 +90,9 @@ class EvolveConfig(Config):
     dagger_perturb: int = 0
     """Steps of random actions in each DAgger race, from a random step (the centre-line driver labels them and the
     way back): data on recovering from being knocked off the line (``vmc.evaluate --perturb``)."""
+    dagger_recover: bool = False
+    """In DAgger races the centre-line driver takes the wheel while it backs up from being blocked, and the blocked
+    steps before are labelled with its backing up: data in which blocked means back up (``vmc.racing.DaggerDriver``)."""
     action_noise: float = 0.1
     """Std of the Gaussian noise on steering and throttle in seeded rollouts."""
     max_steps: int = 1000
@@ -199,7 +202,8 @@ def initial_mean(cfg: EvolveConfig, models: WorldModels, pool) -> np.ndarray:
         return ck["params"]
     x0 = fit_initial_mean(cfg.path("latents"), models.mdn(), hidden=cfg.controller_hidden)
     if cfg.init == "dagger" and cfg.dagger_rounds:
-        return dagger(pool, cfg.tracks, x0, cfg.dagger_rounds, cfg.dagger_episodes, cfg.seed, cfg.dagger_perturb)
+        return dagger(pool, cfg.tracks, x0, cfg.dagger_rounds, cfg.dagger_episodes, cfg.seed, cfg.dagger_perturb,
+                      cfg.dagger_recover)
     return x0
 
 

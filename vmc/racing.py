@@ -70,6 +70,9 @@ class DaggerRace:
     fit also sees the driver bring the kart back from where random driving leaves it."""
     perturb_window: int = 400
     """The perturbation starts at a step drawn uniformly from [10, this)."""
+    recover: bool = False
+    """The centre-line driver takes the wheel while it backs up from being blocked, and the blocked steps before
+    are labelled with its backing up (see :class:`DaggerDriver`)."""
 
 
 @dataclass(frozen=True)
@@ -206,26 +209,40 @@ class ExploringDriver:
 class DaggerDriver:
     """Drives with the expert's action with probability ``beta``, else the controller's (plus noise), or random
     actions during an optional :class:`Perturbation`; records the controller's inputs [z_t, h_t] with the expert's
-    action as label at every step."""
+    action as label at every step.
+
+    With ``recover``, the expert also takes the wheel whenever it backs up (it does after ``stuck_steps`` blocked
+    steps), as a safety driver would (HG-DAgger, Kelly et al. 2019), and the blocked steps before are labelled
+    with its first backing-up action. Without it the labels of a kart pushing against a wall alternate between
+    pushing on (the expert waits ``stuck_steps`` steps) and backing up (for ``reverse_steps``) for the same
+    picture, and the fit learns neither; with it, blocked means back up."""
 
     def __init__(self, agent: WorldModelAgent, noise: float, seed: int, beta: float, perturb: int = 0,
-                 perturb_window: int = 400) -> None:
-        self.agent, self.noise, self.beta = agent, noise, beta
+                 perturb_window: int = 400, recover: bool = False) -> None:
+        self.agent, self.noise, self.beta, self.recover = agent, noise, beta, recover
         self.rng, self.expert = np.random.default_rng(seed), CentreLineDriver()
         self.perturb = Perturbation(seed, perturb, perturb_window)
         self.t = 0
         self.x: list[np.ndarray] = []
         self.y: list[np.ndarray] = []
+        self._backing_up = False
 
     def reset(self, track, seed=None) -> None:
         self.agent.reset()
         self.expert.reset(track, seed)
         self.t = 0
+        self._backing_up = False
 
     def act(self, obs: np.ndarray, info: dict) -> np.ndarray:
         z, h, own = self.agent.observe(obs)
         label = self.expert.act(obs, info)
         a = label.copy() if self.rng.random() < self.beta else own
+        if self.recover and self.expert.backing_up:
+            if not self._backing_up:  # its first step: the blocked steps before were the time to back up
+                blocked = self.expert.stuck_steps
+                self.y[max(0, len(self.y) - blocked):] = [label.copy() for _ in self.y[-blocked:]]
+            a = label.copy()
+        self._backing_up = self.expert.backing_up
         if self.noise > 0:
             a[:2] += self.rng.normal(0.0, self.noise, 2).astype(np.float32)
         spell = self.perturb.action(self.t)  # after the noise draw, so the race's random stream is the same with a spell
@@ -278,7 +295,8 @@ def make_racer(models: Optional[WorldModels], env_config: dict, action_noise: fl
             agent.set_params(task.params)
             race, seed = env_with(task.track), task.seed
             if isinstance(task, DaggerRace):
-                driver = DaggerDriver(agent, action_noise, task.seed, task.beta, task.perturb, task.perturb_window)
+                driver = DaggerDriver(agent, action_noise, task.seed, task.beta, task.perturb, task.perturb_window,
+                                      task.recover)
             else:
                 driver = AgentDriver(agent, action_noise, task.seed, task.perturb, task.perturb_window)
         with torch.no_grad():

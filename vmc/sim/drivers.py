@@ -110,7 +110,13 @@ class CentreLineDriver:
         self._blocked = 0  # steps blocked so far
         self._reversing = 0  # steps of backing up left
         self._reversals = 0  # times backed up
+        self._backing_up = False
         self._last_location: Optional[np.ndarray] = None
+
+    @property
+    def backing_up(self) -> bool:
+        """Whether the last action was part of a backing-up manoeuvre."""
+        return self._backing_up
 
     def speed_limits(self, segment: int) -> np.ndarray:
         """Speed limit (m/s) at each point of ``segment``'s stretch: the bend's own, lowered so that braking
@@ -148,6 +154,7 @@ class CentreLineDriver:
             if self._blocked >= self.stuck_steps:
                 self._blocked, self._reversing = 0, self.reverse_steps
                 self._reversals += 1
+        self._backing_up = self._reversing > 0
         if self._reversing > 0:  # full lock: away from the target one time, towards it the next
             self._reversing -= 1
             side = -1.0 if self._reversals % 2 else 1.0
