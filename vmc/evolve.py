@@ -311,11 +311,13 @@ class Evolution:
                                                       if k not in ("generation", "candidates")}, self.generation)
         if self.history:
             self.history[-1]["real_eval"], self.history[-1]["dream_eval"] = ev[name]["mean"], ev[name].get("dream_mean")
-        if ev[name][key] > self.best_eval:
+        saved = ev[name][key] > self.best_eval
+        if saved:
             self.best_eval = ev[name][key]
             self.save_best(ev[name]["params"], self.best_eval)
-        log.info("generation %d evaluation: %s; %s kept", self.generation,
-                 "; ".join(f"{k} {_describe(v, self.cfg)}" for k, v in ev.items()), name)
+        log.info("generation %d evaluation: %s; the best of these: %s, %s", self.generation,
+                 "; ".join(f"{k} {_describe(v, self.cfg)}" for k, v in ev.items()), name,
+                 "now best.pt" if saved else f"below best.pt's {self.best_eval:.1f}, which stays")
 
 
 def evolve(cfg: EvolveConfig, progress: bool = True) -> dict:
