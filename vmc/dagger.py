@@ -133,7 +133,6 @@ def dagger(pool, tracks: list[str], start: np.ndarray, rounds: int, episodes: in
     xs: list[np.ndarray] = []
     ys: list[np.ndarray] = []
     params = start
-    hidden = None
     for r in range(rounds):
         beta = 0.5 ** r
         seeds = [seed * 1_000_003 + 500_000 + r * episodes + k for k in range(episodes)]
@@ -142,8 +141,7 @@ def dagger(pool, tracks: list[str], start: np.ndarray, rounds: int, episodes: in
         xs += [x.x for x in res]
         ys += [x.y for x in res]
         x = np.concatenate(xs)
-        hidden = controller_hidden(x.shape[1], np.asarray(start).size) if hidden is None else hidden
-        params = fit_actions(x, np.concatenate(ys), hidden, init=params)
+        params = fit_actions(x, np.concatenate(ys), controller_hidden(x.shape[1], np.asarray(start).size), init=params)
         log.info("DAgger round %d (expert share %.2f): scores %s, laps %d; refit on %d steps", r, beta,
                  " ".join(f"{x.track}:{x.score:.0f}" for x in res), sum(x.lap for x in res), sum(len(x) for x in xs))
     return params

@@ -192,13 +192,14 @@ def initial_mean(cfg: EvolveConfig, models: WorldModels, pool) -> np.ndarray:
     """CMA-ES's starting mean for ``cfg.init`` (see :class:`EvolveConfig`)."""
     from vmc.dagger import dagger, fit_initial_mean
 
+    n_params = models.n_params(cfg.controller_hidden)
     if cfg.init == "zeros":
-        return np.zeros(models.n_params(cfg.controller_hidden))
+        return np.zeros(n_params)
     if cfg.init not in INITS:
         ck, _ = load_controller(Path(cfg.init))
-        if ck["params"].shape != (models.n_params(cfg.controller_hidden),):
+        if ck["params"].shape != (n_params,):
             raise CheckpointError(f"{cfg.init}: {ck['params'].shape[0]} controller parameters, these models with "
-                                  f"--controller-hidden {cfg.controller_hidden} need {models.n_params(cfg.controller_hidden)}")
+                                  f"--controller-hidden {cfg.controller_hidden} need {n_params}")
         return ck["params"]
     x0 = fit_initial_mean(cfg.path("latents"), models.mdn(), hidden=cfg.controller_hidden)
     if cfg.init == "dagger" and cfg.dagger_rounds:

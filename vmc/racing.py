@@ -239,8 +239,8 @@ class DaggerDriver:
         a = label.copy() if self.rng.random() < self.beta else own
         if self.recover and self.expert.backing_up:
             if not self._backing_up:  # its first step: the blocked steps before were the time to back up
-                blocked = self.expert.stuck_steps
-                self.y[max(0, len(self.y) - blocked):] = [label.copy() for _ in self.y[-blocked:]]
+                first = max(0, len(self.y) - self.expert.stuck_steps)
+                self.y[first:] = [label.copy() for _ in self.y[first:]]
             a = label.copy()
         self._backing_up = self.expert.backing_up
         if self.noise > 0:

@@ -27,14 +27,20 @@ class Controller(nn.Module):
 
     def __init__(self, z_dim: int = 32, h_dim: int = 256, action_dim: int = 3, hidden: int = 0) -> None:
         super().__init__()
-        sizes = [z_dim + h_dim, *([hidden] if hidden else []), action_dim]
+        sizes = self.layer_sizes(z_dim + h_dim, hidden, action_dim)
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes, sizes[1:]))
         self.hidden = hidden
 
     @staticmethod
+    def layer_sizes(n_in: int, hidden: int = 0, action_dim: int = 3) -> list[int]:
+        """Widths from input to output: [n_in, action_dim], or [n_in, hidden, action_dim]."""
+        return [n_in, *([hidden] if hidden else []), action_dim]
+
+    @staticmethod
     def size(n_in: int, hidden: int = 0, action_dim: int = 3) -> int:
         """Parameters of a controller on ``n_in`` inputs with ``hidden`` units."""
-        return (n_in + 1) * action_dim if not hidden else (n_in + 1) * hidden + (hidden + 1) * action_dim
+        sizes = Controller.layer_sizes(n_in, hidden, action_dim)
+        return sum((a + 1) * b for a, b in zip(sizes, sizes[1:]))
 
     @property
     def num_params(self) -> int:
@@ -51,9 +57,12 @@ class Controller(nn.Module):
 
     @staticmethod
     def raw_with(params: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-        """Pre-squash outputs (B, 3) of the controller with layer tensors ``params`` on x (B, Z + H)."""
+        """Pre-squash outputs of the controller with layer tensors ``params`` [W1 (out, in), b1 (out,), ...] on
+        x (B, Z + H) → (B, 3); or of P controllers at once, with batched layers [W1 (P, out, in), b1 (P, out), ...]
+        on x (P, R, Z + H) → (P, R, 3)."""
         for i in range(0, len(params), 2):
-            x = nn.functional.linear(x, params[i], params[i + 1])
+            w, b = params[i], params[i + 1]
+            x = nn.functional.linear(x, w, b) if w.dim() == 2 else torch.baddbmm(b.unsqueeze(1), x, w.transpose(1, 2))
             if i + 2 < len(params):
                 x = torch.tanh(x)
         return x
@@ -62,17 +71,13 @@ class Controller(nn.Module):
     def batched_raw(flat: torch.Tensor, x: torch.Tensor, action_dim: int = 3) -> torch.Tensor:
         """Pre-squash outputs of P controllers at once: flat (P, n_params), x (P, R, Z + H) → (P, R, 3)."""
         p, n_in = flat.shape[0], x.shape[-1]
-        hidden = controller_hidden(n_in, flat.shape[1], action_dim)
-        sizes = [n_in, *([hidden] if hidden else []), action_dim]
+        sizes = Controller.layer_sizes(n_in, controller_hidden(n_in, flat.shape[1], action_dim), action_dim)
+        layers: list[torch.Tensor] = []
         offset = 0
-        for i, (a, b) in enumerate(zip(sizes, sizes[1:])):
-            w = flat[:, offset:offset + a * b].view(p, b, a)
-            bias = flat[:, offset + a * b:offset + (a + 1) * b]
+        for a, b in zip(sizes, sizes[1:]):
+            layers += [flat[:, offset:offset + a * b].view(p, b, a), flat[:, offset + a * b:offset + (a + 1) * b]]
             offset += (a + 1) * b
-            x = torch.baddbmm(bias.unsqueeze(1), x, w.transpose(1, 2))
-            if i + 2 < len(sizes):
-                x = torch.tanh(x)
-        return x
+        return Controller.raw_with(layers, x)
 
     @staticmethod
     def squash(raw: torch.Tensor) -> torch.Tensor:
