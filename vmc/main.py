@@ -14,7 +14,8 @@ interrupted job continues where it stopped; a changed config is refused with the
 6. play: the best controller's lap → ``best_lap.mp4`` (400x300) and ``best_lap.json``;
 7. evaluate (presets with held-out tracks): ``vmc.evaluate`` on the training and held-out tracks.
 
-Everything goes to ``runs/<name>/`` (name: ``--name``, else the track(s) and preset, e.g. ``lighthouse-small``),
+Everything goes to ``runs/<name>/`` (name: ``--name``, else the track(s) and preset, e.g. ``lighthouse-small``,
+``8tracks-tracks-both-ways``),
 with ``config.json`` (this config and the package version), ``summary.json`` and ``log.txt``.
 """
 
@@ -34,7 +35,7 @@ from vmc.cli import Config, check_non_negative
 from vmc.cluster import check_cluster
 from vmc.pool import default_workers
 from vmc.runs import RUNS, run_name, write_config
-from vmc.sim.env import check_track
+from vmc.sim.env import REVERSE, check_track
 
 log = logging.getLogger("vmc.main")
 
@@ -111,6 +112,13 @@ class Preset:
     """The VAE's teacher loss (``vmc.train_vae --teacher-weight``; never with ``--teacher-free``)."""
     dagger_perturb: int = 0
     """Steps of random actions in each DAgger race (``vmc.evolve --dagger-perturb``)."""
+    dagger_recover: bool = False
+    """The centre-line driver takes the wheel in DAgger races while it backs up (``vmc.evolve --dagger-recover``)."""
+    controller_hidden: int = 0
+    """Hidden tanh units of the controller (0: World Models' linear controller; ``vmc.evolve --controller-hidden``)."""
+    reverse: bool = False
+    """Train on each training track raced both ways (``<track>-reverse`` as well: the game's reverse mode); the
+    evaluation stays on the tracks as named."""
     dream: DreamSizes = DreamSizes(rounds=4, episodes=16, generations=20, popsize=64, rollouts=16, dream_steps=400,
                                    mdn_epochs=4, mdn_steps=100, vae_epochs=2)
     """The teacher-free recipe's sizes."""
@@ -123,10 +131,10 @@ PRESETS = {
                     generations=2, race_steps=60, dagger_rounds=2, dagger_episodes=2,
                     dream=DreamSizes(rounds=2, episodes=2, generations=1, popsize=4, rollouts=2, dream_steps=20,
                                      mdn_epochs=1, mdn_steps=5, eval_seeds=1, vae_epochs=1)),
-    "tracks": Preset(episodes=160, max_steps=600, vae_epochs=8, mdn_epochs=10, mdn_steps=150, popsize=16, rollouts=1,
-                     generations=6, race_steps=1000, dagger_rounds=8, dagger_episodes=16, tracks=tuple(TRAIN_TRACKS),
+    "tracks": Preset(episodes=240, max_steps=600, vae_epochs=8, mdn_epochs=10, mdn_steps=150, popsize=16, rollouts=1,
+                     generations=2, race_steps=1000, dagger_rounds=8, dagger_episodes=16, tracks=tuple(TRAIN_TRACKS),
                      held_out=tuple(HELD_OUT_TRACKS), tracks_per_generation=4, teacher_weight=500.0,
-                     dagger_perturb=10),
+                     dagger_perturb=10, dagger_recover=True, controller_hidden=64, reverse=True),
 }
 
 
@@ -138,7 +146,7 @@ class MainConfig(Config):
     """Training tracks (the ``tracks`` preset brings its own eight)."""
     preset: Literal["small", "debug", "tracks"] = "small"
     """Sizes of the stages: ``small`` (the default, about 12 minutes on 2 cores), ``debug`` (every stage on a tiny
-    budget), ``tracks`` (eight training tracks, two held out)."""
+    budget), ``tracks`` (eight training tracks raced both ways, two held out; about an hour on 2 cores)."""
     teacher_free: bool = False
     """World Models without a teacher: random (brownian) driving as the first data, then rounds of the controller's
     own races → MDN-RNN retrained → CMA-ES from zeros in the dream (``vmc.iterate``); no privileged state anywhere,
@@ -177,9 +185,16 @@ class MainConfig(Config):
         return list(self.sizes.tracks) or list(self.tracks)
 
     @property
+    def courses(self) -> list[str]:
+        """What collection and the controller train on: the training tracks, and each one reversed with the
+        preset's ``reverse``."""
+        return self.training_tracks + ([t + REVERSE for t in self.training_tracks] if self.sizes.reverse else [])
+
+    @property
     def run(self) -> Path:
         return Path(self.runs) / (self.name or run_name(self.training_tracks, self.preset)
-                                  + ("-teacher-free" if self.teacher_free and not self.name else ""))
+                                  + ("-both-ways" if self.sizes.reverse else "")
+                                  + ("-teacher-free" if self.teacher_free else ""))
 
     @property
     def data_path(self) -> Path:
@@ -224,7 +239,7 @@ def run_main(cfg: MainConfig) -> dict:
     from vmc.models import VAEConfig
     from vmc.play import play
 
-    p, tracks, run, data = cfg.sizes, cfg.training_tracks, cfg.run, cfg.data_path
+    p, tracks, courses, run, data = cfg.sizes, cfg.training_tracks, cfg.courses, cfg.run, cfg.data_path
     workers = cfg.workers or default_workers(cfg.cluster)
     write_config(run, cfg.record(), cfg.RESUME_FREE, cfg.force, cfg.defaults())
     records.text(run, "config/main", cfg.record())
@@ -233,7 +248,7 @@ def run_main(cfg: MainConfig) -> dict:
     logging.getLogger().addHandler(handler)
     timings: dict[str, float] = {}
     t_all = time.perf_counter()
-    print(f"run folder {run}, data {data}, tracks {' '.join(tracks)}, preset {cfg.preset}, {workers} workers")
+    print(f"run folder {run}, data {data}, tracks {' '.join(courses)}, preset {cfg.preset}, {workers} workers")
 
     stage("1/6 reference laps")
     t0 = time.perf_counter()
@@ -242,7 +257,7 @@ def run_main(cfg: MainConfig) -> dict:
 
     stage("2/6 collect")
     t0 = time.perf_counter()
-    m = Collector(CollectConfig(out=str(data), tracks=tracks, episodes=p.episodes, workers=workers, cluster=cfg.cluster,
+    m = Collector(CollectConfig(out=str(data), tracks=courses, episodes=p.episodes, workers=workers, cluster=cfg.cluster,
                                 max_steps=p.max_steps, policy="brownian" if cfg.teacher_free else "mix")).run(record_to=run)
     print(f"{m['episodes']} episodes, {m['steps']} steps in {data}")
     timings["collect"] = time.perf_counter() - t0
@@ -273,7 +288,7 @@ def run_main(cfg: MainConfig) -> dict:
         stage("5/6 iterate (teacher-free: CMA-ES in the dream, rounds of the controller's own races)")
         d = p.dream
         rounds = iterate.iterate(iterate.IterateConfig(
-            run=str(run), rounds=d.rounds, data=str(data), start="zeros", tracks=tracks, workers=workers,
+            run=str(run), rounds=d.rounds, data=str(data), start="zeros", tracks=courses, workers=workers,
             cluster=cfg.cluster, episodes=d.episodes, episode_steps=p.max_steps, mdn_epochs=d.mdn_epochs,
             mdn_steps=d.mdn_steps, mdn_seq_len=min(32, p.max_steps // 2), done_weight=d.done_weight, popsize=d.popsize,
             vae_epochs=d.vae_epochs,
@@ -283,10 +298,11 @@ def run_main(cfg: MainConfig) -> dict:
         best, fitness = Path(rounds[-1]["controller"]), rounds[-1]["dream"]
     else:
         stage("5/6 evolve")
-        ev_cfg = evolve.EvolveConfig(run=str(run), tracks=tracks, workers=workers, cluster=cfg.cluster, popsize=p.popsize,
+        ev_cfg = evolve.EvolveConfig(run=str(run), tracks=courses, workers=workers, cluster=cfg.cluster, popsize=p.popsize,
                                      rollouts=p.rollouts, generations=p.generations, max_steps=p.race_steps,
                                      eval_every=max(1, p.generations // 3), eval_rollouts=4, dagger_rounds=p.dagger_rounds,
                                      dagger_episodes=p.dagger_episodes, dagger_perturb=p.dagger_perturb,
+                                     dagger_recover=p.dagger_recover, controller_hidden=p.controller_hidden,
                                      tracks_per_generation=p.tracks_per_generation,
                                      force=cfg.force, resume=(run / "controller" / "evolve.pt").exists() and not cfg.force)
         best, fitness = ev_cfg.out / "best.pt", evolve.evolve(ev_cfg)["best_fitness"]
