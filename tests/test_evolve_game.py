@@ -162,12 +162,15 @@ def test_iterative_procedure_runs_two_rounds_and_leaves_the_base_data_alone(worl
     shutil.copytree(world, run, ignore=shutil.ignore_patterns("controller"))
     cfg = IterateConfig(rounds=3, data=str(world.parent / "data"), run=str(run), workers=2, episodes=2,
                         episode_steps=20, mdn_epochs=1, mdn_steps=3, mdn_seq_len=8, popsize=4, rollouts=2, generations=1,
-                        dream_steps=10, eval_seeds=1, max_steps=15)
+                        dream_steps=10, eval_seeds=1, max_steps=15, dream_eval_rollouts=5)
     rows = iterate(cfg)
     # Round 3 grows the same collection with round 2's controller (each episode names its controller).
     assert [r["round"] for r in rows] == [1, 2, 3] and rows[1]["episodes"] == 4 + 2 and rows[2]["episodes"] == 4 + 4
     for r in rows:  # a dream score and a real score side by side
         assert np.isfinite(r["dream"]) and np.isfinite(r["real"])
+    # The pick is made on 5 dream races per candidate; the real evaluation stays at 1 noisy seed + 1 noise-free.
+    last = load_checkpoint(run / "iterate" / "round-3" / "controller" / "evolve.pt", "evolve")["evals"][-1]
+    assert last["dream_races"] == 5 and last["races"] == 2
     it = run / "iterate"
     with RolloutDataset(it / "data", "all") as ds:
         assert sorted(e.policy for e in ds.episodes).count("controller") == 4

@@ -52,6 +52,20 @@ def test_differences_name_nested_fields_and_skip_free_ones():
                        defaults={"model": {"teacher_outputs": 0}}) == ["model.teacher_outputs: '(absent)' → 3"]
 
 
+def test_tracks_preset_trains_both_ways_and_evaluates_forward():
+    """The ``tracks`` preset collects and trains on its eight tracks and their reversed courses, in a run folder of
+    its own (not the one-way preset's), and evaluates on the tracks as named plus the held-out ones."""
+    from vmc.main import HELD_OUT_TRACKS, TRAIN_TRACKS, MainConfig
+
+    cfg = MainConfig(preset="tracks")
+    assert cfg.training_tracks == TRAIN_TRACKS
+    assert cfg.courses == TRAIN_TRACKS + [f"{t}-reverse" for t in TRAIN_TRACKS]
+    assert cfg.run.name == "8tracks-tracks-both-ways" and cfg.data_path == Path("data/8tracks-tracks-both-ways")
+    assert not set(HELD_OUT_TRACKS) & {t.removesuffix("-reverse") for t in cfg.courses}
+    small = MainConfig(tracks=["zengarden"])
+    assert small.courses == ["zengarden"] and small.run.name == "zengarden-small"
+
+
 def test_run_config_is_refused_when_changed(tmp_path: Path):
     write_config(tmp_path / "r", {"tracks": ["lighthouse"], "workers": 2}, free={"workers"})
     write_config(tmp_path / "r", {"tracks": ["lighthouse"], "workers": 8}, free={"workers"})  # same run

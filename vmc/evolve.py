@@ -123,6 +123,9 @@ class EvolveConfig(Config):
     rollouts)."""
     dream_min_progress: float = 2.0
     """Predicted progress (score points, 1000 a lap) a dream rollout must make every ``--dream-stuck-steps``."""
+    dream_eval_rollouts: int = 0
+    """Dream races per candidate at each evaluation of a ``--dream`` run, whose best dream score picks ``best.pt``
+    (0: ``--eval-rollouts``); dream races are cheap where real ones are not, and a pick on few of them is luck."""
     eval_population: int = 0
     """At each evaluation, also score this many candidates of the last generation (spread over its ranks) in the
     real game and the dream: points for the dream-vs-real correlation (``evals`` in ``evolve.pt``)."""
@@ -144,7 +147,8 @@ class EvolveConfig(Config):
                            dagger_rounds=self.dagger_rounds,
                            action_noise=self.action_noise, tracks_per_generation=self.tracks_per_generation,
                            dream_stuck_steps=self.dream_stuck_steps, dream_min_progress=self.dream_min_progress,
-                           eval_population=self.eval_population, dagger_perturb=self.dagger_perturb)
+                           eval_population=self.eval_population, dagger_perturb=self.dagger_perturb,
+                           dream_eval_rollouts=self.dream_eval_rollouts)
         if self.popsize < 2:
             raise ValueError(f"--popsize must be at least 2, got {self.popsize}")
         if self.sigma0 <= 0:
@@ -229,9 +233,9 @@ def evaluate_candidates(pool, cfg: EvolveConfig, candidates: dict[str, np.ndarra
     if dream is not None:
         for name, params in candidates.items():
             # Whole races from the start with the real race's step limit, so the two scores measure the same thing.
-            noise = dream.noise(10**9, cfg.eval_rollouts, steps=cfg.max_steps, race_start=1.0)
+            noise = dream.noise(10**9, cfg.dream_eval_rollouts or cfg.eval_rollouts, steps=cfg.max_steps, race_start=1.0)
             d = dream.run(np.asarray(params)[None], noise).scores[0].double().numpy()
-            out[name].update(dream_mean=float(d.mean()), dream_std=float(d.std()))
+            out[name].update(dream_mean=float(d.mean()), dream_std=float(d.std()), dream_races=len(d))
     return out
 
 

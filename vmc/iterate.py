@@ -75,6 +75,9 @@ class IterateConfig(Config):
     """The real env's ``stuck`` rule in the dream (see ``vmc.evolve --dream-stuck-steps``; 0: off)."""
     dream_min_progress: float = 2.0
     """Predicted progress a dream rollout must make every ``--dream-stuck-steps`` steps."""
+    dream_eval_rollouts: int = 0
+    """Dream races per candidate at a round's evaluation, whose best dream score picks the round's controller
+    (0: ``--eval-seeds``; see ``vmc.evolve --dream-eval-rollouts``)."""
     eval_population: int = 6
     """Candidates of each round's last generation scored in the real game and the dream besides the best and the
     CMA-ES mean: the points of ``dream_vs_real.png``."""
@@ -110,7 +113,7 @@ class IterateConfig(Config):
                        popsize=self.popsize, rollouts=self.rollouts, generations=self.generations,
                        dream_steps=self.dream_steps, eval_seeds=self.eval_seeds, max_steps=self.max_steps)
         check_non_negative(workers=self.workers, explore_noise=self.explore_noise, eval_population=self.eval_population,
-                           controller_hidden=self.controller_hidden,
+                           controller_hidden=self.controller_hidden, dream_eval_rollouts=self.dream_eval_rollouts,
                            dream_stuck_steps=self.dream_stuck_steps, dream_min_progress=self.dream_min_progress)
         check_cluster(self.cluster)
 
@@ -187,7 +190,8 @@ def run_round(cfg: IterateConfig, k: int, previous: Optional[dict]) -> dict:
                                eval_every=cfg.generations, eval_rollouts=cfg.eval_seeds, seed=cfg.seed + k, dream=True,
                                temperature=cfg.temperature, dream_steps=cfg.dream_steps, action_noise=cfg.explore_noise,
                                dream_stuck_steps=cfg.dream_stuck_steps, dream_min_progress=cfg.dream_min_progress,
-                               eval_population=cfg.eval_population, resume=(rd / "controller" / "evolve.pt").exists())
+                               eval_population=cfg.eval_population, dream_eval_rollouts=cfg.dream_eval_rollouts,
+                               resume=(rd / "controller" / "evolve.pt").exists())
     summary = evolve.evolve(ecfg)
     ev, start_ev = summary["evals"][-1], summary["evals"][0]
     row = {"round": k, "episodes": len(episodes), "steps": int(sum(e.length for e in episodes)), "vae": str(vae), "mdn": str(mdn),
