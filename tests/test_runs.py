@@ -52,16 +52,18 @@ def test_differences_name_nested_fields_and_skip_free_ones():
                        defaults={"model": {"teacher_outputs": 0}}) == ["model.teacher_outputs: '(absent)' → 3"]
 
 
-def test_tracks_preset_trains_both_ways_and_evaluates_forward():
-    """The ``tracks`` preset collects and trains on its eight tracks and their reversed courses, in a run folder of
-    its own (not the one-way preset's), and evaluates on the tracks as named plus the held-out ones."""
+def test_tracks_presets_train_one_or_both_ways_and_evaluate_forward():
+    """``tracks`` collects and trains on its eight tracks; ``tracks-both-ways`` also on their reversed courses, in a
+    run folder of its own; both evaluate on the tracks as named plus the held-out ones, never trained on."""
     from vmc.main import HELD_OUT_TRACKS, TRAIN_TRACKS, MainConfig
 
-    cfg = MainConfig(preset="tracks")
-    assert cfg.training_tracks == TRAIN_TRACKS
-    assert cfg.courses == TRAIN_TRACKS + [f"{t}-reverse" for t in TRAIN_TRACKS]
-    assert cfg.run.name == "8tracks-tracks-both-ways" and cfg.data_path == Path("data/8tracks-tracks-both-ways")
-    assert not set(HELD_OUT_TRACKS) & {t.removesuffix("-reverse") for t in cfg.courses}
+    one = MainConfig(preset="tracks")
+    assert one.training_tracks == one.courses == TRAIN_TRACKS and one.run.name == "8tracks-tracks"
+    both = MainConfig(preset="tracks-both-ways")
+    assert both.training_tracks == TRAIN_TRACKS
+    assert both.courses == TRAIN_TRACKS + [f"{t}-reverse" for t in TRAIN_TRACKS]
+    assert both.run.name == "8tracks-tracks-both-ways" and both.data_path == Path("data/8tracks-tracks-both-ways")
+    assert not set(HELD_OUT_TRACKS) & {t.removesuffix("-reverse") for t in both.courses}
     small = MainConfig(tracks=["zengarden"])
     assert small.courses == ["zengarden"] and small.run.name == "zengarden-small"
 

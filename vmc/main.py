@@ -14,8 +14,7 @@ interrupted job continues where it stopped; a changed config is refused with the
 6. play: the best controller's lap → ``best_lap.mp4`` (400x300) and ``best_lap.json``;
 7. evaluate (presets with held-out tracks): ``vmc.evaluate`` on the training and held-out tracks.
 
-Everything goes to ``runs/<name>/`` (name: ``--name``, else the track(s) and preset, e.g. ``lighthouse-small``,
-``8tracks-tracks-both-ways``),
+Everything goes to ``runs/<name>/`` (name: ``--name``, else the track(s) and preset, e.g. ``lighthouse-small``),
 with ``config.json`` (this config and the package version), ``summary.json`` and ``log.txt``.
 """
 
@@ -131,10 +130,15 @@ PRESETS = {
                     generations=2, race_steps=60, dagger_rounds=2, dagger_episodes=2,
                     dream=DreamSizes(rounds=2, episodes=2, generations=1, popsize=4, rollouts=2, dream_steps=20,
                                      mdn_epochs=1, mdn_steps=5, eval_seeds=1, vae_epochs=1)),
-    "tracks": Preset(episodes=240, max_steps=600, vae_epochs=8, mdn_epochs=10, mdn_steps=150, popsize=16, rollouts=1,
-                     generations=2, race_steps=1000, dagger_rounds=8, dagger_episodes=16, tracks=tuple(TRAIN_TRACKS),
+    "tracks": Preset(episodes=160, max_steps=600, vae_epochs=8, mdn_epochs=10, mdn_steps=150, popsize=16, rollouts=1,
+                     generations=6, race_steps=1000, dagger_rounds=8, dagger_episodes=16, tracks=tuple(TRAIN_TRACKS),
                      held_out=tuple(HELD_OUT_TRACKS), tracks_per_generation=4, teacher_weight=500.0,
-                     dagger_perturb=10, dagger_recover=True, controller_hidden=64, reverse=True),
+                     dagger_perturb=10),
+    "tracks-both-ways": Preset(episodes=240, max_steps=600, vae_epochs=8, mdn_epochs=10, mdn_steps=150, popsize=16,
+                               rollouts=1, generations=2, race_steps=1000, dagger_rounds=8, dagger_episodes=16,
+                               tracks=tuple(TRAIN_TRACKS), held_out=tuple(HELD_OUT_TRACKS), tracks_per_generation=4,
+                               teacher_weight=500.0, dagger_perturb=10, dagger_recover=True, controller_hidden=64,
+                               reverse=True),
 }
 
 
@@ -144,9 +148,10 @@ class MainConfig(Config):
 
     tracks: list[str] = field(default_factory=lambda: ["lighthouse"])
     """Training tracks (the ``tracks`` preset brings its own eight)."""
-    preset: Literal["small", "debug", "tracks"] = "small"
+    preset: Literal["small", "debug", "tracks", "tracks-both-ways"] = "small"
     """Sizes of the stages: ``small`` (the default, about 12 minutes on 2 cores), ``debug`` (every stage on a tiny
-    budget), ``tracks`` (eight training tracks raced both ways, two held out; about an hour on 2 cores)."""
+    budget), ``tracks`` (eight training tracks, two held out; about an hour on 2 cores), ``tracks-both-ways`` (those
+    tracks raced both ways, a controller with 64 hidden units, DAgger with ``--dagger-recover``; about an hour)."""
     teacher_free: bool = False
     """World Models without a teacher: random (brownian) driving as the first data, then rounds of the controller's
     own races → MDN-RNN retrained → CMA-ES from zeros in the dream (``vmc.iterate``); no privileged state anywhere,
@@ -193,7 +198,6 @@ class MainConfig(Config):
     @property
     def run(self) -> Path:
         return Path(self.runs) / (self.name or run_name(self.training_tracks, self.preset)
-                                  + ("-both-ways" if self.sizes.reverse else "")
                                   + ("-teacher-free" if self.teacher_free else ""))
 
     @property
