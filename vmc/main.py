@@ -149,7 +149,7 @@ class MainConfig(Config):
     tracks: list[str] = field(default_factory=lambda: ["lighthouse"])
     """Training tracks (the ``tracks`` preset brings its own eight)."""
     preset: Literal["small", "debug", "tracks", "tracks-both-ways"] = "small"
-    """Sizes of the stages: ``small`` (the default, about 12 minutes on 2 cores), ``debug`` (every stage on a tiny
+    """Sizes of the stages: ``small`` (the default, about 6 minutes on 2 cores), ``debug`` (every stage on a tiny
     budget), ``tracks`` (eight training tracks, two held out; about an hour on 2 cores), ``tracks-both-ways`` (those
     tracks raced both ways, a controller with 64 hidden units, DAgger with ``--dagger-recover``; about an hour)."""
     teacher_free: bool = False
