@@ -128,7 +128,8 @@ class EvolveConfig(Config):
     (0: ``--eval-rollouts``); dream races are cheap where real ones are not, and a pick on few of them is luck."""
     eval_population: int = 0
     """At each evaluation, also score this many candidates of the last generation (spread over its ranks) in the
-    real game and the dream: points for the dream-vs-real correlation (``evals`` in ``evolve.pt``)."""
+    real game and the dream: points for the dream-vs-real correlation (``evals`` in ``evolve.pt``, with each
+    candidate's parameters)."""
     task_timeout: float = 600.0
     """Seconds before a silent race counts as hung (its worker is replaced and the race re-run)."""
     resume: bool = False
@@ -309,7 +310,9 @@ class Evolution:
         name = max(ev, key=lambda k: ev[k][key])
         self.evals.append({"generation": self.generation, "which": name,
                            **{k: v for k, v in ev[name].items() if k != "params"},
-                           "candidates": {k: {m: v[m] for m in ("mean", "std", "noise_free", "laps", "dream_mean")
+                           # Each candidate's parameters too, so that it can be scored again later (another
+                           # dream, more seeds) without re-running the evolution.
+                           "candidates": {k: {m: v[m] for m in ("mean", "std", "noise_free", "laps", "dream_mean", "params")
                                               if m in v} for k, v in ev.items()}})
         records.scalars(self.cfg.run, "evolve/eval", {f"real_{k}" if k in ("mean", "std") else k: v
                                                       for k, v in self.evals[-1].items()
