@@ -169,13 +169,13 @@ def test_iterative_procedure_runs_two_rounds_and_leaves_the_base_data_alone(worl
     for r in rows:  # a dream score and a real score side by side
         assert np.isfinite(r["dream"]) and np.isfinite(r["real"])
     # The pick is made on 5 dream races per candidate; the real evaluation stays at 1 noisy seed + 1 noise-free.
-    last = load_checkpoint(run / "iterate" / "round-3" / "controller" / "evolve.pt", "evolve")["evals"][-1]
-    assert last["dream_races"] == 5 and last["races"] == 2
+    out = run / "iterate" / "round-3" / "controller"
+    evals = load_checkpoint(out / "evolve.pt", "evolve")["evals"]
+    assert evals[-1]["dream_races"] == 5 and evals[-1]["races"] == 2
     # Every evaluated candidate keeps its parameters: best.pt is one of them.
     from vmc.checkpoints import load_controller
 
-    best = np.asarray(load_controller(run / "iterate" / "round-3" / "controller" / "best.pt")[0]["params"])
-    evals = load_checkpoint(run / "iterate" / "round-3" / "controller" / "evolve.pt", "evolve")["evals"]
+    best = np.asarray(load_controller(out / "best.pt")[0]["params"])
     kept = [np.asarray(c["params"]) for e in evals for c in e["candidates"].values()]
     assert any(np.array_equal(k, best) for k in kept) and all(k.shape == best.shape for k in kept)
     it = run / "iterate"

@@ -229,12 +229,14 @@ def score_generation(cfg: EvolveConfig, solutions: np.ndarray, gen: int, pool, d
 
 def evaluate_candidates(pool, cfg: EvolveConfig, candidates: dict[str, np.ndarray], dream=None) -> dict[str, dict]:
     """Real-game scores of each candidate on every training track (:func:`vmc.evaluate.score_candidates`), and
-    with ``dream`` the dream's on as many dream races from the start (``dream_mean``, ``dream_std``)."""
+    with ``dream`` the dream's on ``--dream-eval-rollouts`` (else as many) dream races from the start (``dream_mean``,
+    ``dream_std``, ``dream_races``)."""
     out = score_candidates(pool, candidates, list(cfg.tracks), eval_seeds(cfg))
     if dream is not None:
+        # Whole races from the start with the real race's step limit, so the two scores measure the same thing;
+        # the same draws for every candidate.
+        noise = dream.noise(10**9, cfg.dream_eval_rollouts or cfg.eval_rollouts, steps=cfg.max_steps, race_start=1.0)
         for name, params in candidates.items():
-            # Whole races from the start with the real race's step limit, so the two scores measure the same thing.
-            noise = dream.noise(10**9, cfg.dream_eval_rollouts or cfg.eval_rollouts, steps=cfg.max_steps, race_start=1.0)
             d = dream.run(np.asarray(params)[None], noise).scores[0].double().numpy()
             out[name].update(dream_mean=float(d.mean()), dream_std=float(d.std()), dream_races=len(d))
     return out
