@@ -156,6 +156,7 @@ def test_dagger_with_recover_lets_the_driver_back_up_and_labels_blocked_steps_wi
     blocked, frame = info_at([10, 0, 1], [1, 0, 0], 0.0), np.zeros((64, 64, 3), np.uint8)
     taken, labels = np.array([d.act(frame, blocked) for _ in range(10)]), np.array(d.y)
     backing = labels[:, 2] == 1.0
+    assert (np.array(d.backing_up) == backing).all()  # the steps DAgger's fit can weight (--dagger-recover-weight)
     if recover:
         assert (taken[5:8, 1:] == [0.0, 1.0]).all() and (np.abs(taken[5:8, 0]) == 1.0).all()  # the driver's
         assert backing[:8].all() and not backing[8:].any()  # blocked steps 0-4 relabelled

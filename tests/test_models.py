@@ -203,3 +203,19 @@ def test_decoder_first_layer_as_a_matrix_product_equals_the_convolution():
     with torch.no_grad():
         as_convolution = vae.decoder(vae.fc_decode(z)[..., None, None])
         np.testing.assert_allclose(vae.decode(z).numpy(), as_convolution.numpy(), atol=1e-5)
+
+
+def test_repeated_rows_weigh_a_rare_label_in_the_least_squares_fit():
+    """``repeat_rows`` (DAgger's ``--dagger-recover-weight``): the chosen rows count ``times`` times, so a fit
+    averaging two labels of the same input moves towards the chosen one in that proportion."""
+    from vmc.dagger import repeat_rows, ridge_solve
+
+    x = np.zeros((4, 1))  # the fit is then its bias alone: the rows' mean
+    y = np.array([[0.0] * 3, [0.0] * 3, [0.0] * 3, [4.0] * 3])
+    chosen = np.array([False, False, False, True])
+    xr, yr = repeat_rows(x, y, chosen, 3)
+    assert len(xr) == 6 and (yr[4:] == 4.0).all()
+    once, thrice = ridge_solve(x, y)[-3:], ridge_solve(xr, yr)[-3:]
+    np.testing.assert_allclose(once, 1.0, atol=1e-9)  # 4 / 4 rows
+    np.testing.assert_allclose(thrice, 2.0, atol=1e-9)  # 12 / 6 rows
+    assert repeat_rows(x, y, chosen, 1)[0].shape == x.shape

@@ -124,14 +124,24 @@ def carry_over(params: np.ndarray, old: MDNRNN, new: MDNRNN, latents: Path, new_
     return fit_controller(x_new, raw, controller_hidden(x_old.shape[1], flat.shape[1]), ridge, params)
 
 
+def repeat_rows(x: np.ndarray, y: np.ndarray, chosen: np.ndarray, times: int) -> tuple[np.ndarray, np.ndarray]:
+    """Inputs (N, D) and targets (N, 3) with the ``chosen`` rows ((N,) bool) appended ``times - 1`` more times: a
+    weight of ``times`` for them in a least-squares or minibatch fit. Backing up is rare in DAgger's data (a few
+    steps in a hundred) and a fit that counts it once averages it away."""
+    extra = np.repeat(np.flatnonzero(chosen), max(times, 1) - 1)
+    return np.concatenate([x, x[extra]]), np.concatenate([y, y[extra]])
+
+
 def dagger(pool, tracks: list[str], start: np.ndarray, rounds: int, episodes: int, seed: int, perturb: int = 0,
-           recover: bool = False) -> np.ndarray:
+           recover: bool = False, recover_weight: int = 1) -> np.ndarray:
     """DAgger from the controller ``start``: ``rounds`` rounds of ``episodes`` races each (tracks in turn) on
     ``pool`` (a pool of :func:`vmc.racing.make_racer` workers), each race with ``perturb`` steps of random actions
     from a random step, and with ``recover`` the driver taking the wheel to back up (:class:`vmc.racing.DaggerDriver`);
-    returns the last fit (as many hidden units as ``start`` has)."""
+    each step labelled with backing up counts ``recover_weight`` times in the fit. Returns the last fit (as many
+    hidden units as ``start`` has)."""
     xs: list[np.ndarray] = []
     ys: list[np.ndarray] = []
+    backs: list[np.ndarray] = []
     params = start
     for r in range(rounds):
         beta = 0.5 ** r
@@ -140,8 +150,10 @@ def dagger(pool, tracks: list[str], start: np.ndarray, rounds: int, episodes: in
                         for k, s in enumerate(seeds)])
         xs += [x.x for x in res]
         ys += [x.y for x in res]
-        x = np.concatenate(xs)
-        params = fit_actions(x, np.concatenate(ys), controller_hidden(x.shape[1], np.asarray(start).size), init=params)
-        log.info("DAgger round %d (expert share %.2f): scores %s, laps %d; refit on %d steps", r, beta,
-                 " ".join(f"{x.track}:{x.score:.0f}" for x in res), sum(x.lap for x in res), sum(len(x) for x in xs))
+        backs += [x.backing_up for x in res]
+        back = np.concatenate(backs)
+        x, y = repeat_rows(np.concatenate(xs), np.concatenate(ys), back, recover_weight)
+        params = fit_actions(x, y, controller_hidden(x.shape[1], np.asarray(start).size), init=params)
+        log.info("DAgger round %d (expert share %.2f): scores %s, laps %d; refit on %d steps (%d backing up)", r, beta,
+                 " ".join(f"{x.track}:{x.score:.0f}" for x in res), sum(x.lap for x in res), len(back), int(back.sum()))
     return params

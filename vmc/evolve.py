@@ -93,6 +93,8 @@ class EvolveConfig(Config):
     dagger_recover: bool = False
     """In DAgger races the centre-line driver takes the wheel while it backs up from being blocked, and the blocked
     steps before are labelled with its backing up: data in which blocked means back up (``vmc.racing.DaggerDriver``)."""
+    dagger_recover_weight: int = 1
+    """Times each step labelled with backing up counts in DAgger's fits (1: once, like every other step)."""
     action_noise: float = 0.1
     """Std of the Gaussian noise on steering and throttle in seeded rollouts."""
     max_steps: int = 1000
@@ -150,6 +152,7 @@ class EvolveConfig(Config):
                            dream_stuck_steps=self.dream_stuck_steps, dream_min_progress=self.dream_min_progress,
                            eval_population=self.eval_population, dagger_perturb=self.dagger_perturb,
                            dream_eval_rollouts=self.dream_eval_rollouts)
+        check_positive(dagger_recover_weight=self.dagger_recover_weight)
         if self.popsize < 2:
             raise ValueError(f"--popsize must be at least 2, got {self.popsize}")
         if self.sigma0 <= 0:
@@ -209,7 +212,7 @@ def initial_mean(cfg: EvolveConfig, models: WorldModels, pool) -> np.ndarray:
     x0 = fit_initial_mean(cfg.path("latents"), models.mdn(), hidden=cfg.controller_hidden)
     if cfg.init == "dagger" and cfg.dagger_rounds:
         return dagger(pool, cfg.tracks, x0, cfg.dagger_rounds, cfg.dagger_episodes, cfg.seed, cfg.dagger_perturb,
-                      cfg.dagger_recover)
+                      cfg.dagger_recover, cfg.dagger_recover_weight)
     return x0
 
 

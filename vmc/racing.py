@@ -118,6 +118,9 @@ class RaceResult:
     """DAgger: the controller's inputs [z, h] at every step, (T, Z + H)."""
     y: Optional[np.ndarray] = None
     """DAgger: the centre-line driver's action at every step, (T, 3)."""
+    backing_up: Optional[np.ndarray] = None
+    """DAgger: whether each step's label is the driver backing up (or, with ``recover``, a blocked step relabelled
+    with it), (T,) bool."""
     frames: list = field(default_factory=list)
     """Recorded frames, (H, W, 3) uint8 each, the first after reset (when asked for)."""
     actions: Optional[np.ndarray] = None
@@ -225,6 +228,7 @@ class DaggerDriver:
         self.t = 0
         self.x: list[np.ndarray] = []
         self.y: list[np.ndarray] = []
+        self.backing_up: list[bool] = []
         self._backing_up = False
 
     def reset(self, track, seed=None) -> None:
@@ -241,6 +245,7 @@ class DaggerDriver:
             if not self._backing_up:  # its first step: the blocked steps before were the time to back up
                 first = max(0, len(self.y) - self.expert.stuck_steps)
                 self.y[first:] = [label.copy() for _ in self.y[first:]]
+                self.backing_up[first:] = [True] * len(self.backing_up[first:])
             a = label.copy()
         self._backing_up = self.expert.backing_up
         if self.noise > 0:
@@ -250,6 +255,7 @@ class DaggerDriver:
         self.agent.advance(z, a)
         self.x.append(np.concatenate([z[0], h[0]]))
         self.y.append(label)
+        self.backing_up.append(self.expert.backing_up)
         self.t += 1
         return a
 
@@ -306,6 +312,7 @@ def make_racer(models: Optional[WorldModels], env_config: dict, action_noise: fl
                             actions=np.asarray(actions, np.float32).reshape(-1, 3))
         if isinstance(driver, DaggerDriver):
             result.x, result.y = np.stack(driver.x), np.stack(driver.y)
+            result.backing_up = np.asarray(driver.backing_up, bool)
         return result
 
     return run
