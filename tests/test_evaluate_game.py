@@ -50,10 +50,11 @@ def test_same_seeds_same_table_and_perturb_changes_actions(tiny_run: Path, tmp_p
 
     ck, models = load_controller(Path(controller))
     with racing_pool(1, models, EnvConfig(max_steps=25), action_noise=0.0) as pool:
-        plain, perturbed, dagger, dagger_perturbed, teacher = pool.map([
+        plain, perturbed, dagger, dagger_perturbed, teacher, crashed = pool.map([
             AgentRace(ck["params"], "lighthouse", 3), AgentRace(ck["params"], "lighthouse", 3, perturb=5, perturb_window=15),
             DaggerRace(ck["params"], "lighthouse", 3, beta=1.0), DaggerRace(ck["params"], "lighthouse", 3, 1.0, 5, 15),
-            ReferenceRace("centreline", "lighthouse", max_steps=25, seed=3, perturb=5, perturb_window=15)])
+            ReferenceRace("centreline", "lighthouse", max_steps=25, seed=3, perturb=5, perturb_window=15),
+            DaggerRace(ck["params"], "lighthouse", 3, 1.0, 5, 15, crash=True)])
     differ = np.flatnonzero(np.any(plain.actions != perturbed.actions, axis=1))
     assert len(differ) and 10 <= differ[0] < 15  # the same race up to the random spell, which starts in [10, 15)
     np.testing.assert_array_equal(plain.actions[:differ[0]], perturbed.actions[:differ[0]])
@@ -64,6 +65,10 @@ def test_same_seeds_same_table_and_perturb_changes_actions(tiny_run: Path, tmp_p
         np.testing.assert_array_equal(dagger_perturbed.actions[t], spell.action(t))
     np.testing.assert_array_equal(dagger.actions[:spell.at[0]], dagger_perturbed.actions[:spell.at[0]])
     assert not np.array_equal(dagger.actions[spell.at[0]], dagger_perturbed.actions[spell.at[0]])
+    # --dagger-crash: the same steps, one steering held at full throttle (random spells of a seed unchanged above).
+    held = crashed.actions[spell.at.start:spell.at.stop]
+    assert (held == held[0]).all() and held[0, 1] == 1.0 and held[0, 2] == 0.0 and abs(held[0, 0]) <= 1.0
+    assert (held[0] == Perturbation(3, 5, 15, crash=True).action(spell.at.start)).all()
     # The centre-line driver meets the agent's spell for the same seed (evaluate's "same spells" column).
     spell = Perturbation(3, 5, 15)
     np.testing.assert_array_equal(teacher.actions[spell.at.start:spell.at.stop], perturbed.actions[spell.at.start:spell.at.stop])

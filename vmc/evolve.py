@@ -93,6 +93,9 @@ class EvolveConfig(Config):
     dagger_recover: bool = False
     """In DAgger races the centre-line driver takes the wheel while it backs up from being blocked, and the blocked
     steps before are labelled with its backing up: data in which blocked means back up (``vmc.racing.DaggerDriver``)."""
+    dagger_crash: bool = False
+    """DAgger's spells (``--dagger-perturb``) hold one random steering at full throttle instead of random actions:
+    the kart ends against walls and off the road far more often, and the driver labels the way back."""
     dagger_recover_weight: int = 1
     """Times each step labelled with backing up counts in DAgger's fits (1: once, like every other step)."""
     action_noise: float = 0.1
@@ -212,7 +215,7 @@ def initial_mean(cfg: EvolveConfig, models: WorldModels, pool) -> np.ndarray:
     x0 = fit_initial_mean(cfg.path("latents"), models.mdn(), hidden=cfg.controller_hidden)
     if cfg.init == "dagger" and cfg.dagger_rounds:
         return dagger(pool, cfg.tracks, x0, cfg.dagger_rounds, cfg.dagger_episodes, cfg.seed, cfg.dagger_perturb,
-                      cfg.dagger_recover, cfg.dagger_recover_weight)
+                      cfg.dagger_recover, cfg.dagger_recover_weight, cfg.dagger_crash)
     return x0
 
 

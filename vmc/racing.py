@@ -73,6 +73,8 @@ class DaggerRace:
     recover: bool = False
     """The centre-line driver takes the wheel while it backs up from being blocked, and the blocked steps before
     are labelled with its backing up (see :class:`DaggerDriver`)."""
+    crash: bool = False
+    """The spell is one steering held at full throttle (:class:`Perturbation`), not random actions."""
 
 
 @dataclass(frozen=True)
@@ -133,18 +135,25 @@ class RaceResult:
 
 class Perturbation:
     """A seeded spell of ``steps`` uniformly random actions from a step drawn uniformly from [10, ``window``); no
-    spell when ``seed`` is None or ``steps`` 0. The same seed gives the same spell (evaluations compare)."""
+    spell when ``seed`` is None or ``steps`` 0. The same seed gives the same spell (evaluations compare). With
+    ``crash``, the spell is one steering drawn uniformly from [-1, 1] held at full throttle without brake: it drives
+    the kart into a wall or off the road far more often than random actions, which mostly cancel out."""
 
-    def __init__(self, seed: Optional[int], steps: int, window: int) -> None:
+    def __init__(self, seed: Optional[int], steps: int, window: int, crash: bool = False) -> None:
         self.at = range(0)
+        self.crash = crash
         if steps and seed is not None:
             start = int(np.random.default_rng([seed, 7]).integers(10, max(11, window)))
             self.at = range(start, start + steps)
             self.rng = np.random.default_rng([seed, 8])
+            if crash:  # drawn only then, so that the random spells of a seed stay what they were
+                self.held = np.array([self.rng.uniform(-1.0, 1.0), 1.0, 0.0], np.float32)
 
     def action(self, t: int) -> Optional[np.ndarray]:
         """The random action (3,) replacing step ``t``'s, or None outside the spell."""
-        return self.rng.uniform(LOW, HIGH).astype(np.float32) if t in self.at else None
+        if t not in self.at:
+            return None
+        return self.held.copy() if self.crash else self.rng.uniform(LOW, HIGH).astype(np.float32)
 
 
 class Exploration:
@@ -221,10 +230,10 @@ class DaggerDriver:
     picture, and the fit learns neither; with it, blocked means back up."""
 
     def __init__(self, agent: WorldModelAgent, noise: float, seed: int, beta: float, perturb: int = 0,
-                 perturb_window: int = 400, recover: bool = False) -> None:
+                 perturb_window: int = 400, recover: bool = False, crash: bool = False) -> None:
         self.agent, self.noise, self.beta, self.recover = agent, noise, beta, recover
         self.rng, self.expert = np.random.default_rng(seed), CentreLineDriver()
-        self.perturb = Perturbation(seed, perturb, perturb_window)
+        self.perturb = Perturbation(seed, perturb, perturb_window, crash)
         self.t = 0
         self.x: list[np.ndarray] = []
         self.y: list[np.ndarray] = []
@@ -302,7 +311,7 @@ def make_racer(models: Optional[WorldModels], env_config: dict, action_noise: fl
             race, seed = env_with(task.track), task.seed
             if isinstance(task, DaggerRace):
                 driver = DaggerDriver(agent, action_noise, task.seed, task.beta, task.perturb, task.perturb_window,
-                                      task.recover)
+                                      task.recover, task.crash)
             else:
                 driver = AgentDriver(agent, action_noise, task.seed, task.perturb, task.perturb_window)
         with torch.no_grad():
