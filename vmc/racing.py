@@ -137,7 +137,7 @@ class Perturbation:
     """A seeded spell of ``steps`` uniformly random actions from a step drawn uniformly from [10, ``window``); no
     spell when ``seed`` is None or ``steps`` 0. The same seed gives the same spell (evaluations compare). With
     ``crash``, the spell is one steering drawn uniformly from [-1, 1] held at full throttle without brake: it drives
-    the kart into a wall or off the road far more often than random actions, which mostly cancel out."""
+    the kart into a wall or off the road more often than random actions, which mostly cancel out."""
 
     def __init__(self, seed: Optional[int], steps: int, window: int, crash: bool = False) -> None:
         self.at = range(0)
