@@ -215,8 +215,8 @@ def initial_mean(cfg: EvolveConfig, models: WorldModels, pool) -> np.ndarray:
         return ck["params"]
     x0 = fit_initial_mean(cfg.path("latents"), models.mdn(), hidden=cfg.controller_hidden)
     if cfg.init == "dagger" and cfg.dagger_rounds:
-        return dagger(pool, cfg.tracks, x0, cfg.dagger_rounds, cfg.dagger_episodes, cfg.seed, cfg.dagger_perturb,
-                      cfg.dagger_recover, cfg.dagger_recover_weight, cfg.dagger_crash)
+        return dagger(pool, cfg.tracks, x0, cfg.dagger_rounds, cfg.dagger_episodes, cfg.seed, perturb=cfg.dagger_perturb,
+                      recover=cfg.dagger_recover, recover_weight=cfg.dagger_recover_weight, crash=cfg.dagger_crash)
     return x0
 
 

@@ -141,7 +141,7 @@ class Perturbation:
 
     def __init__(self, seed: Optional[int], steps: int, window: int, crash: bool = False) -> None:
         self.at = range(0)
-        self.crash = crash
+        self.held: Optional[np.ndarray] = None  # the crash spell's one action
         if steps and seed is not None:
             start = int(np.random.default_rng([seed, 7]).integers(10, max(11, window)))
             self.at = range(start, start + steps)
@@ -153,7 +153,7 @@ class Perturbation:
         """The random action (3,) replacing step ``t``'s, or None outside the spell."""
         if t not in self.at:
             return None
-        return self.held.copy() if self.crash else self.rng.uniform(LOW, HIGH).astype(np.float32)
+        return self.held.copy() if self.held is not None else self.rng.uniform(LOW, HIGH).astype(np.float32)
 
 
 class Exploration:
@@ -238,25 +238,22 @@ class DaggerDriver:
         self.x: list[np.ndarray] = []
         self.y: list[np.ndarray] = []
         self.backing_up: list[bool] = []
-        self._backing_up = False
 
     def reset(self, track, seed=None) -> None:
         self.agent.reset()
         self.expert.reset(track, seed)
         self.t = 0
-        self._backing_up = False
 
     def act(self, obs: np.ndarray, info: dict) -> np.ndarray:
         z, h, own = self.agent.observe(obs)
         label = self.expert.act(obs, info)
         a = label.copy() if self.rng.random() < self.beta else own
         if self.recover and self.expert.backing_up:
-            if not self._backing_up:  # its first step: the blocked steps before were the time to back up
+            if not (self.backing_up and self.backing_up[-1]):  # its first step: the blocked steps before were the time
                 first = max(0, len(self.y) - self.expert.stuck_steps)
                 self.y[first:] = [label.copy() for _ in self.y[first:]]
                 self.backing_up[first:] = [True] * len(self.backing_up[first:])
             a = label.copy()
-        self._backing_up = self.expert.backing_up
         if self.noise > 0:
             a[:2] += self.rng.normal(0.0, self.noise, 2).astype(np.float32)
         spell = self.perturb.action(self.t)  # after the noise draw, so the race's random stream is the same with a spell
