@@ -55,19 +55,22 @@ def test_two_generations_write_logs_and_best(world: Path, tmp_path: Path):
 
 
 def test_a_controller_with_hidden_units_is_fitted_evolved_and_saved(world: Path, tmp_path: Path):
-    """``--controller-hidden``: DAgger fits it, CMA-ES (diagonal) searches its parameters, ``best.pt`` drives."""
+    """``--controller-hidden`` with ``--controller-still``: DAgger fits it on [z, h, s], CMA-ES (diagonal) searches
+    its parameters, ``best.pt`` keeps the stillness input and drives."""
     from vmc.checkpoints import load_agent, load_controller
     from vmc.models.controller import Controller
 
     cfg = evolve.EvolveConfig(vae=str(world / "vae.pt"), mdn=str(world / "mdn.pt"), latents=str(world / "latents.h5"),
                               run=str(tmp_path / "r"), workers=2, popsize=4, rollouts=1, generations=1, max_steps=15,
-                              eval_every=1, eval_rollouts=1, dagger_rounds=2, dagger_episodes=2, controller_hidden=5)
+                              eval_every=1, eval_rollouts=1, dagger_rounds=2, dagger_episodes=2, controller_hidden=5,
+                              controller_still=True)
     summary = evolve.evolve(cfg, progress=False)
     assert [e["generation"] for e in summary["evals"]] == [0, 1] and all(e["races"] == 2 for e in summary["evals"])
     ck, models = load_controller(tmp_path / "r" / "controller" / "best.pt")
-    assert ck["params"].shape == (Controller.size(8 + 16, 5),) and models.hidden_of(ck["params"]) == 5
+    assert ck["params"].shape == (Controller.size(8 + 16 + 1, 5),) and models.hidden_of(ck["params"]) == 5
+    assert models.still is not None and models.still.threshold > 0
     agent = load_agent(tmp_path / "r" / "controller" / "best.pt")
-    assert agent.controller.hidden == 5
+    assert agent.controller.hidden == 5 and agent.controller.still
     action = agent.act(np.zeros((64, 64, 3), np.uint8))
     assert action.shape == (3,) and -1 <= action[0] <= 1 and 0 <= action[1:].min() <= action[1:].max() <= 1
 

@@ -196,6 +196,50 @@ def test_agent_fast_path_equals_the_modules_step_by_step(runtime):
         agent.observe(frames[1].numpy())
 
 
+@pytest.mark.parametrize("runtime", ["onnxruntime", "torch"])
+def test_stillness_input_rises_while_the_picture_stands_still(runtime, tmp_path):
+    """With the stillness input the agent's graph gives the actions of the plain controller on [z, h, s], s being
+    what ``Stillness.sequence`` computes from the latents of the same frames: 0 at the start, rising over
+    repeated frames, decaying once they change; a checkpoint keeps it."""
+    from vmc.checkpoints import WorldModels, load_controller, save_controller
+    from vmc.models.controller import Controller, Stillness, WorldModelAgent
+
+    torch.manual_seed(0)
+    vae, mdn = ConvVAE(VAEConfig(z_dim=8, channels=(8, 16, 16, 32))).eval(), MDNRNN(MDNRNNConfig(z_dim=8, hidden=16)).eval()
+    still = Stillness(threshold=1e-3)
+    controller = Controller(8, 16, hidden=4, still=True)
+    controller.set_flat(np.random.default_rng(0).normal(0.0, 0.3, controller.num_params))
+    with pytest.raises(ValueError, match="stillness input"):
+        WorldModelAgent(vae, mdn, controller, runtime)
+    agent = WorldModelAgent(vae, mdn, controller, runtime, still)
+    moving = torch.randint(0, 256, (12, 64, 64, 3), dtype=torch.uint8)
+    frames = torch.cat([moving[:4], moving[4:5].expand(6, -1, -1, -1), moving[5:]])  # blocked for 6 steps
+    state, zs, ss = mdn.initial_state(1), [], []
+    with torch.no_grad():
+        for f in frames:
+            z, h, a = agent.observe(f.numpy())
+            zs.append(z[0])
+            ss.append(agent.s[0, 0])
+            x = agent.inputs(z, h)
+            assert x.shape == (8 + 16 + 1,) and x[-1] == agent.s[0, 0]
+            np.testing.assert_allclose(a, controller(torch.from_numpy(z), state[0][0], torch.from_numpy(agent.s))[0].numpy(),
+                                       atol=1e-5)
+            agent.advance(z, a)
+            _, state = mdn.step(torch.from_numpy(z), torch.from_numpy(a)[None], state)
+    expected = still.sequence(np.stack(zs))[:, 0]
+    np.testing.assert_allclose(ss, expected, atol=1e-6)
+    assert expected[0] == 0 and expected[4] == 0 and expected[9] > 0.5 and expected[-1] < expected[9] / 2
+    assert np.all(np.diff(expected[4:10]) > 0)
+
+    models = WorldModels.untrained(VAEConfig(z_dim=8, channels=(8, 16, 16, 32)), MDNRNNConfig(z_dim=8, hidden=16))
+    models.still = still
+    params = np.concatenate([p.detach().numpy().ravel() for p in controller.parameters()])
+    assert models.n_params(4) == params.size and models.hidden_of(params) == 4
+    save_controller(tmp_path / "best.pt", models, params, {}, None)
+    _, loaded = load_controller(tmp_path / "best.pt")
+    assert loaded.still == still and loaded.agent(params, runtime).controller.still
+
+
 def test_decoder_first_layer_as_a_matrix_product_equals_the_convolution():
     torch.manual_seed(0)
     vae = ConvVAE().eval()

@@ -26,7 +26,7 @@ import torch
 import vmc
 from vmc.cli import plain
 from vmc.errors import CheckpointError
-from vmc.models.controller import Controller, WorldModelAgent, controller_hidden
+from vmc.models.controller import Controller, Stillness, WorldModelAgent, controller_hidden
 from vmc.models.mdn import MDNRNN, MDNRNNConfig
 from vmc.models.vae import ConvVAE, VAEConfig
 
@@ -128,11 +128,12 @@ def model_entry(ckpt: dict) -> dict:
 
 
 class WorldModels:
-    """A VAE and MDN-RNN pair as plain data (weights and architectures): what workers are sent and what a
-    controller checkpoint embeds. Build the modules with :meth:`vae` and :meth:`mdn`."""
+    """A VAE and MDN-RNN pair as plain data (weights and architectures), and whether the controller also takes the
+    :class:`Stillness` input computed from the VAE's latents: what workers are sent and what a controller checkpoint
+    embeds. Build the modules with :meth:`vae` and :meth:`mdn`."""
 
-    def __init__(self, vae: dict, mdn: dict) -> None:
-        self.vae_entry, self.mdn_entry = vae, mdn
+    def __init__(self, vae: dict, mdn: dict, still: Optional[Stillness] = None) -> None:
+        self.vae_entry, self.mdn_entry, self.still = vae, mdn, still
 
     @classmethod
     def untrained(cls, vae: Optional[VAEConfig] = None, mdn: Optional[MDNRNNConfig] = None) -> WorldModels:
@@ -163,15 +164,20 @@ class WorldModels:
     def h_dim(self) -> int:
         return int(self.mdn_entry["config"]["model"]["hidden"])
 
+    @property
+    def n_inputs(self) -> int:
+        """The controller's inputs: [z, h], and s with the stillness input."""
+        return self.z_dim + self.h_dim + (self.still is not None)
+
     def n_params(self, hidden: int = 0) -> int:
-        """Parameters of a controller on [z, h]: linear (``hidden`` 0) or with ``hidden`` tanh units."""
-        return Controller.size(self.z_dim + self.h_dim, hidden)
+        """Parameters of a controller on :attr:`n_inputs`: linear (``hidden`` 0) or with ``hidden`` tanh units."""
+        return Controller.size(self.n_inputs, hidden)
 
     def hidden_of(self, params: np.ndarray) -> int:
         """The hidden units of the controller whose flat parameters are ``params`` (0: linear); a count that fits
-        no controller on these models' [z, h] raises :class:`CheckpointError`."""
+        no controller on these models' inputs raises :class:`CheckpointError`."""
         try:
-            return controller_hidden(self.z_dim + self.h_dim, np.asarray(params).size)
+            return controller_hidden(self.n_inputs, np.asarray(params).size)
         except ValueError as err:
             raise CheckpointError(str(err)) from None
 
@@ -183,10 +189,11 @@ class WorldModels:
         """A :class:`WorldModelAgent` over these models with the controller of flat parameters ``params`` (linear or
         with hidden units, told by their number; None: a linear one of zeros), its graphs run by ``runtime`` (one
         of :attr:`WorldModelAgent.RUNTIMES`)."""
-        controller = Controller(self.z_dim, self.h_dim, hidden=0 if params is None else self.hidden_of(params))
+        controller = Controller(self.z_dim, self.h_dim, hidden=0 if params is None else self.hidden_of(params),
+                                still=self.still is not None)
         if params is not None:
             controller.set_flat(params)
-        return WorldModelAgent(self.vae(), self.mdn(), controller, runtime)
+        return WorldModelAgent(self.vae(), self.mdn(), controller, runtime, self.still)
 
 
 def save_controller(path: Path, models: WorldModels, params: np.ndarray, info: dict, config: Any) -> None:
@@ -194,6 +201,7 @@ def save_controller(path: Path, models: WorldModels, params: np.ndarray, info: d
     (fitness, generation, tracks, max_steps...)."""
     save_checkpoint(path, "controller", {"params": torch.as_tensor(np.asarray(params, np.float64)), "z_dim": models.z_dim,
                                          "h_dim": models.h_dim, "vae": models.vae_entry, "mdn": models.mdn_entry,
+                                         "still": None if models.still is None else plain(models.still),
                                          "built_on": models.built_on(), **info}, config)
 
 
@@ -201,7 +209,8 @@ def load_controller(path: Path) -> tuple[dict, WorldModels]:
     """A controller checkpoint and the world models embedded in it."""
     ck = load_checkpoint(Path(path), "controller")
     try:
-        models = WorldModels(ck["vae"], ck["mdn"])
+        still = ck.get("still")
+        models = WorldModels(ck["vae"], ck["mdn"], None if still is None else Stillness(**still))
         params = np.asarray(ck["params"], np.float64)
     except (KeyError, TypeError) as err:
         raise CheckpointError(f"{path}: controller checkpoint without embedded models ({err}); evolve it again") from None

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from vmc.latents import read_latents
-from vmc.models.controller import Controller, controller_hidden
+from vmc.models.controller import Controller, Stillness, controller_hidden
 from vmc.models.mdn import MDNRNN
 from vmc.racing import DaggerRace
 
@@ -84,10 +84,11 @@ def fit_actions(x: np.ndarray, actions: np.ndarray, hidden: int = 0, ridge: floa
     return fit_controller(x, squash_targets(actions), hidden, ridge, init)
 
 
-def controller_inputs(latents: Path, mdn: MDNRNN, names: Optional[set[str]] = None) -> tuple[np.ndarray, np.ndarray]:
-    """The controller's inputs [z_t, h_t] (N, Z+H) at every step of every episode of a latent file (of those named
-    ``names`` if given, in the file's order), h_t being the MDN-RNN's state before step t, and the recorded actions
-    (N, 3)."""
+def controller_inputs(latents: Path, mdn: MDNRNN, names: Optional[set[str]] = None,
+                      still: Optional[Stillness] = None) -> tuple[np.ndarray, np.ndarray]:
+    """The controller's inputs [z_t, h_t] (N, Z+H), or [z_t, h_t, s_t] (N, Z+H+1) with the ``still`` input, at every
+    step of every episode of a latent file (of those named ``names`` if given, in the file's order), h_t being the
+    MDN-RNN's state before step t, and the recorded actions (N, 3)."""
     xs, ys = [], []
     with torch.no_grad():
         for ep in read_latents(latents, fields=("mu", "actions")):
@@ -96,15 +97,24 @@ def controller_inputs(latents: Path, mdn: MDNRNN, names: Optional[set[str]] = No
             mu, actions = torch.from_numpy(ep["mu"][:-1]), torch.from_numpy(ep["actions"])
             heads, _ = mdn(mu[None], actions[None])
             h = torch.cat([torch.zeros(1, mdn.config.hidden), heads["h"][0, :-1]])  # h_t before step t
-            xs.append(torch.cat([mu, h], 1).numpy())
+            x = torch.cat([mu, h], 1).numpy()
+            xs.append(x if still is None else np.concatenate([x, still.sequence(ep["mu"][:-1])], 1))
             ys.append(actions.numpy())
     return np.concatenate(xs), np.concatenate(ys)
 
 
-def fit_initial_mean(latents: Path, mdn: MDNRNN, ridge: float = 1.0, hidden: int = 0) -> np.ndarray:
-    """The controller (linear, or with ``hidden`` units) fitted to every episode of a latent file (see the module
-    docstring)."""
-    return fit_actions(*controller_inputs(latents, mdn), hidden, ridge)
+def stillness_for(latents: Path, fraction: float = 0.1) -> Stillness:
+    """The :class:`Stillness` input for the VAE of a latent file: still is a step of the VAE mean under ``fraction``
+    of its median step over the file (the same rule for any VAE, whatever the scale of its latents)."""
+    steps = [np.linalg.norm(np.diff(ep["mu"], axis=0), axis=1) for ep in read_latents(latents, fields=("mu",))]
+    return Stillness(threshold=float(fraction * np.median(np.concatenate(steps))))
+
+
+def fit_initial_mean(latents: Path, mdn: MDNRNN, ridge: float = 1.0, hidden: int = 0,
+                     still: Optional[Stillness] = None) -> np.ndarray:
+    """The controller (linear, or with ``hidden`` units; on the ``still`` input too if given) fitted to every episode
+    of a latent file (see the module docstring)."""
+    return fit_actions(*controller_inputs(latents, mdn, still=still), hidden, ridge)
 
 
 def carry_over(params: np.ndarray, old: MDNRNN, new: MDNRNN, latents: Path, new_latents: Optional[Path] = None,

@@ -22,7 +22,7 @@ import torch
 
 from vmc import cli
 from vmc.cli import Config
-from vmc.errors import CheckpointError
+from vmc.errors import CheckpointError, VmcError
 from vmc.latents import read_latents
 from vmc.models.controller import Controller
 from vmc.models.mdn import MDNRNN
@@ -224,6 +224,8 @@ def dream_vs_real_video(controller: Path, out: Path, temperature: float = 1.15, 
     from vmc.video import label, write_video
 
     ck, models = load_controller(Path(controller))
+    if models.still is not None:
+        raise VmcError(f"{controller}: its controller takes the stillness input, which the dream does not model")
     drive, film = drive_and_film(Path(controller), ck["track"], renderer, steps or ck["max_steps"], None, 64, 64)
     real = film["frames"]
     vae, mdn = models.vae(), models.mdn()

@@ -80,6 +80,11 @@ class EvolveConfig(Config):
     """Hidden tanh units of the controller (0: World Models' linear controller on [z, h]). With hidden units, DAgger
     and ``--init fit`` fit it by AdamW instead of least squares, and CMA-ES adapts a diagonal covariance (sep-CMA:
     a full one over thousands of parameters costs more than the races)."""
+    controller_still: bool = False
+    """The controller also takes a stillness input: how long the picture has barely moved (the VAE mean's step
+    under a tenth of its median step over the latent file, decaying; ``vmc.models.controller.Stillness``). A
+    blocked kart sees the same picture step after step: with ``--dagger-recover`` it is what backing up can be
+    learnt from. Real-game fitness only (the dream does not model it)."""
     init: str = "dagger"
     """Initial mean: ``dagger`` (imitate the centre-line driver with DAgger in the real game), ``fit`` (least
     squares of the recorded actions on [z, h]), ``zeros``, or a controller checkpoint (``best.pt``) to go on from."""
@@ -168,6 +173,8 @@ class EvolveConfig(Config):
             raise ValueError(f"--dagger-episodes must be at least 1, got {self.dagger_episodes}")
         if self.init not in INITS and not Path(self.init).is_file():
             raise ValueError(f"--init must be {', '.join(INITS)} or a controller checkpoint (no such file: {self.init})")
+        if self.controller_still and self.dream:
+            raise ValueError("--controller-still needs real-game fitness: the dream does not model the stillness input")
         for t in self.tracks:
             check_track(t)
 
@@ -211,9 +218,10 @@ def initial_mean(cfg: EvolveConfig, models: WorldModels, pool) -> np.ndarray:
         ck, _ = load_controller(Path(cfg.init))
         if ck["params"].shape != (n_params,):
             raise CheckpointError(f"{cfg.init}: {ck['params'].shape[0]} controller parameters, these models with "
-                                  f"--controller-hidden {cfg.controller_hidden} need {n_params}")
+                                  f"--controller-hidden {cfg.controller_hidden}"
+                                  f"{' --controller-still' if cfg.controller_still else ''} need {n_params}")
         return ck["params"]
-    x0 = fit_initial_mean(cfg.path("latents"), models.mdn(), hidden=cfg.controller_hidden)
+    x0 = fit_initial_mean(cfg.path("latents"), models.mdn(), hidden=cfg.controller_hidden, still=models.still)
     if cfg.init == "dagger" and cfg.dagger_rounds:
         return dagger(pool, cfg.tracks, x0, cfg.dagger_rounds, cfg.dagger_episodes, cfg.seed, perturb=cfg.dagger_perturb,
                       recover=cfg.dagger_recover, recover_weight=cfg.dagger_recover_weight, crash=cfg.dagger_crash)
@@ -344,6 +352,11 @@ def evolve(cfg: EvolveConfig, progress: bool = True) -> dict:
     from tqdm.contrib.logging import logging_redirect_tqdm
 
     models = WorldModels.load(cfg.path("vae"), cfg.path("mdn"))
+    if cfg.controller_still:
+        from vmc.dagger import stillness_for
+
+        models.still = stillness_for(cfg.path("latents"))
+        log.info("stillness input: a step of the VAE mean under %.4f counts as still", models.still.threshold)
     run = Evolution(cfg, models)
     resume = run.state_path.exists() and not cfg.force
     if resume and not cfg.resume:

@@ -220,8 +220,8 @@ class ExploringDriver:
 
 class DaggerDriver:
     """Drives with the expert's action with probability ``beta``, else the controller's (plus noise), or random
-    actions during an optional :class:`Perturbation`; records the controller's inputs [z_t, h_t] with the expert's
-    action as label at every step.
+    actions during an optional :class:`Perturbation`; records the controller's inputs ([z_t, h_t], and s_t with
+    the stillness input) with the expert's action as label at every step.
 
     With ``recover``, the expert also takes the wheel whenever it backs up (it does after ``stuck_steps`` blocked
     steps), as a safety driver would (HG-DAgger, Kelly et al. 2019), and the blocked steps before are labelled
@@ -259,7 +259,7 @@ class DaggerDriver:
         spell = self.perturb.action(self.t)  # after the noise draw, so the race's random stream is the same with a spell
         a = np.clip(a if spell is None else spell, LOW, HIGH).astype(np.float32)
         self.agent.advance(z, a)
-        self.x.append(np.concatenate([z[0], h[0]]))
+        self.x.append(self.agent.inputs(z, h))
         self.y.append(label)
         self.backing_up.append(self.expert.backing_up)
         self.t += 1
