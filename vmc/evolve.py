@@ -82,7 +82,7 @@ class EvolveConfig(Config):
     a full one over thousands of parameters costs more than the races)."""
     controller_still: bool = False
     """The controller also takes a stillness input: how long the picture has barely moved (the VAE mean's step
-    under a tenth of its median step over the latent file, decaying; ``vmc.models.controller.Stillness``). A
+    under a fifth of its median step over the latent file, decaying; ``vmc.models.controller.Stillness``). A
     blocked kart sees the same picture step after step: with ``--dagger-recover`` it is what backing up can be
     learnt from. Real-game fitness only (the dream does not model it)."""
     init: str = "dagger"
