@@ -63,10 +63,11 @@ def main() -> None:
         real = {}
         if real_controller.is_file():
             ck, ck_models = load_controller(real_controller)
-            if ck_models.built_on() == world.built_on():
+            if ck_models.built_on() == world.built_on() and ck_models.still is None:
                 real = evolve.evaluate_candidates(pool, base, {"real": ck["params"]}, dream)["real"]
             else:
-                logging.warning("%s was evolved with other models than %s's; not scored", real_controller, a.run)
+                logging.warning("%s was evolved with other models than %s's or with the stillness input; not scored",
+                                real_controller, a.run)
         laps = reference_laps(pool, [track])[track]
         refs = [laps["centreline"], laps["ai"]]
 

@@ -263,3 +263,30 @@ def test_repeated_rows_weigh_a_rare_label_in_the_least_squares_fit():
     np.testing.assert_allclose(once, 1.0, atol=1e-9)  # 4 / 4 rows
     np.testing.assert_allclose(thrice, 2.0, atol=1e-9)  # 12 / 6 rows
     assert repeat_rows(x, y, chosen, 1)[0].shape == x.shape
+
+
+def test_a_resumed_evolution_keeps_its_stillness_threshold(tmp_path):
+    """``evolve.pt`` holds the stillness input it was started with, and a resume takes it from there rather than
+    from whatever latent file it is given."""
+    import cma
+
+    from vmc.checkpoints import WorldModels
+    from vmc.evolve import Evolution, EvolveConfig
+    from vmc.models.controller import Stillness
+
+    def models(still):
+        m = WorldModels.untrained(VAEConfig(z_dim=8, channels=(8, 16, 16, 32)), MDNRNNConfig(z_dim=8, hidden=16))
+        m.still = still
+        return m
+
+    torch.manual_seed(0)
+    cfg = EvolveConfig(run=str(tmp_path), controller_still=True)
+    first = models(Stillness(threshold=0.25))
+    run = Evolution(cfg, first)
+    run.es = cma.CMAEvolutionStrategy(np.zeros(first.n_params()), 0.1, {"verbose": -9})
+    cfg.out.mkdir(parents=True)
+    run.save()
+    torch.manual_seed(0)  # the same untrained weights: the same models as far as resuming is concerned
+    again = Evolution(cfg, models(Stillness(threshold=0.5)))
+    again.load()
+    assert again.models.still == Stillness(threshold=0.25)

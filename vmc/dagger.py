@@ -19,6 +19,7 @@ from typing import Optional
 import numpy as np
 import torch
 
+from vmc.errors import CheckpointError
 from vmc.latents import read_latents
 from vmc.models.controller import Controller, Stillness, controller_hidden
 from vmc.models.mdn import MDNRNN
@@ -111,8 +112,11 @@ def stillness_for(latents: Path, fraction: float = 0.2) -> Stillness:
     blocked against a wall (frames that differ by under 1/255 on average: the VAE mean still moves with them),
     so s climbs to about 0.5 in 10 blocked steps. A kart lifted by the rescue stands still, but its picture
     moves."""
-    steps = [np.linalg.norm(np.diff(ep["mu"], axis=0), axis=1) for ep in read_latents(latents, fields=("mu",))]
-    return Stillness(threshold=float(fraction * np.median(np.concatenate(steps))))
+    steps = np.concatenate([np.linalg.norm(np.diff(ep["mu"], axis=0), axis=1)
+                            for ep in read_latents(latents, fields=("mu",))] + [np.zeros(0)])
+    if not len(steps):
+        raise CheckpointError(f"{latents}: no episode of two frames or more to set the stillness threshold from")
+    return Stillness(threshold=float(fraction * np.median(steps)))
 
 
 def fit_initial_mean(latents: Path, mdn: MDNRNN, ridge: float = 1.0, hidden: int = 0,

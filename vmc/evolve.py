@@ -33,10 +33,11 @@ import numpy as np
 
 from vmc import cli, records
 from vmc.checkpoints import WorldModels, load_checkpoint, load_controller, save_checkpoint, save_controller
-from vmc.cli import Config, check_non_negative, check_positive
+from vmc.cli import Config, check_non_negative, check_positive, plain
 from vmc.cluster import check_cluster
 from vmc.errors import CheckpointError, VmcError
 from vmc.evaluate import score_candidates
+from vmc.models.controller import Stillness
 from vmc.racing import AgentRace, racing_pool
 from vmc.runs import RUNS, check_resume
 from vmc.sim.env import EnvConfig, check_track
@@ -296,12 +297,16 @@ class Evolution:
         self.history, self.evals = ck["history"], ck["evals"]
         self.best_params, self.best_fitness = np.asarray(ck["best_params"], np.float64), ck["best_fitness"]
         self.generation, self.best_eval = ck["generation"], ck["best_eval"]
+        if ck.get("still") is not None:  # the run's own threshold, whatever latent file a resume names
+            self.models.still = Stillness(**ck["still"])
 
     def save(self) -> None:
         save_checkpoint(self.state_path, "evolve", {"es": self.es.pickle_dumps(), "generation": self.generation,
                                                     "best_params": self.best_params, "best_fitness": self.best_fitness,
                                                     "best_eval": self.best_eval, "history": self.history,
-                                                    "evals": self.evals, "built_on": self.models.built_on()}, self.cfg)
+                                                    "evals": self.evals, "built_on": self.models.built_on(),
+                                                    "still": None if self.models.still is None else plain(self.models.still)},
+                        self.cfg)
 
     def save_best(self, params: np.ndarray, fitness: float) -> None:
         save_controller(self.out / "best.pt", self.models, params,
@@ -355,7 +360,10 @@ def evolve(cfg: EvolveConfig, progress: bool = True) -> dict:
     if cfg.controller_still:
         from vmc.dagger import stillness_for
 
-        models.still = stillness_for(cfg.path("latents"))
+        start = load_controller(Path(cfg.init))[1] if cfg.init not in INITS else None
+        # A controller to go on from keeps the threshold it was fitted with (on the same models).
+        same = start is not None and start.still is not None and start.built_on() == models.built_on()
+        models.still = start.still if same else stillness_for(cfg.path("latents"))
         log.info("stillness input: a step of the VAE mean under %.4f counts as still", models.still.threshold)
     run = Evolution(cfg, models)
     resume = run.state_path.exists() and not cfg.force

@@ -27,6 +27,7 @@ from vmc import cli, records
 from vmc.checkpoints import load_checkpoint, vae_from
 from vmc.cli import Config, check_non_negative, check_positive
 from vmc.cluster import check_cluster
+from vmc.errors import VmcError
 from vmc.runs import RUNS, write_config
 
 log = logging.getLogger("vmc.iterate")
@@ -214,6 +215,8 @@ def carry_controller(controller: Path, vae: Path, mdn: Path, old_latents: Path, 
 
     if not out.exists():
         ck, old = load_controller(controller)
+        if old.still is not None:
+            raise VmcError(f"{controller}: its controller takes the stillness input, which the dream does not model")
         params = carry_over(ck["params"], old.mdn(), load_mdn(mdn), old_latents, latents)
         save_controller(out, WorldModels.load(vae, mdn), params,
                         {"carried_from": str(controller), "tracks": ck.get("tracks"), "track": ck.get("track"),
