@@ -28,9 +28,10 @@ def test_table_files_and_grid_video(tiny_run: Path, tmp_path: Path):
     assert [(e["track"], e["seed"]) for e in data["episodes"]] == [("lighthouse", 0), ("lighthouse", 1), ("zengarden", 0),
                                                                     ("zengarden", 1)]
     assert all(e["end"] == "max_steps" or e["steps"] <= 20 for e in data["episodes"])
+    assert all(0 <= e["brake_steps"] <= e["steps"] for e in data["episodes"])
     row = {r["track"]: r for r in data["rows"]}["lighthouse"]
     assert row["ai_steps"] > 300 and row["centreline"] > 900  # the references drive whole laps (no step limit)
-    assert (out / "episodes.csv").read_text().splitlines()[0] == "track,seed,score,steps,end,lap_fraction,perturb_at,centreline_end"
+    assert (out / "episodes.csv").read_text().splitlines()[0] == "track,seed,score,steps,end,lap_fraction,perturb_at,centreline_end,brake_steps"
     frames = imageio.mimread(out / "grid.mp4")
     assert len(frames) == 21 and frames[0].shape[1] == 2 * 64 * 3  # two tiles side by side, 20 steps + the start
     assert (out / "grid.png").is_file()

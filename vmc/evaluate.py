@@ -204,7 +204,9 @@ def evaluate(cfg: EvaluateConfig, progress: bool = True) -> list[dict]:
     episodes = [{"track": task.track, "seed": task.seed, "score": r.score, "steps": r.steps, "end": r.end,
                  "lap_fraction": r.lap_fraction,
                  "perturb_at": Perturbation(task.seed, task.perturb, task.perturb_window).at.start if task.perturb else None,
-                 "centreline_end": c.end if c is not None else None}
+                 "centreline_end": c.end if c is not None else None,
+                 # brake on, throttle off: what backs a stopped kart up (does the controller ever free itself?)
+                 "brake_steps": int(((r.actions[:, 2] > 0.5) & (r.actions[:, 1] < 0.5)).sum())}
                 for task, r, c in zip(tasks, results, teacher)]
     (out / "episodes.json").write_text(json.dumps({"config": cfg.record(), "rows": rows, "episodes": episodes}, indent=2))
     with open(out / "episodes.csv", "w", newline="") as fh:
