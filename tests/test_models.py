@@ -201,7 +201,7 @@ def test_stillness_input_rises_while_the_picture_stands_still(runtime, tmp_path)
     """With the stillness input the agent's graph gives the actions of the plain controller on [z, h, s], s being
     what ``Stillness.sequence`` computes from the latents of the same frames: 0 at the start, rising over
     repeated frames, decaying once they change; a checkpoint keeps it."""
-    from vmc.checkpoints import WorldModels, load_controller, save_controller
+    from vmc.checkpoints import WorldModels, load_controller, load_dream_controller, save_controller
     from vmc.models.controller import Controller, Stillness, WorldModelAgent
 
     torch.manual_seed(0)
@@ -238,6 +238,8 @@ def test_stillness_input_rises_while_the_picture_stands_still(runtime, tmp_path)
     save_controller(tmp_path / "best.pt", models, params, {}, None)
     _, loaded = load_controller(tmp_path / "best.pt")
     assert loaded.still == still and loaded.agent(params, runtime).controller.still
+    with pytest.raises(CheckpointError, match="dream does not model"):
+        load_dream_controller(tmp_path / "best.pt")
 
 
 def test_decoder_first_layer_as_a_matrix_product_equals_the_convolution():

@@ -201,7 +201,7 @@ def save_controller(path: Path, models: WorldModels, params: np.ndarray, info: d
     (fitness, generation, tracks, max_steps...)."""
     save_checkpoint(path, "controller", {"params": torch.as_tensor(np.asarray(params, np.float64)), "z_dim": models.z_dim,
                                          "h_dim": models.h_dim, "vae": models.vae_entry, "mdn": models.mdn_entry,
-                                         "still": None if models.still is None else plain(models.still),
+                                         "still": plain(models.still),
                                          "built_on": models.built_on(), **info}, config)
 
 
@@ -219,6 +219,15 @@ def load_controller(path: Path) -> tuple[dict, WorldModels]:
     except CheckpointError as err:
         raise CheckpointError(f"{path}: {err}") from None
     ck["params"] = params
+    return ck, models
+
+
+def load_dream_controller(path: Path) -> tuple[dict, WorldModels]:
+    """:func:`load_controller` for a controller the dream is to drive: one on the stillness input is refused (the
+    MDN-RNN does not model it)."""
+    ck, models = load_controller(path)
+    if models.still is not None:
+        raise CheckpointError(f"{path}: its controller takes the stillness input, which the dream does not model")
     return ck, models
 
 

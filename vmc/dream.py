@@ -22,7 +22,7 @@ import torch
 
 from vmc import cli
 from vmc.cli import Config
-from vmc.errors import CheckpointError, VmcError
+from vmc.errors import CheckpointError
 from vmc.latents import read_latents
 from vmc.models.controller import Controller
 from vmc.models.mdn import MDNRNN
@@ -218,14 +218,12 @@ def dream_vs_real_video(controller: Path, out: Path, temperature: float = 1.15, 
                         renderer: str = "llvmpipe") -> dict:
     """The controller's real race (left) beside its dream from the same first frame (right), both 64x64 blown
     up 4x, with each side's running score. Returns both scores; writes ``out`` (mp4)."""
-    from vmc.checkpoints import load_controller
+    from vmc.checkpoints import load_dream_controller
     from vmc.models.vae import ConvVAE
     from vmc.play import drive_and_film
     from vmc.video import label, write_video
 
-    ck, models = load_controller(Path(controller))
-    if models.still is not None:
-        raise VmcError(f"{controller}: its controller takes the stillness input, which the dream does not model")
+    ck, models = load_dream_controller(Path(controller))
     drive, film = drive_and_film(Path(controller), ck["track"], renderer, steps or ck["max_steps"], None, 64, 64)
     real = film["frames"]
     vae, mdn = models.vae(), models.mdn()

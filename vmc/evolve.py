@@ -305,7 +305,7 @@ class Evolution:
                                                     "best_params": self.best_params, "best_fitness": self.best_fitness,
                                                     "best_eval": self.best_eval, "history": self.history,
                                                     "evals": self.evals, "built_on": self.models.built_on(),
-                                                    "still": None if self.models.still is None else plain(self.models.still)},
+                                                    "still": plain(self.models.still)},
                         self.cfg)
 
     def save_best(self, params: np.ndarray, fitness: float) -> None:
@@ -357,14 +357,6 @@ def evolve(cfg: EvolveConfig, progress: bool = True) -> dict:
     from tqdm.contrib.logging import logging_redirect_tqdm
 
     models = WorldModels.load(cfg.path("vae"), cfg.path("mdn"))
-    if cfg.controller_still:
-        from vmc.dagger import stillness_for
-
-        start = load_controller(Path(cfg.init))[1] if cfg.init not in INITS else None
-        # A controller to go on from keeps the threshold it was fitted with (on the same models).
-        same = start is not None and start.still is not None and start.built_on() == models.built_on()
-        models.still = start.still if same else stillness_for(cfg.path("latents"))
-        log.info("stillness input: a step of the VAE mean under %.4f counts as still", models.still.threshold)
     run = Evolution(cfg, models)
     resume = run.state_path.exists() and not cfg.force
     if resume and not cfg.resume:
@@ -372,8 +364,17 @@ def evolve(cfg: EvolveConfig, progress: bool = True) -> dict:
     if cfg.resume and not cfg.force and not run.state_path.exists():
         raise VmcError(f"--resume given but {run.state_path} does not exist")
     if resume:
-        run.load()
+        run.load()  # with the run's own stillness input
         log.info("resuming %s after generation %d (best %.1f)", run.state_path, run.generation, run.best_fitness)
+    if cfg.controller_still and models.still is None:
+        from vmc.dagger import stillness_for
+
+        start = load_controller(Path(cfg.init))[1] if cfg.init not in INITS else None
+        # A controller to go on from keeps the threshold it was fitted with (on the same models).
+        same = start is not None and start.still is not None and start.built_on() == models.built_on()
+        models.still = start.still if same else stillness_for(cfg.path("latents"))
+    if models.still is not None:
+        log.info("stillness input: a step of the VAE mean under %.4f counts as still", models.still.threshold)
     cfg.out.mkdir(parents=True, exist_ok=True)
     first = run.generation + 1 if resume else 0  # TensorBoard step: the generation
     records.start(cfg.run, "evolve", first)  # drops what an interrupted run wrote from there

@@ -27,7 +27,6 @@ from vmc import cli, records
 from vmc.checkpoints import load_checkpoint, vae_from
 from vmc.cli import Config, check_non_negative, check_positive
 from vmc.cluster import check_cluster
-from vmc.errors import VmcError
 from vmc.runs import RUNS, write_config
 
 log = logging.getLogger("vmc.iterate")
@@ -210,13 +209,11 @@ def carry_controller(controller: Path, vae: Path, mdn: Path, old_latents: Path, 
     """``out``: ``controller`` moved onto the VAE ``vae`` and MDN-RNN ``mdn`` (:func:`vmc.dagger.carry_over` over
     the episodes of ``old_latents``, its own models' latent file; ``latents``: the new VAE's), with ``vae`` and
     ``mdn`` embedded; kept when already there."""
-    from vmc.checkpoints import WorldModels, load_controller, load_mdn, save_controller
+    from vmc.checkpoints import WorldModels, load_dream_controller, load_mdn, save_controller
     from vmc.dagger import carry_over
 
     if not out.exists():
-        ck, old = load_controller(controller)
-        if old.still is not None:
-            raise VmcError(f"{controller}: its controller takes the stillness input, which the dream does not model")
+        ck, old = load_dream_controller(controller)
         params = carry_over(ck["params"], old.mdn(), load_mdn(mdn), old_latents, latents)
         save_controller(out, WorldModels.load(vae, mdn), params,
                         {"carried_from": str(controller), "tracks": ck.get("tracks"), "track": ck.get("track"),

@@ -215,10 +215,10 @@ class WorldModelAgent:
     def set_params(self, params: np.ndarray) -> None:
         """Drive with the controller of flat parameters ``params`` (linear or with hidden units, told apart by
         their number): in place when the architecture is the same, else the step graph is built anew."""
-        cfg, still = self.mdn.config, self.still is not None
-        hidden = controller_hidden(cfg.z_dim + cfg.hidden + still, np.asarray(params).size)
+        cfg = self.mdn.config
+        hidden = controller_hidden(self.controller.layers[0].in_features, np.asarray(params).size)
         if hidden != self.controller.hidden:
-            self._build(Controller(cfg.z_dim, cfg.hidden, hidden=hidden, still=still))
+            self._build(Controller(cfg.z_dim, cfg.hidden, hidden=hidden, still=self.controller.still))
         self.controller.set_flat(params)
 
     def reset(self) -> None:
