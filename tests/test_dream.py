@@ -2,6 +2,7 @@
 lap end rollouts, the done loss's weight, start states match the recorded prefix, and ``evolve --dream``
 resumes exactly."""
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -10,9 +11,9 @@ import torch
 from conftest import tiny_collection
 
 from vmc import evolve
-from vmc.checkpoints import WorldModels, fingerprint, load_checkpoint, save_checkpoint, save_controller
+from vmc.checkpoints import WorldModels, fingerprint, load_checkpoint, load_controller, save_checkpoint, save_controller
 from vmc.dream import DreamEnv, DreamStarts, batched_actions
-from vmc.errors import VmcError
+from vmc.errors import CheckpointError, VmcError
 from vmc.latents import FORMAT, latents_info, read_latents, write_latents
 from vmc.models import MDNRNN, MDNRNNConfig, VAEConfig
 from vmc.models.controller import Controller
@@ -204,6 +205,20 @@ def test_dream_evolve_resumes_exactly(tmp_path: Path):
     assert [r["best"] for r in rows2] == [r["best"] for r in rows]
     assert resumed["best_fitness"] == straight["best_fitness"]
     assert (out2 / "best.pt").is_file() and (out2 / "log.csv").is_file()
+
+
+def test_evolve_starts_from_a_controller_checkpoint(tmp_path: Path):
+    cfg = tiny_checkpoints(tmp_path)
+    cfg.generations = 1
+    evolve.evolve(cfg, progress=False)
+    best = tmp_path / "run" / "controller" / "best.pt"
+    params = load_controller(best)[0]["params"]
+    np.testing.assert_array_equal(evolve.initial_mean(replace(cfg, init=str(best)), WorldModels.load(cfg.vae, cfg.mdn),
+                                                      None), params)
+    out = evolve.evolve(replace(cfg, run=str(tmp_path / "run2"), init=str(best)), progress=False)
+    assert out["generation"] == 1 and np.isfinite(out["best_fitness"])
+    with pytest.raises(CheckpointError, match="--controller-hidden 4 need"):
+        evolve.evolve(replace(cfg, run=str(tmp_path / "run3"), init=str(best), controller_hidden=4), progress=False)
 
 
 def test_controller_policy_explores_around_the_controller(tmp_path: Path):

@@ -208,15 +208,16 @@ def eval_seeds(cfg: EvolveConfig) -> list[Optional[int]]:
     return [10**9 + k for k in range(cfg.eval_rollouts)] + [None]
 
 
-def initial_mean(cfg: EvolveConfig, models: WorldModels, pool) -> np.ndarray:
-    """CMA-ES's starting mean for ``cfg.init`` (see :class:`EvolveConfig`)."""
+def initial_mean(cfg: EvolveConfig, models: WorldModels, pool, start: Optional[dict] = None) -> np.ndarray:
+    """CMA-ES's starting mean for ``cfg.init`` (see :class:`EvolveConfig`); ``start``: the checkpoint ``cfg.init``
+    names, if already loaded."""
     from vmc.dagger import dagger, fit_initial_mean
 
     n_params = models.n_params(cfg.controller_hidden)
     if cfg.init == "zeros":
         return np.zeros(n_params)
     if cfg.init not in INITS:
-        ck, _ = load_controller(Path(cfg.init))
+        ck = start if start is not None else load_controller(Path(cfg.init))[0]
         if ck["params"].shape != (n_params,):
             raise CheckpointError(f"{cfg.init}: {ck['params'].shape[0]} controller parameters, these models with "
                                   f"--controller-hidden {cfg.controller_hidden}"
@@ -282,7 +283,7 @@ class Evolution:
         self.state_path = self.out / "evolve.pt"
         self.history: list[dict] = []
         self.evals: list[dict] = []
-        self.best_params: np.ndarray = np.zeros(models.n_params(cfg.controller_hidden))
+        self.best_params: np.ndarray = np.zeros(0)  # the starting mean's, or evolve.pt's on a resume
         self.best_fitness = -np.inf
         self.best_eval = -np.inf
         self.generation = 0
@@ -366,13 +367,13 @@ def evolve(cfg: EvolveConfig, progress: bool = True) -> dict:
     if resume:
         run.load()  # with the run's own stillness input
         log.info("resuming %s after generation %d (best %.1f)", run.state_path, run.generation, run.best_fitness)
+    start = load_controller(Path(cfg.init)) if cfg.init not in INITS and not resume else None
     if cfg.controller_still and models.still is None:
         from vmc.dagger import stillness_for
 
-        start = load_controller(Path(cfg.init))[1] if cfg.init not in INITS else None
         # A controller to go on from keeps the threshold it was fitted with (on the same models).
-        same = start is not None and start.still is not None and start.built_on() == models.built_on()
-        models.still = start.still if same else stillness_for(cfg.path("latents"))
+        same = start is not None and start[1].still is not None and start[1].built_on() == models.built_on()
+        models.still = start[1].still if same else stillness_for(cfg.path("latents"))
     if models.still is not None:
         log.info("stillness input: a step of the VAE mean under %.4f counts as still", models.still.threshold)
     cfg.out.mkdir(parents=True, exist_ok=True)
@@ -398,7 +399,7 @@ def evolve(cfg: EvolveConfig, progress: bool = True) -> dict:
     bar = None
     try:
         if not resume:
-            x0 = initial_mean(cfg, models, pool)
+            x0 = initial_mean(cfg, models, pool, None if start is None else start[0])
             run.es = cma.CMAEvolutionStrategy(x0, cfg.sigma0, {"popsize": cfg.popsize, "seed": cfg.seed + 1, "verbose": -9,
                                                                "CMA_diagonal": bool(cfg.controller_hidden)})
             run.best_params = x0

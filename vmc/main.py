@@ -115,6 +115,8 @@ class Preset:
     """The centre-line driver takes the wheel in DAgger races while it backs up (``vmc.evolve --dagger-recover``)."""
     controller_hidden: int = 0
     """Hidden tanh units of the controller (0: World Models' linear controller; ``vmc.evolve --controller-hidden``)."""
+    controller_still: bool = False
+    """The controller also sees how long the picture has stood still (``vmc.evolve --controller-still``)."""
     reverse: bool = False
     """Train on each training track raced both ways (``<track>-reverse`` as well: the game's reverse mode); the
     evaluation stays on the tracks as named."""
@@ -307,6 +309,7 @@ def run_main(cfg: MainConfig) -> dict:
                                      eval_every=max(1, p.generations // 3), eval_rollouts=4, dagger_rounds=p.dagger_rounds,
                                      dagger_episodes=p.dagger_episodes, dagger_perturb=p.dagger_perturb,
                                      dagger_recover=p.dagger_recover, controller_hidden=p.controller_hidden,
+                                     controller_still=p.controller_still,
                                      tracks_per_generation=p.tracks_per_generation,
                                      force=cfg.force, resume=(run / "controller" / "evolve.pt").exists() and not cfg.force)
         best, fitness = ev_cfg.out / "best.pt", evolve.evolve(ev_cfg)["best_fitness"]
