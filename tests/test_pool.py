@@ -56,7 +56,7 @@ class FakeTransport:
         self.seen.add(task)
         if task == "hang-once" and first:
             return
-        if task == "die-once" and first:
+        if (task == "die-once" and first) or task == "die-always":
             self.news.append((slot.handle, "died", "gone"))
         elif task == "bug":
             self.news.append((slot.handle, "error", "Traceback: ValueError: a bug"))
@@ -97,6 +97,10 @@ def test_scheduler_raises_bugs_and_gives_up_on_workers_that_cannot_start():
     with WorkerPool(FakeTransport(), 1, name="fake") as pool:
         with pytest.raises(RuntimeError, match=r"^fake 0 failed:\nTraceback: ValueError: a bug$"):
             pool.map([1, "bug"])
+    with WorkerPool(FakeTransport(), 2, name="fake") as pool:  # a task that kills every worker it runs on
+        with pytest.raises(RuntimeError, match=r"^fake: task 1 \('die-always'\) lost 3 workers \(gone\); it fails every time"):
+            pool.map([1, "die-always", 3])
+        assert pool.restarts == 3
     with WorkerPool(FakeTransport(setup_error=True), 1, name="fake") as pool:
         with pytest.raises(RuntimeError, match=r"^fake 0 failed to start:\nTraceback: no game$"):
             pool.map([1])

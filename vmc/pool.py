@@ -87,8 +87,11 @@ class WorkerPool(Generic[H]):
     backend (:class:`GamePool`, :class:`vmc.cluster.RayPool`)."""
 
     def __init__(self, transport: Transport[H], workers: int, task_timeout: float = 600.0, name: str = "vmc-worker",
-                 max_restarts: int = 50) -> None:
+                 max_restarts: int = 50, task_losses: int = 3) -> None:
         self.transport, self.task_timeout, self.name, self.max_restarts = transport, task_timeout, name, max_restarts
+        self.task_losses = task_losses  # a task that loses this many workers crashes the game every time
+        self._todo: list[Any] = []
+        self._losses: collections.Counter[int] = collections.Counter()
         self.slots: dict[int, Slot[H]] = {}
         self._next = 0
         self.restarts = 0
@@ -107,7 +110,8 @@ class WorkerPool(Generic[H]):
         ``on_result(index, result)`` is called as results arrive. When ``stop()`` turns true, no new
         task is started; the running ones finish and the results so far are returned (None for the rest).
         """
-        todo = list(tasks)
+        todo = self._todo = list(tasks)
+        self._losses.clear()
         queue = collections.deque(range(len(todo)))
         out: dict[int, Any] = {}
         while len(out) < len(todo):
@@ -152,6 +156,10 @@ class WorkerPool(Generic[H]):
         if self.restarts > self.max_restarts:
             raise RuntimeError(f"{self.name}: {self.restarts} workers lost, giving up")
         if slot.task is not None:
+            self._losses[slot.task] += 1
+            if self._losses[slot.task] >= self.task_losses:
+                raise RuntimeError(f"{self.name}: task {slot.task} ({self._todo[slot.task]!r:.120}) lost "
+                                   f"{self._losses[slot.task]} workers ({detail}); it fails every time, see the log above")
             queue.appendleft(slot.task)
         self._start()
 
