@@ -367,13 +367,13 @@ def evolve(cfg: EvolveConfig, progress: bool = True) -> dict:
     if resume:
         run.load()  # with the run's own stillness input
         log.info("resuming %s after generation %d (best %.1f)", run.state_path, run.generation, run.best_fitness)
-    start = load_controller(Path(cfg.init)) if cfg.init not in INITS and not resume else None
+    start, start_models = load_controller(Path(cfg.init)) if cfg.init not in INITS and not resume else (None, None)
     if cfg.controller_still and models.still is None:
         from vmc.dagger import stillness_for
 
         # A controller to go on from keeps the threshold it was fitted with (on the same models).
-        same = start is not None and start[1].still is not None and start[1].built_on() == models.built_on()
-        models.still = start[1].still if same else stillness_for(cfg.path("latents"))
+        same = start_models is not None and start_models.still is not None and start_models.built_on() == models.built_on()
+        models.still = start_models.still if same else stillness_for(cfg.path("latents"))
     if models.still is not None:
         log.info("stillness input: a step of the VAE mean under %.4f counts as still", models.still.threshold)
     cfg.out.mkdir(parents=True, exist_ok=True)
@@ -399,7 +399,7 @@ def evolve(cfg: EvolveConfig, progress: bool = True) -> dict:
     bar = None
     try:
         if not resume:
-            x0 = initial_mean(cfg, models, pool, None if start is None else start[0])
+            x0 = initial_mean(cfg, models, pool, start)
             run.es = cma.CMAEvolutionStrategy(x0, cfg.sigma0, {"popsize": cfg.popsize, "seed": cfg.seed + 1, "verbose": -9,
                                                                "CMA_diagonal": bool(cfg.controller_hidden)})
             run.best_params = x0
