@@ -285,6 +285,22 @@ def test_processes_without_display_start_their_own_xvfb():
     assert displays[0] != displays[1]
 
 
+def test_mines_renders_through_its_billboards():
+    # pystk2 0.7.4 segfaulted here within the countdown (fade-out billboards, no active camera)
+    proc = run_python("""
+        import numpy as np
+        from vmc.sim.env import EnvConfig, SuperTuxKartEnv
+        env = SuperTuxKartEnv(config=EnvConfig(track="mines"))
+        obs, _ = env.reset(seed=0)
+        frames = [obs]
+        for _ in range(40):
+            obs, *_ = env.step(np.array([0.0, 1.0, 0.0], np.float32))
+            frames.append(obs)
+        print(len(frames), int(np.abs(frames[-1].astype(int) - frames[0]).sum() > 0))
+    """)
+    assert proc.stdout.split()[-2:] == ["41", "1"]
+
+
 def test_physics_only_renderer_runs_a_lap():
     proc = run_python("""
         from vmc.sim.env import SuperTuxKartEnv

@@ -24,8 +24,29 @@ def test_complete_folder_needs_marker_and_art(tmp_path: Path):
     for d in assets.ART_DIRS:
         (root / "data" / d).mkdir()
     assert not assets.is_complete(root)  # no marker yet: a half-built folder is not trusted
-    (root / assets.MARKER).write_text("done")
+    (root / assets.MARKER).write_text("built by vmc")
+    assert not assets.is_complete(root)  # built with the old layout (mines unpatched): rebuilt
+    (root / assets.MARKER).write_text(f"built by vmc ({assets.LAYOUT})")
     assert assets.is_complete(root)
+
+
+def test_tracks_are_linked_with_mines_fade_out_billboards_turned_off(tmp_path: Path):
+    art = tmp_path / "art"
+    for track, files in {"lighthouse": ["scene.xml", "track.xml"], "mines": ["scene.xml", "graph.xml"]}.items():
+        (art / track).mkdir(parents=True)
+        for f in files:
+            (art / track / f).write_text(f'<billboard fadeout="true" start="1"/> {track}/{f}')
+    assets._link_tracks(art, tmp_path / "tracks")
+    tracks = tmp_path / "tracks"
+    assert (tracks / "lighthouse").is_symlink() and 'fadeout="true"' in (tracks / "lighthouse" / "scene.xml").read_text()
+    mines = tracks / "mines"
+    assert not mines.is_symlink() and (mines / "graph.xml").is_symlink()
+    assert not (mines / "scene.xml").is_symlink()
+    assert (mines / "scene.xml").read_text() == '<billboard fadeout="false" start="1"/> mines/scene.xml'
+    assert 'fadeout="true"' in (art / "mines" / "scene.xml").read_text()  # the art itself is untouched
+    (art / "mines" / "scene.xml").write_text("<scene/>")
+    with pytest.raises(assets.AssetError, match="scene.xml"):
+        assets._link_tracks(art, tmp_path / "tracks2")
 
 
 @pytest.mark.parametrize("bad", [{"renderer": "vulkan9"}, {"controller": "robot"}, {"graphics": "ultra"},

@@ -6,7 +6,9 @@ reachable here, so vmc lays the folder out itself and points pystk2 at it with `
 * the game's own ``data/`` for this engine version (shaders, gui, skins, ``stk_config.xml``, the
   ``supertuxkart.1.5`` marker) comes from the pysupertuxkart2 source archive on PyPI;
 * the art (``karts tracks textures models library music sfx editor``) comes from Debian's
-  ``supertuxkart-data`` package (STK 1.4 art, which the 1.5 engine reads), linked, not copied.
+  ``supertuxkart-data`` package (STK 1.4 art, which the 1.5 engine reads), linked, not copied;
+* one file is changed: mines' ``scene.xml`` with its billboards' fade-out turned off (see
+  :data:`TRACK_PATCHES`), because pystk2 0.7.4 segfaults on it as soon as it renders.
 
 ``python -m vmc.sim.assets`` builds the folder (a no-op when it is already there) and prints its path.
 """
@@ -34,6 +36,21 @@ DEBIAN_ART = Path("/usr/share/games/supertuxkart/data")
 
 MARKER = "__downloaded__.txt"
 """pystk2's own 'assets are complete' marker, written last so a half-built folder is never trusted."""
+
+LAYOUT = "vmc asset layout 2"
+"""Written into the marker; a folder built with another layout (1: ``tracks`` linked whole, mines
+unpatched) is rebuilt."""
+
+TRACK_PATCHES: dict[str, tuple[str, str, str]] = {
+    "mines": ("scene.xml", 'fadeout="true"', 'fadeout="false"'),
+}
+"""Track files changed in the asset folder: ``track: (file, text, replacement)``. Why mines: a billboard
+that fades out near the camera asks the scene manager for its active camera in
+``TrackObjectPresentationBillboard::updateGraphics``, but pystk2 renders each frame into a texture
+(``ShaderBasedRenderer::renderToTexture``), which leaves no active camera, so the next step
+dereferences null (exit -11 within the countdown; traced with gdb). mines is the only one of the 21
+tracks with such billboards (5 light halos); with the fade off they are drawn at every distance
+instead of vanishing within 15 m of the camera."""
 
 
 class AssetError(RuntimeError):
@@ -68,10 +85,29 @@ def art_dir() -> Path:
 
 def is_complete(root: Path) -> bool:
     """True when ``root`` is a finished asset folder (marker present and every art link resolves)."""
-    data = root / "data"
-    return (root / MARKER).is_file() and (data / "stk_config.xml").is_file() and all(
+    data, marker = root / "data", root / MARKER
+    return marker.is_file() and LAYOUT in marker.read_text() and (data / "stk_config.xml").is_file() and all(
         (data / d).is_dir() for d in ART_DIRS
     )
+
+
+def _link_tracks(art_tracks: Path, dest: Path) -> None:
+    """``dest``: one link per track of ``art_tracks``, and for each of :data:`TRACK_PATCHES` a folder of
+    links to the track's files with the patched file written in place of its link."""
+    dest.mkdir()
+    for track in sorted(art_tracks.iterdir()):
+        if track.name not in TRACK_PATCHES:
+            (dest / track.name).symlink_to(track, target_is_directory=track.is_dir())
+            continue
+        name, old, new = TRACK_PATCHES[track.name]
+        (dest / track.name).mkdir()
+        for f in sorted(track.iterdir()):
+            (dest / track.name / f.name).symlink_to(f, target_is_directory=f.is_dir())
+        text = (track / name).read_text()
+        if old not in text:
+            raise AssetError(f"{track / name} has no {old}: this art is not the one vmc patches; report it")
+        (dest / track.name / name).unlink()
+        (dest / track.name / name).write_text(text.replace(old, new))
 
 
 @contextlib.contextmanager
@@ -149,8 +185,11 @@ def _build(root: Path, art: Path, quiet: bool) -> None:
         if not (data / "stk_config.xml").is_file():
             raise AssetError(f"{archive} holds no data/stk_config.xml: delete it and run `python -m vmc.sim.assets` again")
         for d in ART_DIRS:
-            (data / d).symlink_to(art / d, target_is_directory=True)
-        (tmp / MARKER).write_text(f"built by vmc from {archive.name} and {art}\n")
+            if d == "tracks":
+                _link_tracks(art / d, data / d)
+            else:
+                (data / d).symlink_to(art / d, target_is_directory=True)
+        (tmp / MARKER).write_text(f"built by vmc from {archive.name} and {art} ({LAYOUT})\n")
         if root.exists():
             shutil.rmtree(root)
         tmp.rename(root)
