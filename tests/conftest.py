@@ -35,7 +35,8 @@ def run_python(code: str, env: dict | None = None, timeout: float = 600) -> subp
 
 def tiny_collection(folder: Path, episodes: int = 12, steps: int = 20, expert: bool = False) -> Path:
     """A synthetic collection (no game): a bar that moves across the frame, something to encode and to predict;
-    with ``expert``, a teacher's action per step that steers towards the bar (a function of the frame)."""
+    with ``expert``, a teacher's action per step that steers towards the bar (a function of the frame), and road
+    angles towards it."""
     from vmc.data import Episode, write_episode
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -52,6 +53,7 @@ def tiny_collection(folder: Path, episodes: int = 12, steps: int = 20, expert: b
             off_track=np.zeros(steps + 1, bool), speed=np.zeros(steps + 1, np.float32),
             expert_actions=np.array([[((i + 3 * t) % 60) / 30 - 1, 1.0, 0.0] for t in range(steps)], np.float32)
             if expert else None,
+            road_angles=np.array([[((i + 3 * t) % 60) / 60 - 0.5] * 4 for t in range(steps)], np.float32) if expert else None,
             attrs={"track": "lighthouse", "policy": "mix", "seed": i, "index": i, "score": 0.0, "end": "lap"}))
     return folder
 

@@ -42,6 +42,11 @@ def test_collect_reads_back_and_seeds_reproduce(tmp_path: Path):
                 # The mix policy's centre-line driver labels every step, random spells included.
                 assert g["expert_actions"].shape == (t, 3) and np.isfinite(g["expert_actions"][()]).all()
                 assert np.abs(g["expert_actions"][:, 0]).max() <= 1.0
+                # and the road's direction ahead, which the driver steers by
+                road, steer = g["road_angles"][()], g["expert_actions"][:, 0]
+                assert road.shape == (t, 4) and np.isfinite(road).all() and np.abs(road).max() <= np.pi
+                turning = np.abs(steer) > 0.3
+                assert turning.any() and np.mean(np.sign(road[turning, 1]) == np.sign(steer[turning])) > 0.8
         first = {r.index: r for r in ds.episodes}[1]
         with h5py.File(first.shard) as f:
             actions_a, frames_a = f[first.name]["actions"][()], f[first.name]["observations"][()]

@@ -1,5 +1,6 @@
 """train_vae and train_mdn end to end on tiny synthetic collections: files, resume, errors (no game)."""
 
+from dataclasses import replace
 from pathlib import Path
 
 import h5py
@@ -48,6 +49,9 @@ def test_teacher_readout_puts_the_teachers_steering_into_z(tmp_path: Path):
     with RolloutDataset(tmp_path / "data", "all") as ds:
         labels = ds.load_expert_actions()
         assert labels.shape == (ds.num_frames, 3) and int(np.isnan(labels[:, 0]).sum()) == len(ds.episodes)
+        with_road = ds.load_expert_actions(road=True)
+        assert with_road.shape == (ds.num_frames, 7)
+        np.testing.assert_array_equal(with_road[:, :3], labels)
     with pytest.raises(ValueError, match="teacher-outputs 3"):
         vae_cfg(tmp_path, 1, teacher_weight=10.0)
     model = VAEConfig(z_dim=8, channels=(8, 16, 16, 32), teacher_outputs=3)
@@ -62,6 +66,10 @@ def test_teacher_readout_puts_the_teachers_steering_into_z(tmp_path: Path):
         target = torch.tensor([[0.5, 1.0, 0.0], [float("nan")] * 3, [-0.5, 1.0, 0.0], [float("nan")] * 3])
         want = (vae.teacher(mu[[0, 2]]) - target[[0, 2]]).pow(2).sum(1).mean()
         torch.testing.assert_close(vae.teacher_loss(mu, target), want)
+    # the read-out of the actions and the road's angles ahead
+    road_cfg = replace(cfg, run=str(tmp_path / "road"), epochs=2, model=replace(model, teacher_outputs=7))
+    train_vae.train(road_cfg, progress=False)
+    assert load_vae(road_cfg.out).teacher.out_features == 7
 
 
 def test_augmentation_mirrors_frames_with_their_steering_jitters_colours_and_shifts_per_frame(tmp_path: Path):
@@ -75,6 +83,12 @@ def test_augmentation_mirrors_frames_with_their_steering_jitters_colours_and_shi
     assert 10 < int(mirrored.sum()) < 54 and ((y == x).flatten(1).all(1) | mirrored).all()
     assert (t[:63, 0] == torch.where(mirrored[:63], -0.5, 0.5)).all() and (t[:63, 1:] == teacher[:63, 1:]).all()
     assert torch.isnan(t[63]).all() and teacher[0, 0] == 0.5  # the caller's labels are not changed
+    torch.manual_seed(0)
+    road = torch.tensor([[0.5, 1.0, 0.0, 0.1, 0.2, 0.3, 0.4]] * 64)  # the road's angles ahead turn over too
+    y, t = train_vae.Augment(flip=0.5, colour_jitter=0.0)(x, road)
+    mirrored = (y == x.flip(-1)).flatten(1).all(1)
+    sign = torch.where(mirrored, -1.0, 1.0)[:, None]
+    torch.testing.assert_close(t, torch.cat([sign * road[:, :1], road[:, 1:3], sign * road[:, 3:]], dim=1))
     y, t = train_vae.Augment(flip=0.0, colour_jitter=0.3)(x, None)
     assert t is None and y.shape == x.shape and 0 <= y.min() and y.max() <= 1
     change = (y - x).abs().flatten(1).mean(1)

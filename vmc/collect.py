@@ -102,11 +102,12 @@ def record_episode(env, policy_name: str, seed: int, index: int, controller: str
     policy = make_policy(policy_name, controller, noise)
     obs, info = env.reset(seed=seed)
     policy.reset(env.track, seed)
-    frames, actions, rewards, terms, truncs, experts = [obs], [], [], [], [], []
+    frames, actions, rewards, terms, truncs, experts, roads = [obs], [], [], [], [], [], []
     dist, off, speed = [info["distance"]], [info["off_track"]], [info["speed"]]
     while True:
         action = policy.act(obs, info)
         experts.append(getattr(policy, "expert", None))  # the centre-line driver's own action, where it drives
+        roads.append(getattr(policy, "expert_road", None))
         obs, reward, terminated, truncated, info = env.step(action)
         frames.append(obs)
         actions.append(info["action"])  # what the kart did (the AI's own action under controller='ai')
@@ -123,6 +124,7 @@ def record_episode(env, policy_name: str, seed: int, index: int, controller: str
         terminations=np.asarray(terms, bool), truncations=np.asarray(truncs, bool), distance=np.asarray(dist, np.float32),
         off_track=np.asarray(off, bool), speed=np.asarray(speed, np.float32),
         expert_actions=None if any(e is None for e in experts) else np.asarray(experts, np.float32),
+        road_angles=None if any(r is None for r in roads) else np.asarray(roads, np.float32),
         attrs={"track": env.config.track, "policy": policy_name, "seed": seed, "index": index,
                **({"controller": controller} if policy_name == "controller" else {}),
                "score": float(info["score"]), "end": str(info["end"])},

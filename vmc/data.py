@@ -15,6 +15,9 @@ dataset                   shape / dtype               meaning
 ``distance``              (T+1,) float32              privileged: metres down the track
 ``off_track``             (T+1,) bool                 privileged: far off the road
 ``speed``                 (T+1,) float32              privileged: m/s
+``expert_actions``        (T, 3) float32              privileged, ``mix``/``centreline``: the driver's action
+``road_angles``           (T, 4) float32              privileged, ``mix``/``centreline``: rad from the kart's
+                                                      heading to the centre line 5, 10, 20, 40 m ahead
 ========================  ==========================  ==========================================
 
 Group attributes: ``track``, ``policy``, ``seed``, ``index``, ``score``, ``length`` (T), ``end``,
@@ -58,6 +61,7 @@ class Episode:
     speed: np.ndarray
     attrs: dict = field(default_factory=dict)
     expert_actions: Optional[np.ndarray] = None
+    road_angles: Optional[np.ndarray] = None
 
     @property
     def length(self) -> int:
@@ -69,8 +73,9 @@ class Episode:
         t = self.length
         want = {"observations": t + 1, "rewards": t, "terminations": t, "truncations": t,
                 "distance": t + 1, "off_track": t + 1, "speed": t + 1}
-        if self.expert_actions is not None:
-            want["expert_actions"] = t
+        for name in ("expert_actions", "road_angles"):
+            if getattr(self, name) is not None:
+                want[name] = t
         for name, n in want.items():
             if len(getattr(self, name)) != n:
                 raise ValueError(f"{name} has {len(getattr(self, name))} entries, expected {n} for {t} steps")
@@ -102,7 +107,8 @@ def write_episode(path: Path, episode: Episode) -> None:
         g = f.create_group(tmp)
         obs = episode.observations
         g.create_dataset("observations", data=obs, chunks=(min(FRAME_CHUNK, len(obs)),) + obs.shape[1:], compression="lzf")
-        for key in ("actions", "rewards", "terminations", "truncations", "distance", "off_track", "speed", "expert_actions"):
+        for key in ("actions", "rewards", "terminations", "truncations", "distance", "off_track", "speed", "expert_actions",
+                    "road_angles"):
             if getattr(episode, key) is not None:
                 g.create_dataset(key, data=getattr(episode, key))
         for k, v in episode.attrs.items():
@@ -246,15 +252,17 @@ class RolloutDataset:
             obs.read_direct(out, dest_sel=np.s_[self._starts[e]:self._starts[e + 1]])
         return out if out is not None else np.empty((0, 64, 64, 3), np.uint8)
 
-    def load_expert_actions(self) -> np.ndarray:
+    def load_expert_actions(self, road: bool = False) -> np.ndarray:
         """The teacher's action for every frame of the split (num_frames, 3) float32, aligned with
         :meth:`load_frames`: ``expert_actions[t]`` for frame t, NaN for each episode's last frame and for
-        episodes recorded without a teacher (``brownian``, ``ai``, ``controller`` policies)."""
-        out = np.full((self.num_frames, 3), np.nan, np.float32)
+        episodes recorded without a teacher (``brownian``, ``ai``, ``controller`` policies). With ``road``, the
+        four ``road_angles`` follow (num_frames, 7); NaN where an episode was recorded without them."""
+        keys = ("expert_actions", "road_angles") if road else ("expert_actions",)
+        out = np.full((self.num_frames, 7 if road else 3), np.nan, np.float32)
         for e, ref in enumerate(self.episodes):
             g = self.group(ref)
-            if "expert_actions" in g:
-                out[self._starts[e]:self._starts[e + 1] - 1] = g["expert_actions"][:]
+            if all(k in g for k in keys):
+                out[self._starts[e]:self._starts[e + 1] - 1] = np.concatenate([g[k][:] for k in keys], axis=1)
         return out
 
     def iter_frames(self, batch_size: int, shuffle: bool = True, seed: int = 0) -> Iterator[np.ndarray]:

@@ -75,7 +75,7 @@ class NoisyCentreLinePolicy:
 
     def act(self, obs: np.ndarray, info: dict) -> np.ndarray:
         a = self.driver.act(obs, info)
-        self.expert = a.copy()
+        self.expert, self.expert_road = a.copy(), self.driver.road_angles
         n = self.noise()
         a[0] = np.clip(a[0] + n[0], -1, 1)
         a[1] = np.clip(a[1] + n[1], 0, 1)
@@ -107,7 +107,7 @@ class MixPolicy:
         self.left -= 1
         # Both run every step so that each one's noise stays a smooth process across hand-overs.
         follow, random = self.follow.act(obs, info), self.random.act(obs, info)
-        self.expert = self.follow.expert
+        self.expert, self.expert_road = self.follow.expert, self.follow.expert_road
         return follow if self.following else random
 
 

@@ -63,7 +63,8 @@ class TrainVAEConfig(Config):
     teacher_weight: float = 0.0
     """Weight of the teacher loss: squared error of a linear read-out of the mean latent (``--model.teacher-outputs
     3``) against the centre-line driver's action recorded with each frame (``expert_actions`` of ``mix`` and
-    ``centreline`` collections), so that z holds what steering needs and a linear controller can read it.
+    ``centreline`` collections), so that z holds what steering needs and a linear controller can read it; with
+    ``--model.teacher-outputs 7`` also against the road's direction 5-40 m ahead (``road_angles``).
     Privileged (the track's centre line); 0: World Models' VAE, as the teacher-free recipe must use."""
     flip: float = 0.0
     """Share of training frames mirrored left-right, drawn per frame, with the teacher's steering negated: a road
@@ -102,8 +103,8 @@ class TrainVAEConfig(Config):
             raise ValueError(f"--colour-jitter must be at least 0 and below 1, got {self.colour_jitter}")
         if self.shift < 0:
             raise ValueError(f"--shift must be at least 0, got {self.shift}")
-        if self.teacher_weight and (self.model.teacher_outputs != 3 or not self.in_memory):
-            raise ValueError("--teacher-weight needs --model.teacher-outputs 3 and --in-memory")
+        if self.teacher_weight and (self.model.teacher_outputs not in (3, 7) or not self.in_memory):
+            raise ValueError("--teacher-weight needs --model.teacher-outputs 3 (or 7) and --in-memory")
 
     @property
     def out(self) -> Path:
@@ -145,13 +146,15 @@ class Augment:
         return bool(self.flip) or self.jitter is not None or self.shift is not None
 
     def __call__(self, x: torch.Tensor, teacher: Optional[torch.Tensor]) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
-        """Frames (B, 3, 64, 64) in [0, 1] and the teacher's actions (B, 3) or None → both augmented."""
+        """Frames (B, 3, 64, 64) in [0, 1] and the teacher's targets (B, 3) or (B, 7) or None → both augmented."""
         if self.flip:
             mirrored = torch.rand(len(x), device=x.device) < self.flip
             x = torch.where(mirrored.view(-1, 1, 1, 1), x.flip(-1), x)
             if teacher is not None:
-                teacher = teacher.clone()
-                teacher[:, 0] = torch.where(mirrored, -teacher[:, 0], teacher[:, 0])
+                # steering (column 0) and the road's angles (3-6) change sign in a mirror; the pedals do not
+                sided = torch.ones(teacher.shape[1], dtype=torch.bool, device=x.device)
+                sided[1:3] = False
+                teacher = torch.where(mirrored[:, None] & sided, -teacher, teacher)
         if self.shift is not None:
             x = self.shift(x)
         if self.jitter is not None:
@@ -216,10 +219,11 @@ def train(cfg: TrainVAEConfig, progress: bool = True) -> dict:
         val_frames = np.stack([val_ds.frame(int(i)) for i in val_pick])
         best = min((h["val_loss"] for h in history), default=float("inf"))
         frames_in_memory = train_ds.load_frames() if cfg.in_memory else None
-        labels = train_ds.load_expert_actions() if cfg.teacher_weight else None
+        road = cfg.model.teacher_outputs == 7
+        labels = train_ds.load_expert_actions(road) if cfg.teacher_weight else None
         if labels is not None and np.isnan(labels).all():
-            raise VmcError(f"{cfg.data} holds no teacher's actions (expert_actions) for --teacher-weight: collect with "
-                           "--policy mix or centreline")
+            raise VmcError(f"{cfg.data} holds no teacher's actions (expert_actions{' and road_angles' if road else ''}) "
+                           "for --teacher-weight: collect with --policy mix or centreline")
 
         def batches(epoch: int):
             """(frames (B, 64, 64, 3) uint8, the teacher's actions (B, 3) or None) per step."""

@@ -23,7 +23,8 @@ class VAEConfig:
     """Input height and width (the architecture is built for 64)."""
     teacher_outputs: int = 0
     """Outputs of a linear read-out of the mean latent, trained to predict the teacher's action (``vmc.train_vae
-    --teacher-weight``): 0, World Models' VAE; 3, steering, acceleration and brake."""
+    --teacher-weight``): 0, World Models' VAE; 3, steering, acceleration and brake; 7, those and the angles to
+    the centre line 5, 10, 20 and 40 m ahead (``road_angles`` of the collection)."""
 
     def __post_init__(self) -> None:
         self.channels = tuple(int(c) for c in self.channels)

@@ -37,6 +37,10 @@ def _heading_error(info: dict, target: np.ndarray) -> float:
     return float(wrap_angle(heading(to) - heading(fwd)))
 
 
+ROAD_AHEAD_M = (5.0, 10.0, 20.0, 40.0)
+"""Distances (m) down the centre line at which :attr:`CentreLineDriver.road_angles` measures the road's direction."""
+
+
 TURN_RADIUS = ((0.0, 2.0), (10.0, 7.5), (25.0, 15.0), (45.0, 30.0))
 """(speed m/s, turning radius m at full steering) of the game's karts (``kart_characteristics.xml``)."""
 
@@ -67,7 +71,8 @@ class CentreLineDriver:
       (against a wall), it backs up for ``reverse_steps`` steps at full lock (the first time turning its
       nose towards the centre line ahead, the next time away, and so on), then drives on.
 
-    Deterministic: the same states give the same actions.
+    Deterministic: the same states give the same actions. After each :meth:`act`, ``road_angles`` (4,) holds the
+    signed angles (rad) from the kart's heading to the centre line :data:`ROAD_AHEAD_M` metres ahead.
     """
 
     lookahead_min: float = 6.0
@@ -112,6 +117,7 @@ class CentreLineDriver:
         self._reversals = 0  # times backed up
         self._backing_up = False
         self._last_location: Optional[np.ndarray] = None
+        self.road_angles = np.zeros(len(ROAD_AHEAD_M), np.float32)
 
     @property
     def backing_up(self) -> bool:
@@ -143,6 +149,8 @@ class CentreLineDriver:
         speed = float(info["speed"])
         look = min(self.lookahead_max, self.lookahead_min + self.lookahead_time * max(speed, 0.0))
         err = _heading_error(info, st.point_at(along + look))
+        # What the road ahead looks like from the kart (the VAE's privileged read-out target, ``road_angles``)
+        self.road_angles = np.array([_heading_error(info, st.point_at(along + d)) for d in ROAD_AHEAD_M], np.float32)
         steer = float(np.clip(self.gain * err, -1.0, 1.0))
 
         # Blocked: slow and not moving. A kart thrown up by an exploding bomb (or lifted by a rescue)
