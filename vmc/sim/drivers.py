@@ -16,7 +16,7 @@ from typing import Optional, Protocol
 
 import numpy as np
 
-from vmc.sim.track import CentreLine, TrackGeometry, heading, wrap_angle
+from vmc.sim.track import CentreLine, Stretch, TrackGeometry, heading, wrap_angle
 
 
 class Driver(Protocol):
@@ -71,8 +71,8 @@ class CentreLineDriver:
       (against a wall), it backs up for ``reverse_steps`` steps at full lock (the first time turning its
       nose towards the centre line ahead, the next time away, and so on), then drives on.
 
-    Deterministic: the same states give the same actions. After each :meth:`act`, ``road_angles`` (4,) holds the
-    signed angles (rad) from the kart's heading to the centre line :data:`ROAD_AHEAD_M` metres ahead.
+    Deterministic: the same states give the same actions. :attr:`road_angles` says where the road goes from the
+    last state it drove in.
     """
 
     lookahead_min: float = 6.0
@@ -117,7 +117,16 @@ class CentreLineDriver:
         self._reversals = 0  # times backed up
         self._backing_up = False
         self._last_location: Optional[np.ndarray] = None
-        self.road_angles = np.zeros(len(ROAD_AHEAD_M), np.float32)
+        self._road: Optional[tuple[dict, Stretch, float]] = None  # (info, stretch, metres along it) of the last act
+
+    @property
+    def road_angles(self) -> np.ndarray:
+        """(4,) signed angles (rad) from the kart's heading to the centre line :data:`ROAD_AHEAD_M` metres ahead, in
+        the state last passed to :meth:`act` (zeros before it); worked out only when asked for (collections)."""
+        if self._road is None:
+            return np.zeros(len(ROAD_AHEAD_M), np.float32)
+        info, st, along = self._road
+        return np.array([_heading_error(info, st.point_at(along + d)) for d in ROAD_AHEAD_M], np.float32)
 
     @property
     def backing_up(self) -> bool:
@@ -149,8 +158,7 @@ class CentreLineDriver:
         speed = float(info["speed"])
         look = min(self.lookahead_max, self.lookahead_min + self.lookahead_time * max(speed, 0.0))
         err = _heading_error(info, st.point_at(along + look))
-        # What the road ahead looks like from the kart (the VAE's privileged read-out target, ``road_angles``)
-        self.road_angles = np.array([_heading_error(info, st.point_at(along + d)) for d in ROAD_AHEAD_M], np.float32)
+        self._road = (info, st, along)
         steer = float(np.clip(self.gain * err, -1.0, 1.0))
 
         # Blocked: slow and not moving. A kart thrown up by an exploding bomb (or lifted by a rescue)
