@@ -43,6 +43,10 @@ FORMAT = "vmc-rollouts-1"
 """Value of the root attribute ``vmc_format`` of every shard."""
 FRAME_CHUNK = 8
 """Frames per HDF5 chunk: small enough that one random frame reads little, big enough to compress."""
+STEP_ARRAYS = ("actions", "rewards", "terminations", "truncations", "distance", "off_track", "speed")
+"""The datasets every episode has beside ``observations``."""
+TEACHER_ARRAYS = ("expert_actions", "road_angles")
+"""The optional per-step datasets the centre-line driver labels (``mix`` and ``centreline`` policies)."""
 
 
 
@@ -73,7 +77,7 @@ class Episode:
         t = self.length
         want = {"observations": t + 1, "rewards": t, "terminations": t, "truncations": t,
                 "distance": t + 1, "off_track": t + 1, "speed": t + 1}
-        for name in ("expert_actions", "road_angles"):
+        for name in TEACHER_ARRAYS:
             if getattr(self, name) is not None:
                 want[name] = t
         for name, n in want.items():
@@ -107,8 +111,7 @@ def write_episode(path: Path, episode: Episode) -> None:
         g = f.create_group(tmp)
         obs = episode.observations
         g.create_dataset("observations", data=obs, chunks=(min(FRAME_CHUNK, len(obs)),) + obs.shape[1:], compression="lzf")
-        for key in ("actions", "rewards", "terminations", "truncations", "distance", "off_track", "speed", "expert_actions",
-                    "road_angles"):
+        for key in STEP_ARRAYS + TEACHER_ARRAYS:
             if getattr(episode, key) is not None:
                 g.create_dataset(key, data=getattr(episode, key))
         for k, v in episode.attrs.items():
@@ -161,8 +164,7 @@ def load_episode(ref: EpisodeRef) -> Episode:
     """Read a whole episode into memory."""
     with h5py.File(ref.shard, "r") as f:
         g = f[ref.name]
-        arrays = {k: g[k][()] for k in ("observations", "actions", "rewards", "terminations", "truncations",
-                                        "distance", "off_track", "speed")}
+        arrays = {k: g[k][()] for k in ("observations", *STEP_ARRAYS)}
         return Episode(**arrays, attrs=dict(g.attrs))
 
 
@@ -257,7 +259,7 @@ class RolloutDataset:
         :meth:`load_frames`: ``expert_actions[t]`` for frame t, NaN for each episode's last frame and for
         episodes recorded without a teacher (``brownian``, ``ai``, ``controller`` policies). With ``road``, the
         four ``road_angles`` follow (num_frames, 7); NaN where an episode was recorded without them."""
-        keys = ("expert_actions", "road_angles") if road else ("expert_actions",)
+        keys = TEACHER_ARRAYS if road else TEACHER_ARRAYS[:1]
         out = np.full((self.num_frames, 7 if road else 3), np.nan, np.float32)
         for e, ref in enumerate(self.episodes):
             g = self.group(ref)
