@@ -110,8 +110,31 @@ def test_augmentation_mirrors_frames_with_their_steering_jitters_colours_and_shi
         vae_cfg(tmp_path, 1, shift=-1)
     tiny_collection(tmp_path / "data", expert=True)  # trains with both, the read-out included
     model = VAEConfig(z_dim=8, channels=(8, 16, 16, 32), teacher_outputs=3)
-    last = train_vae.train(vae_cfg(tmp_path, 1, teacher_weight=10.0, model=model, flip=0.5, colour_jitter=0.3, shift=4), progress=False)
+    last = train_vae.train(vae_cfg(tmp_path, 1, teacher_weight=10.0, model=model, flip=0.5, colour_jitter=0.3, shift=4,
+                                   random_conv=0.5), progress=False)
     assert last["val_loss"] > 0 and last["train_teacher"] > 0
+
+
+def test_random_convolutions_change_what_the_encoder_sees_keeping_each_frames_level(tmp_path: Path):
+    import torch
+
+    torch.manual_seed(0)
+    x = torch.rand(64, 3, 64, 64) * torch.linspace(0.2, 0.8, 64)[:, None, None, None]  # frames of different levels
+    assert train_vae.Augment(0.0, 0.0).encoder_input(x) is x  # off: the frames themselves
+    every = train_vae.Augment(0.0, 0.0, random_conv=1.0)
+    y = every.encoder_input(x)
+    assert y.shape == x.shape and 0 <= y.min() and y.max() <= 1 and every
+    assert not (y == x).flatten(1).all(1).any()
+    # each frame keeps its own mean (up to the clipping to [0, 1]), whatever the kernel did to it
+    torch.testing.assert_close(y.mean((1, 2, 3)), x.mean((1, 2, 3)), atol=0.03, rtol=0)
+    # a fresh kernel per frame: the same frame twice in one batch comes out two ways
+    twins = every.encoder_input(torch.stack([x[0], x[0]]))
+    assert not torch.equal(twins[0], twins[1])
+    half = train_vae.Augment(0.0, 0.0, random_conv=0.5).encoder_input(x)
+    kept = (half == x).flatten(1).all(1)
+    assert 10 < int(kept.sum()) < 54
+    with pytest.raises(ValueError, match="--random-conv"):
+        vae_cfg(tmp_path, 1, random_conv=1.5)
 
 
 def test_train_vae_init_starts_from_another_vaes_weights(tmp_path: Path):

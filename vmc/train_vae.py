@@ -16,6 +16,7 @@ from typing import ClassVar, Literal, Optional
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from vmc import cli, records
 from vmc.checkpoints import load_checkpoint, vae_from
@@ -77,6 +78,11 @@ class TrainVAEConfig(Config):
     """Random translation of each training frame by up to this many pixels in each direction (edges repeated, then
     cropped back to the frame's size: DrQ's and RAD's augmentation; kornia's ``RandomCrop``), also the
     reconstruction target: z and the read-out cannot lean on exactly where things are; 0: none."""
+    random_conv: float = 0.0
+    """Share of training frames the encoder sees through a random convolution (a fresh 1x1, 3x3 or 5x5 kernel per
+    frame, the result rescaled to the frame's mean and spread: Lee et al. 2020's network randomisation, Xu et al.
+    2021's RandConv) while the decoder still reconstructs the frame as it was and the read-out is still held to the
+    teacher: z must keep the road's shapes and lose its colours and textures; 0: none."""
     init: str = ""
     """A VAE checkpoint whose weights start the training (with a new optimiser; ``--model`` must be its
     architecture): fine-tuning on a collection that grew (``vmc.iterate --vae-epochs``). Empty: random weights."""
@@ -103,6 +109,8 @@ class TrainVAEConfig(Config):
             raise ValueError(f"--colour-jitter must be at least 0 and below 1, got {self.colour_jitter}")
         if self.shift < 0:
             raise ValueError(f"--shift must be at least 0, got {self.shift}")
+        if not 0 <= self.random_conv <= 1:
+            raise ValueError(f"--random-conv must be between 0 and 1, got {self.random_conv}")
         if self.teacher_weight and (self.model.teacher_outputs not in (3, 7) or not self.in_memory):
             raise ValueError("--teacher-weight needs --model.teacher-outputs 3 (or 7) and --in-memory")
 
@@ -128,10 +136,13 @@ def _recon_grid(model: ConvVAE, frames: np.ndarray, device: torch.device) -> np.
 
 class Augment:
     """The training frames' augmentation (:attr:`TrainVAEConfig.flip`, :attr:`TrainVAEConfig.colour_jitter`,
-    :attr:`TrainVAEConfig.shift`); draws from torch's global generator, which ``train`` seeds."""
+    :attr:`TrainVAEConfig.shift`, :attr:`TrainVAEConfig.random_conv`); draws from torch's global generator, which
+    ``train`` seeds."""
 
-    def __init__(self, flip: float, colour_jitter: float, shift: int = 0, size: int = 64) -> None:
-        self.flip, self.jitter, self.shift = flip, None, None
+    KERNELS = (1, 3, 5)
+
+    def __init__(self, flip: float, colour_jitter: float, shift: int = 0, size: int = 64, random_conv: float = 0.0) -> None:
+        self.flip, self.jitter, self.shift, self.random_conv = flip, None, None, random_conv
         if shift:
             from kornia.augmentation import RandomCrop
 
@@ -143,7 +154,7 @@ class Augment:
             self.jitter = ColorJitter(j, j, j, j / 6, p=1.0)
 
     def __bool__(self) -> bool:
-        return bool(self.flip) or self.jitter is not None or self.shift is not None
+        return bool(self.flip) or self.jitter is not None or self.shift is not None or bool(self.random_conv)
 
     def __call__(self, x: torch.Tensor, teacher: Optional[torch.Tensor]) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         """Frames (B, 3, 64, 64) in [0, 1] and the teacher's targets (B, 3) or (B, 7) or None → both augmented."""
@@ -160,6 +171,24 @@ class Augment:
         if self.jitter is not None:
             x = self.jitter(x).clamp_(0, 1)
         return x, teacher
+
+    def encoder_input(self, x: torch.Tensor) -> torch.Tensor:
+        """Frames (B, 3, H, W) in [0, 1] → what the encoder sees: :attr:`random_conv` of them through a random
+        convolution each (one kernel size per batch), rescaled to each frame's own mean and standard deviation and
+        clipped to [0, 1]; the others as they are."""
+        if not self.random_conv:
+            return x
+        b, c, h, w = x.shape
+        k = self.KERNELS[int(torch.randint(len(self.KERNELS), ()))]
+        # He-style scale; the rescaling below makes it irrelevant except for numerical range
+        weight = torch.randn(b * c, c, k, k, device=x.device) / (c * k * k) ** 0.5
+        padded = F.pad(x.reshape(1, b * c, h, w), [k // 2] * 4, mode="reflect") if k > 1 else x.reshape(1, b * c, h, w)
+        y = F.conv2d(padded, weight, groups=b).reshape(b, c, h, w)
+        dims = (1, 2, 3)
+        y = (y - y.mean(dims, keepdim=True)) / y.std(dims, keepdim=True).clamp_min(1e-6)
+        y = (y * x.std(dims, keepdim=True) + x.mean(dims, keepdim=True)).clamp_(0, 1)
+        chosen = torch.rand(b, device=x.device) < self.random_conv
+        return torch.where(chosen.view(-1, 1, 1, 1), y, x)
 
 
 def evaluate(model: ConvVAE, ds: RolloutDataset, batch_size: int, device: torch.device, seed: int = 0) -> dict:
@@ -234,10 +263,11 @@ def train(cfg: TrainVAEConfig, progress: bool = True) -> dict:
             return ((frames_in_memory[i], None if labels is None else labels[i])
                     for i in (order[s:s + cfg.batch_size] for s in range(0, len(order), cfg.batch_size)))
 
-        augment = Augment(cfg.flip, cfg.colour_jitter, cfg.shift, cfg.model.image_size)
+        augment = Augment(cfg.flip, cfg.colour_jitter, cfg.shift, cfg.model.image_size, cfg.random_conv)
         if augment:
-            log.info("augmenting: %.0f %% of frames mirrored, colour jitter %.2f, shifts of up to %d pixels",
-                     100 * cfg.flip, cfg.colour_jitter, cfg.shift)
+            log.info("augmenting: %.0f %% of frames mirrored, colour jitter %.2f, shifts of up to %d pixels, "
+                     "%.0f %% seen by the encoder through random convolutions",
+                     100 * cfg.flip, cfg.colour_jitter, cfg.shift, 100 * cfg.random_conv)
         n_batches = -(-train_ds.num_frames // cfg.batch_size)  # TensorBoard step = (epoch - 1) * n_batches + batch
         records.start(cfg.run, "train_vae", epoch0 * n_batches)  # drops what an interrupted run wrote from there
         records.text(cfg.run, "config/train_vae", cfg.record(), epoch0 * n_batches)
@@ -254,8 +284,9 @@ def train(cfg: TrainVAEConfig, progress: bool = True) -> dict:
                 if augment:
                     x, teacher = augment(x, teacher)
                 x = x.contiguous(memory_format=torch.channels_last)
+                seen_by_encoder = augment.encoder_input(x).contiguous(memory_format=torch.channels_last)
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                    recon, mu, logvar = model(x)
+                    recon, mu, logvar = model(seen_by_encoder)
                 terms = model.loss(x, recon.float(), mu.float(), logvar.float())
                 if teacher is not None:
                     terms["teacher"] = model.teacher_loss(mu.float(), teacher)
