@@ -79,9 +79,9 @@ class TrainVAEConfig(Config):
     cropped back to the frame's size: DrQ's and RAD's augmentation; kornia's ``RandomCrop``), also the
     reconstruction target: z and the read-out cannot lean on exactly where things are; 0: none."""
     random_conv: float = 0.0
-    """Share of training frames the encoder sees through a random convolution (a fresh 1x1, 3x3 or 5x5 kernel per
-    frame, the result rescaled to the frame's mean and spread: Lee et al. 2020's network randomisation, Xu et al.
-    2021's RandConv) while the decoder still reconstructs the frame as it was and the read-out is still held to the
+    """Share of training frames the encoder sees through a random convolution (a fresh kernel per frame, 1x1, 3x3
+    or 5x5 drawn per batch, the result rescaled to the frame's mean and spread: Lee et al. 2020's network
+    randomisation, Xu et al. 2021's RandConv) while the decoder still reconstructs the frame as it was and the read-out is still held to the
     teacher: z must keep the road's shapes and lose its colours and textures; 0: none."""
     init: str = ""
     """A VAE checkpoint whose weights start the training (with a new optimiser; ``--model`` must be its
@@ -182,7 +182,8 @@ class Augment:
         k = self.KERNELS[int(torch.randint(len(self.KERNELS), ()))]
         # He-style scale; the rescaling below makes it irrelevant except for numerical range
         weight = torch.randn(b * c, c, k, k, device=x.device) / (c * k * k) ** 0.5
-        padded = F.pad(x.reshape(1, b * c, h, w), [k // 2] * 4, mode="reflect") if k > 1 else x.reshape(1, b * c, h, w)
+        frames = x.reshape(1, b * c, h, w)  # one group per frame: its own kernel
+        padded = F.pad(frames, [k // 2] * 4, mode="reflect") if k > 1 else frames
         y = F.conv2d(padded, weight, groups=b).reshape(b, c, h, w)
         dims = (1, 2, 3)
         y = (y - y.mean(dims, keepdim=True)) / y.std(dims, keepdim=True).clamp_min(1e-6)
