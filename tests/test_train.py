@@ -190,28 +190,3 @@ def test_cli_names_a_corrupt_checkpoint(tmp_path: Path, capsys):
     with pytest.raises(CheckpointError, match="vae.pt"):
         train_vae.encode(train_vae.TrainVAEConfig(data=str(tmp_path / "data"), run=str(tmp_path)))
 
-
-def test_training_warns_when_other_processes_hold_the_cores(caplog):
-    import os
-    import subprocess
-    import sys
-
-    from vmc.training import busy_cores, use_all_cores
-
-    if (os.cpu_count() or 1) < 2:
-        pytest.skip("one core: torch runs one thread and there is nothing to warn about")
-    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
-    try:
-        assert busy_cores(0.5) >= 0.5  # one core spinning, whatever else the machine does
-        with caplog.at_level("WARNING", logger="vmc.training"):
-            n = use_all_cores(0)
-        assert n == os.cpu_count()
-        assert "--threads" in caplog.text and "busy" in caplog.text
-        caplog.clear()
-        with caplog.at_level("WARNING", logger="vmc.training"):
-            assert use_all_cores(1) == 1  # a thread count the user chose: no advice
-        assert "--threads" not in caplog.text
-    finally:
-        spinner.kill()
-        spinner.wait()
-        use_all_cores(0, warn=False)

@@ -1,5 +1,8 @@
-"""Fast unit tests of set-up errors, configs and video writing (no game)."""
+"""Fast unit tests of set-up errors, configs, video writing and the advice on training threads (no game)."""
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -7,6 +10,7 @@ import pytest
 
 from vmc.sim import assets
 from vmc.sim.env import EnvConfig
+from vmc.training import busy_cores, use_all_cores
 from vmc.video import frame_strip, write_video
 
 
@@ -78,3 +82,24 @@ def test_generation_tracks_are_a_seeded_subset_shared_by_every_candidate():
     assert picks == [generation_tracks(cfg, g) for g in range(1, 21)]  # the same for the same generation
     assert len({t for p in picks for t in p}) == 5  # every track comes up over the generations
     assert generation_tracks(EvolveConfig(tracks=tracks), 3) == tracks  # 0: all of them
+
+
+def test_training_warns_when_other_processes_hold_the_cores(caplog):
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("one core: torch runs one thread and there is nothing to advise")
+    if busy_cores(0.05) is None:
+        pytest.skip("no per-core /proc/stat to read")
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        assert busy_cores(0.5) >= 0.4  # one core spinning, whatever else the machine does
+        with caplog.at_level("WARNING", logger="vmc.training"):
+            assert use_all_cores(0) == os.cpu_count()
+        assert "busy" in caplog.text and "--threads" in caplog.text
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="vmc.training"):
+            assert use_all_cores(1) == 1  # a count the user chose: no advice
+        assert "--threads" not in caplog.text
+    finally:
+        spinner.kill()
+        spinner.wait()
+        use_all_cores(0, warn=False)

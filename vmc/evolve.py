@@ -385,7 +385,7 @@ def evolve(cfg: EvolveConfig, progress: bool = True) -> dict:
         from vmc.dream import load_dream
         from vmc.training import use_all_cores
 
-        use_all_cores(0, warn=False)  # the dream is tensor work in this process; the game workers idle meanwhile
+        use_all_cores(0, warn=False)  # the dream is tensor work here while the game workers idle; no --threads to advise
         dream = load_dream(models.mdn(), cfg.path("latents"), cfg.temperature, cfg.dream_steps, cfg.action_noise,
                            every=cfg.dream_starts_every, race_start=cfg.race_start, device=cfg.dream_device,
                            stuck_steps=cfg.dream_stuck_steps, min_progress=cfg.dream_min_progress)

@@ -146,8 +146,8 @@ def train(cfg: TrainMDNConfig, progress: bool = True) -> dict:
 
     out = cfg.out
     torch.manual_seed(cfg.seed)
-    use_all_cores(cfg.threads)
     device = pick_device(cfg.device)
+    use_all_cores(cfg.threads, warn=device.type == "cpu")
     info = latents_info(cfg.latents_path)
     built_on = {"vae": info.get("vae"), "data_episodes": info.get("episodes")}
     start = resume_point(last_checkpoint(out), "mdn", cfg, built_on, cfg.resume, cfg.force)

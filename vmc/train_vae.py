@@ -222,8 +222,8 @@ def train(cfg: TrainVAEConfig, progress: bool = True) -> dict:
 
     out = cfg.out
     torch.manual_seed(cfg.seed)
-    use_all_cores(cfg.threads)
     device = pick_device(cfg.device)
+    use_all_cores(cfg.threads, warn=device.type == "cpu")
     with RolloutDataset(Path(cfg.data), "train", cfg.val_fraction) as train_ds, \
             RolloutDataset(Path(cfg.data), "val", cfg.val_fraction) as val_ds:
         if not train_ds.episodes or not val_ds.episodes:

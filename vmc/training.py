@@ -32,33 +32,43 @@ def pick_device(name: str = "auto") -> torch.device:
 
 
 def busy_cores(interval: float = 0.2) -> Optional[float]:
-    """How many of the machine's cores other processes kept busy over the next ``interval`` seconds, from
-    ``/proc/stat`` (this process sleeps meanwhile); None where that cannot be read."""
-    def times() -> list[int]:
+    """How many of the cores this process may run on (its affinity) were busy with anything but the calling thread
+    over the next ``interval`` seconds (other processes, other threads of this one, time taken by the hypervisor),
+    from ``/proc/stat``'s per-core lines; None where those cannot be read."""
+    def times() -> dict[int, list[int]]:
         with open("/proc/stat") as f:
-            return [int(v) for v in f.readline().split()[1:]]
+            rows = [line.split() for line in f if line.startswith("cpu") and line[3].isdigit()]
+        return {int(r[0][3:]): [int(v) for v in r[1:9]] for r in rows if len(r) >= 9}
     try:
+        cores = os.sched_getaffinity(0)
         before = times()
         time.sleep(interval)
         after = times()
-    except (OSError, ValueError):
+    except (OSError, ValueError, AttributeError):
         return None
-    delta = [b - a for a, b in zip(before, after)]
-    idle, total = delta[3] + delta[4], sum(delta[:8])  # idle + iowait; user..steal (guest time is inside user)
-    return (1 - idle / total) * (os.cpu_count() or 1) if total > 0 else None
+    busy, seen = 0.0, 0
+    for core in cores & before.keys() & after.keys():
+        delta = [b - a for a, b in zip(before[core], after[core])]
+        total = sum(delta)  # user..steal; guest time is already inside user and nice
+        if total > 0:
+            busy += 1 - (delta[3] + delta[4]) / total  # idle + iowait
+            seen += 1
+    return busy if seen else None
 
 
 def use_all_cores(threads: int = 0, warn: bool = True) -> int:
-    """Intra-op threads for CPU training (0: one per core); returns the number set. With 0 and ``warn``, warns when other
-    processes hold cores: torch's threads wait on each other at every operation, and one descheduled thread stalls
-    them all (README, Training speed: the ConvVAE beside two game workers on 2 cores trained at 62-135 frames/s
-    with 2 threads, 347 with 1)."""
+    """Intra-op threads for CPU training (0: one per core); returns the number set. With 0 and ``warn``, warns when
+    other processes hold cores: torch's threads wait on each other at every operation, and one descheduled thread
+    stalls them all (README, Training speed: the ConvVAE beside two game workers on 2 cores trained at 62-135
+    frames/s with 2 threads, 347 with 1). The count itself is left alone, so that a run's arithmetic does not
+    depend on what else the machine was doing."""
     n = threads or os.cpu_count() or 1
     torch.set_num_threads(n)
     busy = busy_cores() if warn and not threads and n > 1 else None
-    if busy is not None and busy >= 0.5:
+    fewer = max(1, n - int(busy + 0.5)) if busy is not None else n  # a core counts as held from half busy
+    if fewer < n:
         log.warning("other processes keep %.1f of the %d cores busy: torch's %d threads will wait on each other; "
-                    "--threads %d may train several times faster", busy, n, n, max(1, round(n - busy)))
+                    "--threads %d may train several times faster", busy, n, n, fewer)
     return n
 
 
