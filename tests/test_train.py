@@ -189,4 +189,3 @@ def test_cli_names_a_corrupt_checkpoint(tmp_path: Path, capsys):
     assert code == 2 and "nope.h5" in capsys.readouterr().err
     with pytest.raises(CheckpointError, match="vae.pt"):
         train_vae.encode(train_vae.TrainVAEConfig(data=str(tmp_path / "data"), run=str(tmp_path)))
-
