@@ -49,12 +49,12 @@ def main() -> None:
 
     from vmc import evolve
     from vmc.checkpoints import controller_or_untrained
-    from vmc.pool import make_pool
+    from vmc.pool import make_pool, usable_cores
     from vmc.racing import AgentRace, racing_pool
     from vmc.sim.env import EnvConfig
 
     params, models, source = controller_or_untrained(Path(a.controller))
-    workers = a.workers or os.cpu_count() or 1
+    workers = a.workers or usable_cores()
     cfg = evolve.EvolveConfig(tracks=[a.track], popsize=a.popsize, rollouts=a.rollouts, max_steps=a.max_steps, init="zeros")
     population = params + np.random.default_rng(0).normal(0.0, 0.05, (a.popsize, params.size))
     print(f"cluster_overhead: {a.track}, population {a.popsize} x {a.rollouts} rollouts (max {a.max_steps} steps), "

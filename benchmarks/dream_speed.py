@@ -14,7 +14,6 @@ what ``./run.sh`` leaves); ``--vae``, ``--mdn``, ``--latents`` and ``--controlle
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from pathlib import Path
 
@@ -23,6 +22,8 @@ import torch
 
 
 def main() -> None:
+    from vmc.pool import usable_cores
+
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--run", default="runs/lighthouse-small", help="run folder with vae.pt, mdn.pt, latents.h5")
     p.add_argument("--mdn", default="", help="MDN-RNN checkpoint (default: the run's mdn.pt)")
@@ -35,7 +36,7 @@ def main() -> None:
     p.add_argument("--rollouts", type=int, default=16)
     p.add_argument("--steps", type=int, default=500)
     p.add_argument("--temperature", type=float, default=1.15)
-    p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--workers", type=int, default=usable_cores())
     p.add_argument("--real-races", type=int, default=4, help="races timed in the real game")
     p.add_argument("--threads", type=int, default=0, help="torch threads for the dream (0: one per core)")
     p.add_argument("--device", default="cpu", help="where the dream runs: cpu, cuda, auto (CUDA when present)")

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 from pathlib import Path
 
 
 def main() -> None:
+    from vmc.pool import usable_cores
+
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--temperatures", type=float, nargs="+", default=[0.75, 1.0, 1.15, 1.3])
     p.add_argument("--generations", type=int, default=20)
@@ -26,7 +27,7 @@ def main() -> None:
     p.add_argument("--rollouts", type=int, default=16)
     p.add_argument("--init", default="fit", help="starting point of every dream run")
     p.add_argument("--eval-seeds", type=int, default=10)
-    p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--workers", type=int, default=usable_cores())
     p.add_argument("--run", default="runs/lighthouse-small", help="run folder with vae.pt, mdn.pt, latents.h5")
     p.add_argument("--out", default="runs/dream_temperatures", help="one run folder per temperature goes here")
     p.add_argument("--real-controller", default="", help="default: the run's controller/best.pt")

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from vmc.pool import usable_cores
 from vmc.sim import assets
 from vmc.sim.env import EnvConfig
 from vmc.training import busy_cores, use_all_cores
@@ -84,8 +85,21 @@ def test_generation_tracks_are_a_seeded_subset_shared_by_every_candidate():
     assert generation_tracks(EvolveConfig(tracks=tracks), 3) == tracks  # 0: all of them
 
 
+def test_core_counts_follow_the_cpu_affinity():
+    """A process confined to one core (``taskset``, a cpuset, a batch scheduler's allocation) trains on one thread
+    and starts one game worker by default, however many cores the machine has."""
+    if not hasattr(os, "sched_setaffinity"):
+        pytest.skip("no CPU affinity on this platform")
+    code = ("import os; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})\n"
+            "from vmc.pool import default_workers, usable_cores\n"
+            "from vmc.training import use_all_cores\n"
+            "print(usable_cores(), use_all_cores(0, warn=False), default_workers('local'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["1", "1", "1"]
+
+
 def test_training_warns_when_other_processes_hold_the_cores(caplog):
-    if (os.cpu_count() or 1) < 2:
+    if usable_cores() < 2:
         pytest.skip("one core: torch runs one thread and there is nothing to advise")
     if busy_cores(0.05) is None:
         pytest.skip("no per-core /proc/stat to read")
@@ -93,7 +107,7 @@ def test_training_warns_when_other_processes_hold_the_cores(caplog):
     try:
         assert busy_cores(0.5) >= 0.4  # one core spinning, whatever else the machine does
         with caplog.at_level("WARNING", logger="vmc.training"):
-            assert use_all_cores(0) == os.cpu_count()
+            assert use_all_cores(0) == usable_cores()
         assert "busy" in caplog.text and "--threads" in caplog.text
         caplog.clear()
         with caplog.at_level("WARNING", logger="vmc.training"):

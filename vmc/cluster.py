@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from vmc.pool import Event, Slot, WorkerPool
+from vmc.pool import Event, Slot, WorkerPool, usable_cores
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ def connect(cluster: str) -> None:
         return
     common = {"log_to_driver": True, "logging_level": logging.WARNING}
     if cluster == "ray-local":
-        ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, **common)
+        ray.init(num_cpus=usable_cores(), include_dashboard=False, **common)
     else:
         address = (os.environ.get("RAY_ADDRESS") or "auto") if cluster in ("ray", "auto") else cluster
         try:

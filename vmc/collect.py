@@ -48,7 +48,7 @@ class CollectConfig(Config):
     episodes: int = 200
     """Total episodes wanted in the folder (a re-run continues up to this count)."""
     workers: int = 0
-    """Game processes at once (0: one per core, or per CPU of the Ray cluster)."""
+    """Game processes at once (0: one per core this process may run on, or per CPU of the Ray cluster)."""
     cluster: str = "local"
     """Where the game workers run: ``local`` (processes on this machine), ``ray`` (join the running Ray cluster of
     ``RAY_ADDRESS`` or ``ray start``), ``ray-local`` (start a private Ray here) or a Ray address (``HOST:6379``,

@@ -52,7 +52,7 @@ class EvaluateConfig(Config):
     max_steps: int = 1000
     """Step limit of a race."""
     workers: int = 0
-    """Game processes (0: one per core)."""
+    """Game processes (0: one per core this process may run on)."""
     cluster: str = "local"
     """Where the game workers run: ``local`` (processes on this machine), ``ray`` (join the running Ray cluster of
     ``RAY_ADDRESS`` or ``ray start``), ``ray-local`` (start a private Ray here) or a Ray address (``HOST:6379``,

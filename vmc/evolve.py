@@ -64,7 +64,7 @@ class EvolveConfig(Config):
     tracks_per_generation: int = 0
     """Tracks each generation's candidates race on: a seeded subset shared by all candidates (0: all of them)."""
     workers: int = 0
-    """Game processes (0: one per core)."""
+    """Game processes (0: one per core this process may run on)."""
     cluster: str = "local"
     """Where the game workers run: ``local`` (processes on this machine), ``ray`` (join the running Ray cluster of
     ``RAY_ADDRESS`` or ``ray start``), ``ray-local`` (start a private Ray here) or a Ray address (``HOST:6379``,

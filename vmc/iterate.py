@@ -47,7 +47,7 @@ class IterateConfig(Config):
     tracks: list[str] = field(default_factory=lambda: ["lighthouse"])
     """Race tracks."""
     workers: int = 0
-    """Game processes (collection and real-game scores; 0: one per core)."""
+    """Game processes (collection and real-game scores; 0: one per core this process may run on)."""
     cluster: str = "local"
     """Where the game workers run: ``local`` (processes on this machine), ``ray`` (join the running Ray cluster of
     ``RAY_ADDRESS`` or ``ray start``), ``ray-local`` (start a private Ray here) or a Ray address (``HOST:6379``,

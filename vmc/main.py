@@ -166,7 +166,7 @@ class MainConfig(Config):
     data: str = ""
     """Collection folder (default: ``data/<run name>``)."""
     workers: int = 0
-    """Game processes (0: one per core)."""
+    """Game processes (0: one per core this process may run on)."""
     cluster: str = "local"
     """Where the game workers of reference laps, collect, evolve and evaluate run: ``local`` (processes on this
     machine), ``ray`` (join the running Ray cluster of ``RAY_ADDRESS`` or ``ray start``), ``ray-local`` (start a

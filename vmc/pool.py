@@ -17,6 +17,7 @@ from __future__ import annotations
 import collections
 import logging
 import multiprocessing as mp
+import os
 import signal
 import time
 import traceback
@@ -272,15 +273,23 @@ class GamePool(WorkerPool[_Process]):
         super().__init__(_ProcessTransport(setup, setup_args), workers, task_timeout, name, max_restarts)
 
 
+def usable_cores() -> int:
+    """The cores this process may run on: its CPU affinity, which ``taskset``, a container's cpuset or a batch
+    scheduler's allocation (SLURM, PBS) narrow below the machine's ``os.cpu_count()``; one process or thread per
+    core beyond them only takes turns on the same cores."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):  # not on Linux
+        return os.cpu_count() or 1
+
+
 def make_pool(cluster: str, workers: int, setup: Callable, setup_args: tuple = (), task_timeout: float = 600.0,
               name: str = "vmc-worker"):
     """The pool every stage uses: a :class:`GamePool` for ``cluster='local'`` (``workers`` 0: one per core), else a
     :class:`vmc.cluster.RayPool` on that Ray cluster (``workers`` 0: one per CPU of the cluster); see
     :data:`vmc.cluster.CLUSTER_HELP`."""
     if cluster == "local":
-        import os
-
-        return GamePool(workers or os.cpu_count() or 1, setup, setup_args, task_timeout, name=name)
+        return GamePool(workers or usable_cores(), setup, setup_args, task_timeout, name=name)
     from vmc.cluster import RayPool, connect
 
     connect(cluster)
@@ -288,11 +297,9 @@ def make_pool(cluster: str, workers: int, setup: Callable, setup_args: tuple = (
 
 
 def default_workers(cluster: str) -> int:
-    """What ``--workers 0`` means on ``cluster``: this machine's cores, or the Ray cluster's CPUs (connecting to it)."""
+    """What ``--workers 0`` means on ``cluster``: the cores this process may run on, or the Ray cluster's CPUs (connecting to it)."""
     if cluster == "local":
-        import os
-
-        return os.cpu_count() or 1
+        return usable_cores()
     from vmc.cluster import cluster_cpus, connect
 
     connect(cluster)

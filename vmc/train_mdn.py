@@ -64,7 +64,7 @@ class TrainMDNConfig(Config):
     device: str = "auto"
     """``auto`` (CUDA when present, else CPU), ``cpu``, ``cuda``..."""
     threads: int = 0
-    """CPU threads for torch (0: one per core, with a warning when other processes keep cores busy: beside them
+    """CPU threads for torch (0: one per core this process may run on, with a warning when other processes keep cores busy: beside them
     fewer threads train faster, e.g. 1 beside two game workers on 2 cores)."""
     precision: Literal["auto", "fp32", "bf16"] = "fp32"
     """Arithmetic of the forward pass: ``bf16`` autocast (``auto``: where the CPU or GPU has bfloat16 units) or

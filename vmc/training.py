@@ -16,6 +16,7 @@ import torch
 from vmc.checkpoints import load_checkpoint, save_checkpoint
 from vmc.cli import Config
 from vmc.errors import VmcError
+from vmc.pool import usable_cores
 from vmc.runs import check_resume
 
 log = logging.getLogger("vmc.training")
@@ -57,12 +58,12 @@ def busy_cores(interval: float = 0.2) -> Optional[float]:
 
 
 def use_all_cores(threads: int = 0, warn: bool = True) -> int:
-    """Intra-op threads for CPU training (0: one per core); returns the number set. With 0 and ``warn``, warns when
-    other processes hold cores: torch's threads wait on each other at every operation, and one descheduled thread
-    stalls them all (README, Training speed: the ConvVAE beside two game workers on 2 cores trained at 62-135
-    frames/s with 2 threads, 347 with 1). The count itself is left alone, so that a run's arithmetic does not
-    depend on what else the machine was doing."""
-    n = threads or os.cpu_count() or 1
+    """Intra-op threads for CPU training (0: one per core this process may run on, :func:`vmc.pool.usable_cores`);
+    returns the number set. With 0 and ``warn``, warns when other processes hold those cores: torch's threads wait on
+    each other at every operation, and one descheduled thread stalls them all (README, Training speed: the ConvVAE
+    beside two game workers on 2 cores trained at 62-135 frames/s with 2 threads, 347 with 1). The count itself is
+    left alone, so that a run's arithmetic does not depend on what else the machine was doing."""
+    n = threads or usable_cores()
     torch.set_num_threads(n)
     busy = busy_cores() if warn and not threads and n > 1 else None
     fewer = max(1, n - int(busy + 0.5)) if busy is not None else n  # a core counts as held from half busy
