@@ -164,7 +164,7 @@ def test_iterative_procedure_runs_two_rounds_and_leaves_the_base_data_alone(worl
     run = tmp_path / "run"  # the world's models, in a run folder of this test's own
     shutil.copytree(world, run, ignore=shutil.ignore_patterns("controller"))
     cfg = IterateConfig(rounds=3, data=str(world.parent / "data"), run=str(run), workers=2, episodes=2,
-                        episode_steps=20, mdn_epochs=1, mdn_steps=3, mdn_seq_len=8, popsize=4, rollouts=2, generations=1,
+                        mdn_epochs=1, mdn_steps=3, mdn_seq_len=8, popsize=4, rollouts=2, generations=1,
                         dream_steps=10, eval_seeds=1, max_steps=15, dream_eval_rollouts=5)
     rows = iterate(cfg)
     # Round 3 grows the same collection with round 2's controller (each episode names its controller).
@@ -184,6 +184,8 @@ def test_iterative_procedure_runs_two_rounds_and_leaves_the_base_data_alone(worl
     it = run / "iterate"
     with RolloutDataset(it / "data", "all") as ds:
         assert sorted(e.policy for e in ds.episodes).count("controller") == 4
+        # episode_steps 0: the collected races run to the races' step limit, as the scored ones do
+        assert max(e.length for e in ds.episodes if e.policy == "controller") == cfg.max_steps
     assert sorted(p.name for p in (world.parent / "data").glob("shard-*.h5")) == before
     assert (it / "round-2" / "mdn.pt").is_file() and (it / "rounds.csv").is_file()
     again = iterate(cfg)  # everything on disk: nothing is redone, the same rows come back

@@ -54,8 +54,9 @@ class IterateConfig(Config):
     ``ray://HOST:10001``); on Ray, ``--workers 0`` is one worker per CPU of the cluster."""
     episodes: int = 10
     """New real episodes per round (driven by the previous round's controller)."""
-    episode_steps: int = 500
-    """Step limit of a collected episode."""
+    episode_steps: int = 0
+    """Step limit of a collected episode (0: the races' ``--max-steps``, so that the collection holds whole laps: a
+    limit below a lap leaves the rest of the track out of the VAE's, the MDN-RNN's and the dream's data)."""
     explore_noise: float = 0.1
     """Exploration noise on steering and throttle while collecting."""
     vae_epochs: int = 0
@@ -108,13 +109,14 @@ class IterateConfig(Config):
     RESUME_FREE: ClassVar[frozenset[str]] = frozenset({"run", "rounds", "workers", "cluster"})
 
     def validate(self) -> None:
-        check_positive(rounds=self.rounds, episodes=self.episodes, episode_steps=self.episode_steps,
+        check_positive(rounds=self.rounds, episodes=self.episodes,
                        mdn_epochs=self.mdn_epochs, mdn_steps=self.mdn_steps, mdn_seq_len=self.mdn_seq_len,
                        popsize=self.popsize, rollouts=self.rollouts, generations=self.generations,
                        dream_steps=self.dream_steps, eval_seeds=self.eval_seeds, max_steps=self.max_steps)
-        check_non_negative(workers=self.workers, explore_noise=self.explore_noise, eval_population=self.eval_population,
-                           controller_hidden=self.controller_hidden, dream_eval_rollouts=self.dream_eval_rollouts,
-                           dream_stuck_steps=self.dream_stuck_steps, dream_min_progress=self.dream_min_progress)
+        check_non_negative(workers=self.workers, episode_steps=self.episode_steps, explore_noise=self.explore_noise,
+                           eval_population=self.eval_population, controller_hidden=self.controller_hidden,
+                           dream_eval_rollouts=self.dream_eval_rollouts, dream_stuck_steps=self.dream_stuck_steps,
+                           dream_min_progress=self.dream_min_progress)
         check_cluster(self.cluster)
 
     @property
@@ -160,7 +162,7 @@ def run_round(cfg: IterateConfig, k: int, previous: Optional[dict]) -> dict:
         Collector(CollectConfig(out=str(data), tracks=list(cfg.tracks), episodes=base + (k - 1) * cfg.episodes,
                                 workers=cfg.workers, cluster=cfg.cluster, policy="controller", controller=previous["controller"],
                                 controller_noise=cfg.explore_noise, seed=cfg.seed * 1_000_003 + 1_000_000,
-                                max_steps=cfg.episode_steps)).run()
+                                max_steps=cfg.episode_steps or cfg.max_steps)).run()
         episodes = _episodes(data)
         latents, vae = rd / "latents.h5", Path(previous.get("vae", run / "vae.pt"))
         if cfg.vae_epochs:

@@ -295,7 +295,7 @@ def run_main(cfg: MainConfig) -> dict:
         d = p.dream
         rounds = iterate.iterate(iterate.IterateConfig(
             run=str(run), rounds=d.rounds, data=str(data), start="zeros", tracks=courses, workers=workers,
-            cluster=cfg.cluster, episodes=d.episodes, episode_steps=p.max_steps, mdn_epochs=d.mdn_epochs,
+            cluster=cfg.cluster, episodes=d.episodes, episode_steps=p.race_steps, mdn_epochs=d.mdn_epochs,
             mdn_steps=d.mdn_steps, mdn_seq_len=min(32, p.max_steps // 2), done_weight=d.done_weight, popsize=d.popsize,
             vae_epochs=d.vae_epochs,
             rollouts=d.rollouts, generations=d.generations, dream_steps=d.dream_steps, eval_seeds=d.eval_seeds,
