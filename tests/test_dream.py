@@ -161,6 +161,11 @@ def test_dream_rollout_ends_at_a_lap_and_evaluations_dream_whole_races(tmp_path:
     assert (res.steps == 4).all() and res.done.all() and not res.stuck.any()
     whole = env.noise(0, 5, steps=30, race_start=1.0)
     assert whole["u"].shape[0] == 30 and bool(env.starts.at_start[whole["start"]].all())
+    # A start in the middle of a race counts the progress recorded before it: 700 there, 300 a step, a lap in one.
+    mid = int(torch.nonzero(~env.starts.at_start)[0])
+    env.starts.reward[mid] = 700.0 - 0.1 * float(env.starts.steps[mid])
+    noise = {**env.noise(0, 2), "start": torch.tensor([0, mid])}
+    assert env.run(np.zeros((1, (Z + H) * 3 + 3)), noise).steps.tolist() == [[4, 1]]
 
 
 def test_done_weight_scales_the_loss_of_ending_steps():
@@ -172,6 +177,35 @@ def test_done_weight_scales_the_loss_of_ending_steps():
     for done, factor in ((ends, 10.0), (running, 1.0)):  # the weight applies to done steps only
         plain = mdn.loss(heads, z[:, 1:], reward, done)["done"]
         torch.testing.assert_close(mdn.loss(heads, z[:, 1:], reward, done, done_weight=10.0)["done"], factor * plain)
+
+
+def test_windows_reach_episode_ends_as_often_as_any_step(tmp_path: Path):
+    """Every step but an episode's first L-1 ends L windows' worth of samples, so its last (done) step is trained on
+    as often as a step in its middle; an episode shorter than a window is sampled too, padded, and the padding is
+    masked out of the loss."""
+    from vmc.train_mdn import LatentSequences, batch_loss
+
+    lat = tiny_latents(tmp_path / "lat.h5", episodes=4, steps=25)
+    seqs = LatentSequences(lat, "train", 8)
+    b = seqs.sample(4000, np.random.default_rng(0))
+    assert b["z"].shape == (4000, 9, Z) and b["mask"].shape == (4000, 8)
+    # Each training episode is 25 steps: step 24 ends it; step 12 is in its middle. Both lie in windows started at
+    # 8 of the 25 steps of the episode.
+    dones = b["dones"][b["mask"]].sum().item()
+    assert 0.8 * 4000 * 8 / 25 < dones < 1.2 * 4000 * 8 / 25
+    assert not b["dones"][~b["mask"]].any() and (b["mask"].sum(1) < 8).any()  # windows cut by an episode's end
+    short = LatentSequences(tiny_latents(tmp_path / "short.h5", episodes=4, steps=3), "train", 8)  # shorter than L
+    bs = short.sample(16, np.random.default_rng(0))
+    assert bs["mask"].sum(1).max() == 3 and (bs["dones"].sum(1) == 1).all()  # every window ends its episode
+
+    torch.manual_seed(0)
+    mdn = MDNRNN(MDNRNNConfig(z_dim=Z, hidden=H, gaussians=3))
+    full = batch_loss(mdn, bs, torch.device("cpu"), done_weight=5.0)
+    junk = {**bs, "z": bs["z"].clone(), "rewards": bs["rewards"].clone()}
+    junk["z"][:, 4:] += 100.0  # what lies beyond a window's end changes nothing (the LSTM only looks back)
+    junk["rewards"][~bs["mask"]] = 7.0
+    for k, v in batch_loss(mdn, junk, torch.device("cpu"), done_weight=5.0).items():
+        torch.testing.assert_close(v, full[k])
 
 
 def tiny_checkpoints(tmp_path: Path) -> evolve.EvolveConfig:

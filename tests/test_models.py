@@ -60,6 +60,22 @@ def test_mdn_cell_steps_equal_the_sequence():
             torch.testing.assert_close(step[k], seq[k][:, t], rtol=1e-5, atol=1e-6)
 
 
+def test_mdn_reads_the_brake_as_the_game_applies_it():
+    """The game brakes above 0.5 and not below (``vmc.sim.env``): the MDN-RNN's input is that switch, so brakes of
+    0.55 and 0.95 are one action to the model, and 0.45 another (off, as 0)."""
+    torch.manual_seed(0)
+    m = MDNRNN(MDNRNNConfig(z_dim=6, hidden=16, gaussians=3)).eval()
+    z, a = torch.randn(1, 5, 6), torch.rand(1, 5, 3)
+
+    def h(brake: float) -> torch.Tensor:
+        with torch.no_grad():
+            return m(z, torch.cat([a[..., :2], torch.full((1, 5, 1), brake)], -1))[0]["h"]
+
+    torch.testing.assert_close(h(0.55), h(0.95))
+    torch.testing.assert_close(h(0.45), h(0.0))
+    assert not torch.allclose(h(0.45), h(0.55))
+
+
 def test_mdn_shapes_and_sampling():
     m = MDNRNN()
     heads, (h, c) = m(torch.randn(4, 10, 32), torch.randn(4, 10, 3))

@@ -30,21 +30,27 @@ from vmc.models.mdn import MDNRNN
 
 @dataclass
 class DreamStarts:
-    """Recorded latent states to start dreams from: z (S, Z), LSTM h and c (S, H) reached there, and
-    whether each is the first step of an episode (the race start)."""
+    """Recorded latent states to start dreams from: z (S, Z), LSTM h and c (S, H) reached there, the step of its
+    episode each is (S,) and the rewards recorded before it, summed (S,)."""
 
     z: torch.Tensor
     h: torch.Tensor
     c: torch.Tensor
-    at_start: torch.Tensor
+    steps: torch.Tensor
+    reward: torch.Tensor
+
+    @property
+    def at_start(self) -> torch.Tensor:
+        """(S,) bool: the first step of an episode (the race start)."""
+        return self.steps == 0
 
     @classmethod
     def from_latents(cls, path: Path, mdn: MDNRNN, split: str = "train", every: int = 10) -> DreamStarts:
         """Starts from a latent file (``vmc.train_vae``): every episode's first step, and every ``every``-th step
         after it, with the LSTM state from running the MDN-RNN over the recorded (z, action) prefix."""
-        zs, hs, cs, first = [], [], [], []
+        zs, hs, cs, steps, rewards = [], [], [], [], []
         with torch.no_grad():
-            for ep in read_latents(path, split, 1, ("mu", "actions")):
+            for ep in read_latents(path, split, 1, ("mu", "actions", "rewards")):
                 mu, actions = torch.from_numpy(ep["mu"]), torch.from_numpy(ep["actions"])
                 picks = list(range(0, len(actions), every))
                 state = mdn.initial_state(1)
@@ -56,10 +62,12 @@ class DreamStarts:
                 zs.append(mu[picks])
                 hs.append(torch.stack([h_t[t] for t in picks]))
                 cs.append(torch.stack([c_t[t] for t in picks]))
-                first.append(torch.tensor([t == 0 for t in picks]))
+                steps.append(torch.tensor(picks))
+                before = np.concatenate([[0.0], np.cumsum(ep["rewards"], dtype=np.float64)])
+                rewards.append(torch.tensor(before[picks], dtype=torch.float32))
         if not zs:
             raise CheckpointError(f"{path}: no {split} episode to start dreams from")
-        return cls(torch.cat(zs), torch.cat(hs), torch.cat(cs), torch.cat(first))
+        return cls(torch.cat(zs), torch.cat(hs), torch.cat(cs), torch.cat(steps), torch.cat(rewards))
 
     def __len__(self) -> int:
         return len(self.z)
@@ -112,7 +120,8 @@ class DreamEnv:
     progress (reward plus the step cost) must add up to ``min_progress`` within every ``stuck_steps`` steps. A
     dream that only ends where the done head fires lets a controller stand still or crawl along a wall for free,
     which the real game ends after 60 steps. Like a real race, a rollout also ends once its predicted progress
-    adds up to a lap (``lap_reward``): a dream cannot pay more than the game does."""
+    adds up to a lap (``lap_reward``), counting the progress recorded before a start in the middle of a race: a
+    dream cannot pay more than the game does."""
 
     def __init__(self, mdn: MDNRNN, starts: DreamStarts, temperature: float = 1.15, max_steps: int = 500,
                  action_noise: float = 0.1, done_threshold: float = 0.5, race_start: float = 0.5,
@@ -155,6 +164,7 @@ class DreamEnv:
         done = torch.zeros(p * r, dtype=torch.bool, device=dev)
         stuck = torch.zeros(p * r, dtype=torch.bool, device=dev)
         gained = torch.zeros(p * r, device=dev)  # predicted progress since the last time it reached min_progress
+        before = (self.starts.reward[idx] + self.step_cost * self.starts.steps[idx]).to(dev).expand(p, r).reshape(-1)
         since = torch.zeros(p * r, dtype=torch.long, device=dev)
         for t in range(noise["u"].shape[0]):
             a = batched_actions(params, z.view(p, r, -1), state[0][0].view(p, r, -1)).reshape(p * r, -1)
@@ -174,7 +184,7 @@ class DreamEnv:
                 stuck |= stalled
                 ends |= stalled
             if self.lap_reward:
-                ends |= alive & (scores + self.step_cost * steps >= self.lap_reward)
+                ends |= alive & (before + scores + self.step_cost * steps >= self.lap_reward)
             done |= ends
             alive &= ~ends
             if not alive.any():

@@ -104,40 +104,54 @@ class TrainMDNConfig(Config):
 
 
 class LatentSequences:
-    """Episodes of one split of a latent file, in memory, sampled as fixed-length windows."""
+    """Episodes of one split of a latent file, in memory, sampled as windows of up to ``seq_len`` steps.
+
+    A window starts at any step of any episode with the same chance, so every step but an episode's first
+    ``seq_len - 1`` ends as many windows: the steps just before an episode ends (its crash, its getting stuck, its
+    lap) are trained on as often as any other. Windows that would run past the end stop there and are padded;
+    ``mask`` leaves the padding out of the loss. (Windows that had to fit inside an episode saw its last step in one
+    window of every ``seq_len``, so the done head learnt endings at a fraction of their rate, and episodes shorter
+    than a window, the quickest crashes, not at all.)"""
 
     def __init__(self, path: Path, split: str, seq_len: int) -> None:
-        self.episodes = read_latents(path, split, seq_len, ("mu", "logvar", "actions", "rewards", "terminations"))
+        self.episodes = read_latents(path, split, 1, ("mu", "logvar", "actions", "rewards", "terminations"))
         self.seq_len = seq_len
         if not self.episodes:
-            raise CheckpointError(f"{path}: no {split} episode with at least {seq_len} steps (lower --seq-len?)")
+            raise CheckpointError(f"{path}: no {split} episode")
         lengths = np.array([len(e["actions"]) for e in self.episodes], float)
-        self.weights = (lengths - seq_len + 1) / (lengths - seq_len + 1).sum()  # every window equally likely
+        self.weights = lengths / lengths.sum()  # every start step equally likely
 
     def sample(self, batch: int, rng: np.random.Generator, sample_z: bool = True) -> dict[str, torch.Tensor]:
-        """z (B, L+1, Z), actions (B, L, A), rewards (B, L), dones (B, L)."""
-        L = self.seq_len
-        out: dict[str, list] = {"z": [], "actions": [], "rewards": [], "dones": []}
-        for e in rng.choice(len(self.episodes), size=batch, p=self.weights):
+        """z (B, L+1, Z), actions (B, L, A), rewards (B, L), dones (B, L), mask (B, L): the window's own steps
+        (True) and the padding after an episode's end (False, zeros in the other arrays)."""
+        L, first = self.seq_len, self.episodes[0]
+        out = {"z": np.zeros((batch, L + 1, first["mu"].shape[1]), np.float32),
+               "actions": np.zeros((batch, L, first["actions"].shape[1]), np.float32),
+               "rewards": np.zeros((batch, L), np.float32), "dones": np.zeros((batch, L), np.float32),
+               "mask": np.zeros((batch, L), bool)}
+        for i, e in enumerate(rng.choice(len(self.episodes), size=batch, p=self.weights)):
             ep = self.episodes[e]
-            s = int(rng.integers(len(ep["actions"]) - L + 1))
-            mu, logvar = ep["mu"][s:s + L + 1], ep["logvar"][s:s + L + 1]
-            z = mu + rng.standard_normal(mu.shape).astype(np.float32) * np.exp(0.5 * logvar) if sample_z else mu
-            out["z"].append(z)
-            out["actions"].append(ep["actions"][s:s + L])
-            out["rewards"].append(ep["rewards"][s:s + L])
-            out["dones"].append(ep["terminations"][s:s + L])
-        return {k: torch.from_numpy(np.stack(v).astype(np.float32)) for k, v in out.items()}
+            s = int(rng.integers(len(ep["actions"])))
+            n = min(L, len(ep["actions"]) - s)
+            mu, logvar = ep["mu"][s:s + n + 1], ep["logvar"][s:s + n + 1]
+            out["z"][i, :n + 1] = mu + rng.standard_normal(mu.shape).astype(np.float32) * np.exp(0.5 * logvar) if sample_z else mu
+            out["actions"][i, :n] = ep["actions"][s:s + n]
+            out["rewards"][i, :n] = ep["rewards"][s:s + n]
+            out["dones"][i, :n] = ep["terminations"][s:s + n]
+            out["mask"][i, :n] = True
+        return {k: torch.from_numpy(v) for k, v in out.items()}
 
 
 def batch_loss(model: MDNRNN, batch: dict[str, torch.Tensor], device: torch.device, bf16: bool = False,
                done_weight: float = 1.0) -> dict[str, torch.Tensor]:
-    """Loss terms of one batch of windows (the forward pass in bfloat16 autocast when ``bf16``)."""
+    """Loss terms of one batch of windows (the forward pass in bfloat16 autocast when ``bf16``), over the steps
+    of ``batch['mask']``."""
     z = batch["z"].to(device)
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
         heads, _ = model(z[:, :-1], batch["actions"].to(device))
     heads = {k: v.float() for k, v in heads.items()}
-    return model.loss(heads, z[:, 1:], batch["rewards"].to(device), batch["dones"].to(device), done_weight)
+    return model.loss(heads, z[:, 1:], batch["rewards"].to(device), batch["dones"].to(device), done_weight,
+                      batch["mask"].to(device))
 
 
 def train(cfg: TrainMDNConfig, progress: bool = True) -> dict:

@@ -149,9 +149,9 @@ class AgentStep(nn.Module):
     frame is encoded and the controller acts on [z, h]. The LSTM step is deferred to the next frame because the
     action taken may differ from the controller's (noise, DAgger's expert, a perturbation spell)."""
 
-    def __init__(self, encoder: nn.Module, cell: nn.LSTMCell, still: Optional[Stillness] = None) -> None:
+    def __init__(self, encoder: nn.Module, cell: nn.LSTMCell, action_dim: int, still: Optional[Stillness] = None) -> None:
         super().__init__()
-        self.encoder, self.cell, self.still = encoder, cell, still
+        self.encoder, self.cell, self.action_dim, self.still = encoder, cell, action_dim, still
 
     def forward(self, frames: torch.Tensor, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor, first: torch.Tensor,
                 s: torch.Tensor, *params: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -159,7 +159,8 @@ class AgentStep(nn.Module):
         before it; first (1, 1) bool: no previous step (h and c are kept); s (1, 1) the previous step's
         :class:`Stillness` input (unused without one); params the controller's layers (W1 (3 or hidden, Z + H
         [+ 1]), b1, ...) → z (1, Z), action (1, 3), h, c (1, H), the state the action was chosen from, and s (1, 1)."""
-        h_next, c_next = self.cell(x, (h, c))
+        a = self.action_dim
+        h_next, c_next = self.cell(torch.cat([x[:, :-a], MDNRNN.applied(x[:, -a:])], dim=-1), (h, c))
         h, c = torch.where(first, h, h_next), torch.where(first, c, c_next)
         z = self.encoder(frames)
         inputs = [z, h]
@@ -201,7 +202,7 @@ class WorldModelAgent:
         self.params = [p.detach().numpy() for p in controller.parameters()]  # views: set_flat shows through
         size, cfg = self.vae.config.image_size, self.mdn.config
         if self.runtime == "onnxruntime":
-            graph = AgentStep(FrameEncoder(self.vae), self.mdn.cell(), self.still)
+            graph = AgentStep(FrameEncoder(self.vae), self.mdn.cell(), cfg.action_dim, self.still)
             state = torch.zeros(1, cfg.hidden)
             example = (torch.zeros(1, size, size, 3, dtype=torch.uint8), torch.zeros(1, cfg.z_dim + cfg.action_dim),
                        state, state, torch.ones(1, 1, dtype=torch.bool), torch.zeros(1, 1), *controller.parameters())
@@ -209,7 +210,7 @@ class WorldModelAgent:
                                                       *(f"param{i}" for i in range(len(self.params)))],
                                       ["z", "action", "h_next", "c_next", "s_next"])
         else:
-            module = AgentStep(FrameEncoder.fast(self.vae), self.mdn.cell(), self.still)
+            module = AgentStep(FrameEncoder.fast(self.vae), self.mdn.cell(), cfg.action_dim, self.still)
             self.step = lambda *x: [t.numpy() for t in module(*map(torch.from_numpy, x))]
 
     def set_params(self, params: np.ndarray) -> None:

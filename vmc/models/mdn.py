@@ -39,6 +39,14 @@ class MDNRNN(nn.Module):
         self.reward = nn.Linear(config.hidden, 1)
         self.done = nn.Linear(config.hidden, 1)
 
+    @staticmethod
+    def applied(a: torch.Tensor) -> torch.Tensor:
+        """Actions (..., A) as the game applies them, which is what the LSTM reads: steering and acceleration as
+        given, the brake (and any further switch: nitro, drift, fire) as 0 or 1, on above 0.5 as
+        :class:`vmc.sim.env.SuperTuxKartEnv` sets it. A controller's brake of 0.45 and one of 0.55 then differ to
+        the model as they differ to the kart (off and on), and 0.55 and 0.95 do not."""
+        return torch.cat([a[..., :2], (a[..., 2:] > 0.5).to(a.dtype)], dim=-1)
+
     def initial_state(self, batch: int, device: torch.device | str = "cpu") -> State:
         """Zero (h, c), each (1, B, hidden)."""
         h = torch.zeros(1, batch, self.config.hidden, device=device)
@@ -59,7 +67,7 @@ class MDNRNN(nn.Module):
     def forward(self, z: torch.Tensor, a: torch.Tensor, state: Optional[State] = None) -> tuple[dict[str, torch.Tensor], State]:
         """z (B, T, Z), a (B, T, A) → heads over T: ``log_pi``/``mu``/``log_sigma`` (B, T, K, Z) for
         z_{t+1}, ``reward`` and ``done_logit`` (B, T) for step t, ``h`` (B, T, hidden); and the state."""
-        out, state = self.lstm(torch.cat([z, a], dim=-1), state)
+        out, state = self.lstm(torch.cat([z, self.applied(a)], dim=-1), state)
         return self._heads(out), state
 
     def step(self, z: torch.Tensor, a: torch.Tensor, state: Optional[State] = None) -> tuple[dict[str, torch.Tensor], State]:
@@ -69,7 +77,8 @@ class MDNRNN(nn.Module):
 
     def cell(self) -> nn.LSTMCell:
         """An ``nn.LSTMCell`` with a copy of the LSTM's weights: the same step for one sequence at a time, a fraction
-        of ``nn.LSTM``'s per-call cost (what a driving agent uses, :class:`vmc.models.controller.WorldModelAgent`)."""
+        of ``nn.LSTM``'s per-call cost (what a driving agent uses, :class:`vmc.models.controller.WorldModelAgent`).
+        It takes [z, a] with ``a`` already as :meth:`applied` gives it."""
         cell = nn.LSTMCell(self.lstm.input_size, self.lstm.hidden_size)
         with torch.no_grad():
             for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
@@ -79,25 +88,27 @@ class MDNRNN(nn.Module):
     def step_state(self, z: torch.Tensor, a: torch.Tensor, state: Optional[State] = None) -> State:
         """One LSTM step without the heads: z (B, Z), a (B, A) → the new state. What a driving agent needs (it
         reads h, never the mixture), at a fraction of :meth:`step`'s cost."""
-        return self.lstm(torch.cat([z, a], dim=-1).unsqueeze(1), state)[1]
+        return self.lstm(torch.cat([z, self.applied(a)], dim=-1).unsqueeze(1), state)[1]
 
     @staticmethod
-    def mdn_nll(heads: dict[str, torch.Tensor], target: torch.Tensor) -> torch.Tensor:
+    def mdn_nll(heads: dict[str, torch.Tensor], target: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Mean negative log-likelihood per latent dimension of ``target`` (B, T, Z) under the mixture
-        (log-sum-exp over components)."""
+        (log-sum-exp over components), over the steps of ``mask`` (B, T) if given."""
         t = target.unsqueeze(-2)  # (B, T, 1, Z)
         log_sigma = heads["log_sigma"]
         log_prob = -0.5 * ((t - heads["mu"]) / log_sigma.exp()) ** 2 - log_sigma - 0.5 * math.log(2 * math.pi)
-        return -torch.logsumexp(heads["log_pi"] + log_prob, dim=-2).mean()
+        return _mean(-torch.logsumexp(heads["log_pi"] + log_prob, dim=-2).mean(-1), mask)
 
     def loss(self, heads: dict[str, torch.Tensor], z_next: torch.Tensor, reward: torch.Tensor,
-             done: torch.Tensor, done_weight: float = 1.0) -> dict[str, torch.Tensor]:
+             done: torch.Tensor, done_weight: float = 1.0, mask: Optional[torch.Tensor] = None) -> dict[str, torch.Tensor]:
         """MDN NLL of z_{t+1} (B, T, Z), squared error of reward (B, T) and BCE of done (B, T), whose done steps
-        weigh ``done_weight`` times the others."""
-        nll = self.mdn_nll(heads, z_next)
-        r = F.mse_loss(heads["reward"], reward)
+        weigh ``done_weight`` times the others; each a mean over the steps of ``mask`` (B, T) bool if given (a
+        window's padding left out), else over all."""
+        nll = self.mdn_nll(heads, z_next, mask)
+        r = _mean((heads["reward"] - reward) ** 2, mask)
         weight = None if done_weight == 1.0 else torch.tensor(done_weight, device=done.device)
-        d = F.binary_cross_entropy_with_logits(heads["done_logit"], done.float(), pos_weight=weight)
+        d = _mean(F.binary_cross_entropy_with_logits(heads["done_logit"], done.float(), pos_weight=weight,
+                                                     reduction="none"), mask)
         return {"loss": nll + r + d, "nll": nll, "reward": r, "done": d}
 
     @staticmethod
@@ -119,3 +130,8 @@ class MDNRNN(nn.Module):
         mu = heads["mu"].gather(-2, idx).squeeze(-2)
         sigma = heads["log_sigma"].gather(-2, idx).squeeze(-2).exp() * math.sqrt(max(temperature, 0.0))
         return mu + sigma * eps
+
+
+def _mean(x: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
+    """Mean of ``x`` (B, T) over the True steps of ``mask`` (B, T), or over all of them without one."""
+    return x.mean() if mask is None else x[mask].mean()
