@@ -285,7 +285,7 @@ def usable_cores() -> int:
 
 def make_pool(cluster: str, workers: int, setup: Callable, setup_args: tuple = (), task_timeout: float = 600.0,
               name: str = "vmc-worker"):
-    """The pool every stage uses: a :class:`GamePool` for ``cluster='local'`` (``workers`` 0: one per core), else a
+    """The pool every stage uses: a :class:`GamePool` for ``cluster='local'`` (``workers`` 0: :func:`usable_cores`), else a
     :class:`vmc.cluster.RayPool` on that Ray cluster (``workers`` 0: one per CPU of the cluster); see
     :data:`vmc.cluster.CLUSTER_HELP`."""
     if cluster == "local":
