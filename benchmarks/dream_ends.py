@@ -40,8 +40,7 @@ def main() -> None:
         env = DreamEnv(mdn, DreamStarts.from_latents(folder / "latents.h5", mdn), temperature=a.temperature,
                        max_steps=a.steps, stuck_steps=a.stuck_steps)
         res = env.run(np.asarray(ck["params"])[None], env.noise(10**9, a.races, race_start=1.0))
-        s, steps, done, stuck = res.scores[0], res.steps[0], res.done[0], res.stuck[0]
-        lap = done & ~stuck & (s + env.step_cost * steps >= env.lap_reward - 1e-3)
+        s, done, stuck, lap = res.scores[0], res.done[0], res.stuck[0], res.lap[0]
         head = done & ~stuck & ~lap
         print(f"| {folder} | {s.mean():.1f} ± {s.std():.1f} | {int(head.sum())} | {int(stuck.sum())} | {int(lap.sum())} "
               f"| {int((~done).sum())} |")

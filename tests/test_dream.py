@@ -150,6 +150,7 @@ def test_stuck_rule_ends_rollouts_that_make_no_progress(tmp_path: Path, reward: 
                    stuck_steps=5, min_progress=2.0)
     res = env.run(np.zeros((2, (Z + H) * 3 + 3)), env.noise(0, 3))
     assert (res.steps == steps).all() and bool(res.stuck.all()) == stuck and bool(res.done.all()) == stuck
+    assert not res.lap.any()
     off = DreamEnv(mdn, env.starts, max_steps=40, stuck_steps=0).run(np.zeros((1, (Z + H) * 3 + 3)), env.noise(0, 3))
     assert (off.steps == 40).all() and not off.stuck.any()  # the rule is off with stuck_steps 0
 
@@ -158,7 +159,7 @@ def test_dream_rollout_ends_at_a_lap_and_evaluations_dream_whole_races(tmp_path:
     mdn = constant_heads(tiny_mdn(), 300.0 - 0.1)  # 300 of progress a step: a lap (1000) within the 4th step
     env = DreamEnv(mdn, DreamStarts.from_latents(tiny_latents(tmp_path / "lat.h5"), mdn), max_steps=12)
     res = env.run(np.zeros((1, (Z + H) * 3 + 3)), env.noise(0, 2))
-    assert (res.steps == 4).all() and res.done.all() and not res.stuck.any()
+    assert (res.steps == 4).all() and res.done.all() and res.lap.all() and not res.stuck.any()
     whole = env.noise(0, 5, steps=30, race_start=1.0)
     assert whole["u"].shape[0] == 30 and bool(env.starts.at_start[whole["start"]].all())
     # A start in the middle of a race counts the progress recorded before it: 700 there, 300 a step, a lap in one.

@@ -111,6 +111,8 @@ class DreamResult:
     """(P, R) whether the done head or the stuck rule ended the rollout."""
     stuck: torch.Tensor
     """(P, R) whether the stuck rule ended the rollout."""
+    lap: torch.Tensor
+    """(P, R) whether the rollout ended on a lap (its predicted progress, with the start's, reached a lap)."""
 
 
 class DreamEnv:
@@ -163,6 +165,7 @@ class DreamEnv:
         steps = torch.zeros(p * r, dtype=torch.long, device=dev)
         done = torch.zeros(p * r, dtype=torch.bool, device=dev)
         stuck = torch.zeros(p * r, dtype=torch.bool, device=dev)
+        lap = torch.zeros(p * r, dtype=torch.bool, device=dev)
         gained = torch.zeros(p * r, device=dev)  # predicted progress since the last time it reached min_progress
         before = (self.starts.reward[idx] + self.step_cost * self.starts.steps[idx]).to(dev).expand(p, r).reshape(-1)
         since = torch.zeros(p * r, dtype=torch.long, device=dev)
@@ -184,13 +187,15 @@ class DreamEnv:
                 stuck |= stalled
                 ends |= stalled
             if self.lap_reward:
-                ends |= alive & (before + scores + self.step_cost * steps >= self.lap_reward)
+                lapped = alive & ~ends & (before + scores + self.step_cost * steps >= self.lap_reward)
+                lap |= lapped
+                ends |= lapped
             done |= ends
             alive &= ~ends
             if not alive.any():
                 break
             z = MDNRNN.sample_with(heads, self.temperature, u[t].repeat(p, 1), eps[t].repeat(p, 1))
-        return DreamResult(*(x.cpu().view(p, r) for x in (scores, steps, done, stuck)))
+        return DreamResult(*(x.cpu().view(p, r) for x in (scores, steps, done, stuck, lap)))
 
 
 def load_dream(mdn: MDNRNN, latents: Path, temperature: float, max_steps: int, action_noise: float,
