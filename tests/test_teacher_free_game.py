@@ -48,6 +48,8 @@ def test_teacher_free_recipe_runs_two_rounds_and_resumes_after_kill(tmp_path: Pa
     rows = [json.loads((run / "iterate" / f"round-{k}" / "round.json").read_text()) for k in (1, 2)]
     assert rows[1]["episodes"] == rows[0]["episodes"] + 2 and rows[1]["steps"] > rows[0]["steps"]
     assert all(r["points"] and r["seconds"] > 0 for r in rows)  # dream-vs-real points and wall time per round
+    # The kept controller's dream score again on draws that did not pick it.
+    assert all(isinstance(r["dream_check"], float) and r["dream_check_std"] >= 0 for r in rows)
     assert (run / "iterate" / "rounds.csv").read_text().count("\n") == 3  # header + 2 rounds
     # Round 2 fine-tuned the VAE on the grown collection and encoded it with that VAE.
     vae2 = load_checkpoint(Path(rows[1]["vae"]), "vae")

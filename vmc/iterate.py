@@ -195,10 +195,12 @@ def run_round(cfg: IterateConfig, k: int, previous: Optional[dict]) -> dict:
                                eval_population=cfg.eval_population, dream_eval_rollouts=cfg.dream_eval_rollouts,
                                resume=(rd / "controller" / "evolve.pt").exists())
     summary = evolve.evolve(ecfg)
-    ev, start_ev = summary["evals"][-1], summary["evals"][0]
+    # The evaluation whose pick is best.pt: the highest dream score, the earliest on a tie (as evolve keeps it).
+    ev, start_ev = max(summary["evals"], key=lambda e: e["dream_mean"]), summary["evals"][0]
     row = {"round": k, "episodes": len(episodes), "steps": int(sum(e.length for e in episodes)), "vae": str(vae), "mdn": str(mdn),
            "latents": str(latents), "controller": str(ecfg.out / "best.pt"), "start_real": start_ev["mean"],
            "start_dream": start_ev.get("dream_mean"), "dream": ev.get("dream_mean"), "dream_std": ev.get("dream_std"),
+           "dream_check": ev.get("dream_check"), "dream_check_std": ev.get("dream_check_std"),
            "real": ev["mean"], "real_std": ev["std"], "noise_free": ev["noise_free"], "laps": ev["laps"],
            "races": ev["races"], "kept": ev["which"], "seconds": time.perf_counter() - t0,
            "points": [{"round": k, "generation": e["generation"], "candidate": name, "dream": c["dream_mean"],
@@ -263,8 +265,8 @@ def dream_vs_real(rows: list[dict], out: Path) -> Optional[float]:
     return r
 
 
-TABLE = ["round", "episodes", "steps", "dream", "dream_std", "real", "real_std", "noise_free", "laps", "races", "kept",
-         "seconds", "start_dream", "start_real"]
+TABLE = ["round", "episodes", "steps", "dream", "dream_std", "dream_check", "dream_check_std", "real", "real_std",
+         "noise_free", "laps", "races", "kept", "seconds", "start_dream", "start_real"]
 """The columns of ``rounds.csv``."""
 
 
@@ -277,10 +279,11 @@ def iterate(cfg: IterateConfig) -> list[dict]:
     for k in range(1, cfg.rounds + 1):
         rows.append(run_round(cfg, k, rows[-1] if rows else None))
         r = rows[-1]
-        log.info("round %d: %d episodes (%d steps), dream %.1f ± %.1f, real %.1f ± %.1f over %d seeds (%d/%d laps, "
-                 "%.1f without noise), %.0f s", k, r["episodes"], r["steps"], r["dream"], r["dream_std"], r["real"],
-                 r["real_std"], cfg.eval_seeds, r["laps"], r["races"], r["noise_free"], r["seconds"])
-        records.scalars(str(out), "iterate", {c: r[c] for c in TABLE}, k)
+        fresh = "" if r.get("dream_check") is None else f" ({r['dream_check']:.1f} on fresh draws)"
+        log.info("round %d: %d episodes (%d steps), dream %.1f ± %.1f%s, real %.1f ± %.1f over %d seeds (%d/%d laps, "
+                 "%.1f without noise), %.0f s", k, r["episodes"], r["steps"], r["dream"], r["dream_std"], fresh,
+                 r["real"], r["real_std"], cfg.eval_seeds, r["laps"], r["races"], r["noise_free"], r["seconds"])
+        records.scalars(str(out), "iterate", {c: r.get(c) for c in TABLE}, k)  # rounds from before a column: None
         with open(out / "rounds.csv", "w", newline="") as fh:
             w = csv.DictWriter(fh, fieldnames=TABLE, extrasaction="ignore")
             w.writeheader()
@@ -293,10 +296,12 @@ def iterate(cfg: IterateConfig) -> list[dict]:
 
 def print_table(rows: list[dict]) -> None:
     """The rounds as a table on stdout."""
-    print(f"\n{'round':>5} {'episodes':>8} {'steps':>7} {'dream':>15} {'real (noisy)':>15} {'noise-free':>10} "
-          f"{'laps':>7} {'s':>6}")
+    print(f"\n{'round':>5} {'episodes':>8} {'steps':>7} {'dream (pick)':>15} {'dream (fresh)':>15} {'real (noisy)':>15} "
+          f"{'noise-free':>10} {'laps':>7} {'s':>6}")
     for r in rows:
-        print(f"{r['round']:>5} {r['episodes']:>8} {r['steps']:>7} {r['dream']:>8.1f} ± {r['dream_std']:<5.1f} "
+        fresh = (f"{r['dream_check']:>8.1f} ± {r['dream_check_std']:<5.1f}" if r.get("dream_check") is not None
+                 else f"{'-':>15}")
+        print(f"{r['round']:>5} {r['episodes']:>8} {r['steps']:>7} {r['dream']:>8.1f} ± {r['dream_std']:<5.1f} {fresh} "
               f"{r['real']:>8.1f} ± {r['real_std']:<5.1f} {r['noise_free']:>10.1f} {r['laps']:>3}/{r['races']:<3} "
               f"{r['seconds']:>6.0f}")
 
