@@ -172,6 +172,10 @@ class MainConfig(Config):
     machine), ``ray`` (join the running Ray cluster of ``RAY_ADDRESS`` or ``ray start``), ``ray-local`` (start a
     private Ray here) or a Ray address (``HOST:6379``, ``ray://HOST:10001``); on Ray, ``--workers 0`` is one worker
     per CPU of the cluster. Training and play stay on this machine."""
+    seed: int = 0
+    """Seed of collection, training, DAgger, CMA-ES and the teacher-free rounds: another seed is another run of the
+    same recipe (its run and data folders get ``-seed<N>``); the final evaluation keeps its seeds, so that runs
+    are compared on the same races."""
     force: bool = False
     """Start every stage over even if the run folder holds work made with another config."""
 
@@ -200,7 +204,7 @@ class MainConfig(Config):
     @property
     def run(self) -> Path:
         return Path(self.runs) / (self.name or run_name(self.training_tracks, self.preset)
-                                  + ("-teacher-free" if self.teacher_free else ""))
+                                  + ("-teacher-free" if self.teacher_free else "") + (f"-seed{self.seed}" if self.seed else ""))
 
     @property
     def data_path(self) -> Path:
@@ -264,14 +268,15 @@ def run_main(cfg: MainConfig) -> dict:
     stage("2/6 collect")
     t0 = time.perf_counter()
     m = Collector(CollectConfig(out=str(data), tracks=courses, episodes=p.episodes, workers=workers, cluster=cfg.cluster,
-                                max_steps=p.max_steps, policy="brownian" if cfg.teacher_free else "mix")).run(record_to=run)
+                                max_steps=p.max_steps, policy="brownian" if cfg.teacher_free else "mix",
+                                seed=cfg.seed * 1_000_003)).run(record_to=run)  # apart from every other seed's episodes
     print(f"{m['episodes']} episodes, {m['steps']} steps in {data}")
     timings["collect"] = time.perf_counter() - t0
 
     stage("3/6 train_vae")
     t0 = time.perf_counter()
     teacher = 0.0 if cfg.teacher_free else p.teacher_weight
-    vae_cfg = train_vae.TrainVAEConfig(data=str(data), run=str(run), epochs=p.vae_epochs, force=cfg.force,
+    vae_cfg = train_vae.TrainVAEConfig(data=str(data), run=str(run), epochs=p.vae_epochs, force=cfg.force, seed=cfg.seed,
                                        teacher_weight=teacher, model=VAEConfig(teacher_outputs=3 if teacher else 0),
                                        resume=(run / "vae.last.pt").exists() and not cfg.force)
     train_vae.train(vae_cfg)
@@ -281,7 +286,7 @@ def run_main(cfg: MainConfig) -> dict:
     stage("4/6 train_mdn")
     t0 = time.perf_counter()
     mdn_cfg = train_mdn.TrainMDNConfig(run=str(run), epochs=p.mdn_epochs, steps_per_epoch=p.mdn_steps,
-                                       seq_len=min(32, p.max_steps // 2), force=cfg.force,
+                                       seq_len=min(32, p.max_steps // 2), force=cfg.force, seed=cfg.seed,
                                        done_weight=p.dream.done_weight if cfg.teacher_free else 1.0,
                                        resume=(run / "mdn.last.pt").exists() and not cfg.force)
     train_mdn.train(mdn_cfg)
@@ -299,7 +304,7 @@ def run_main(cfg: MainConfig) -> dict:
             mdn_steps=d.mdn_steps, mdn_seq_len=min(32, p.max_steps // 2), done_weight=d.done_weight, popsize=d.popsize,
             vae_epochs=d.vae_epochs,
             rollouts=d.rollouts, generations=d.generations, dream_steps=d.dream_steps, eval_seeds=d.eval_seeds,
-            max_steps=p.race_steps, force=cfg.force))
+            max_steps=p.race_steps, seed=cfg.seed, force=cfg.force))
         iterate.print_table(rounds)
         best, fitness = Path(rounds[-1]["controller"]), rounds[-1]["dream"]
     else:
@@ -310,7 +315,7 @@ def run_main(cfg: MainConfig) -> dict:
                                      dagger_episodes=p.dagger_episodes, dagger_perturb=p.dagger_perturb,
                                      dagger_recover=p.dagger_recover, controller_hidden=p.controller_hidden,
                                      controller_still=p.controller_still,
-                                     tracks_per_generation=p.tracks_per_generation,
+                                     tracks_per_generation=p.tracks_per_generation, seed=cfg.seed,
                                      force=cfg.force, resume=(run / "controller" / "evolve.pt").exists() and not cfg.force)
         best, fitness = ev_cfg.out / "best.pt", evolve.evolve(ev_cfg)["best_fitness"]
     timings["evolve"] = time.perf_counter() - t0
