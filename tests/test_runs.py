@@ -70,13 +70,12 @@ def test_tracks_presets_train_one_or_both_ways_and_evaluate_forward():
 
 def test_another_seed_is_another_run_of_the_same_recipe():
     """``--seed N`` keeps its run and data apart from seed 0's, which keeps the names it always had."""
+    from vmc import cli
     from vmc.main import MainConfig
 
     zero, one = MainConfig(teacher_free=True), MainConfig(teacher_free=True, seed=1)
     assert zero.run.name == "lighthouse-small-teacher-free" and one.run.name == "lighthouse-small-teacher-free-seed1"
     assert one.data_path == Path("data/lighthouse-small-teacher-free-seed1") != zero.data_path
-    from vmc import cli
-
     assert cli.parse(MainConfig, ["--teacher-free", "--seed", "2"], "vmc.main").run.name.endswith("-teacher-free-seed2")
 
 
