@@ -140,8 +140,8 @@ class EvolveConfig(Config):
     (0: ``--eval-rollouts``); dream races are cheap where real ones are not, and a pick on few of them is luck."""
     dream_check_rollouts: int = 100
     """Dream races on fresh draws for the picked candidate's reported dream score (``dream_check`` in ``evolve.pt``'s
-    evaluations; 0: none): the draws that picked it among the candidates flatter it, by 138 points a round on average
-    in a teacher-free run (README, Without a teacher)."""
+    evaluations; 0: none): the draws that picked it among the candidates flatter it, by 119-140 points a round on
+    average in two teacher-free runs (README, Without a teacher)."""
     eval_population: int = 0
     """At each evaluation, also score this many candidates of the last generation (spread over its ranks) in the
     real game and the dream: points for the dream-vs-real correlation (``evals`` in ``evolve.pt``, with each
