@@ -29,6 +29,7 @@ def main() -> None:
 
     from vmc.checkpoints import load_controller, load_mdn
     from vmc.dream import DreamEnv, DreamStarts
+    from vmc.evolve import PICK_DRAWS
 
     torch.set_num_threads(1)
     print(f"\n{a.races} dream races from the start, {a.steps} steps, temperature {a.temperature}\n")
@@ -39,7 +40,7 @@ def main() -> None:
         ck, _ = load_controller(folder / "controller" / "best.pt")
         env = DreamEnv(mdn, DreamStarts.from_latents(folder / "latents.h5", mdn), temperature=a.temperature,
                        max_steps=a.steps, stuck_steps=a.stuck_steps)
-        res = env.run(np.asarray(ck["params"])[None], env.noise(10**9, a.races, race_start=1.0))
+        res = env.run(np.asarray(ck["params"])[None], env.noise(PICK_DRAWS, a.races, race_start=1.0))
         s, done, stuck, lap = res.scores[0], res.done[0], res.stuck[0], res.lap[0]
         head = done & ~stuck & ~lap
         print(f"| {folder} | {s.mean():.1f} ± {s.std():.1f} | {int(head.sum())} | {int(stuck.sum())} | {int(lap.sum())} "

@@ -24,6 +24,7 @@ from vmc.latents import read_latents
 from vmc.models.controller import Controller, Stillness, controller_hidden
 from vmc.models.mdn import MDNRNN
 from vmc.racing import DaggerRace
+from vmc.runs import SEED_STRIDE
 
 log = logging.getLogger("vmc.dagger")
 
@@ -165,7 +166,7 @@ def dagger(pool, tracks: list[str], start: np.ndarray, rounds: int, episodes: in
     params = start
     for r in range(rounds):
         beta = 0.5 ** r
-        seeds = [seed * 1_000_003 + 500_000 + r * episodes + k for k in range(episodes)]
+        seeds = [seed * SEED_STRIDE + 500_000 + r * episodes + k for k in range(episodes)]
         res = pool.map([DaggerRace(params, tracks[(r * episodes + k) % len(tracks)], s, beta, perturb, recover=recover,
                                    crash=crash)
                         for k, s in enumerate(seeds)])

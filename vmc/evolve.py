@@ -39,7 +39,7 @@ from vmc.errors import CheckpointError, VmcError
 from vmc.evaluate import score_candidates
 from vmc.models.controller import Stillness
 from vmc.racing import AgentRace, racing_pool
-from vmc.runs import RUNS, check_resume
+from vmc.runs import RUNS, SEED_STRIDE, check_resume
 from vmc.sim.env import EnvConfig, check_track
 from vmc.training import plot_curves
 
@@ -193,9 +193,15 @@ class EvolveConfig(Config):
         return Path(self.run) / "controller"
 
 
+PICK_DRAWS = 10**9
+"""Seed of the dream races every candidate of an evaluation is scored on (the same for all: they pick best.pt)."""
+CHECK_DRAWS = PICK_DRAWS + 1
+"""Seed of the fresh dream races the picked candidate is scored on again (``dream_check``)."""
+
+
 def rollout_seeds(cfg: EvolveConfig, generation: int) -> list[int]:
     """The seeds every candidate of ``generation`` is scored on."""
-    return [cfg.seed * 1_000_003 + generation * cfg.rollouts + r for r in range(cfg.rollouts)]
+    return [cfg.seed * SEED_STRIDE + generation * cfg.rollouts + r for r in range(cfg.rollouts)]
 
 
 def generation_tracks(cfg: EvolveConfig, generation: int) -> list[str]:
@@ -255,7 +261,7 @@ def evaluate_candidates(pool, cfg: EvolveConfig, candidates: dict[str, np.ndarra
     out = score_candidates(pool, candidates, list(cfg.tracks), eval_seeds(cfg))
     if dream is not None:
         for name, params in candidates.items():
-            d = dream_races(dream, cfg, params, 10**9, cfg.dream_eval_rollouts or cfg.eval_rollouts)
+            d = dream_races(dream, cfg, params, PICK_DRAWS, cfg.dream_eval_rollouts or cfg.eval_rollouts)
             out[name].update(dream_mean=float(d.mean()), dream_std=float(d.std()), dream_races=len(d))
     return out
 
@@ -346,8 +352,8 @@ class Evolution:
                            "candidates": {k: {m: v[m] for m in ("mean", "std", "noise_free", "laps", "dream_mean", "params")
                                               if m in v} for k, v in ev.items()}})
         if dream is not None and self.cfg.dream_check_rollouts:
-            check = dream_races(dream, self.cfg, ev[name]["params"], 10**9 + 1, self.cfg.dream_check_rollouts)
-            self.evals[-1].update(dream_check=float(check.mean()), dream_check_std=float(check.std()))
+            fresh = dream_races(dream, self.cfg, ev[name]["params"], CHECK_DRAWS, self.cfg.dream_check_rollouts)
+            self.evals[-1].update(dream_check=float(fresh.mean()), dream_check_std=float(fresh.std()))
         records.scalars(self.cfg.run, "evolve/eval", {f"real_{k}" if k in ("mean", "std") else k: v
                                                       for k, v in self.evals[-1].items()
                                                       if k not in ("generation", "candidates")}, self.generation)

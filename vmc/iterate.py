@@ -27,7 +27,7 @@ from vmc import cli, records
 from vmc.checkpoints import load_checkpoint, vae_from
 from vmc.cli import Config, check_non_negative, check_positive
 from vmc.cluster import check_cluster
-from vmc.runs import RUNS, write_config
+from vmc.runs import RUNS, SEED_STRIDE, write_config
 
 log = logging.getLogger("vmc.iterate")
 
@@ -161,7 +161,7 @@ def run_round(cfg: IterateConfig, k: int, previous: Optional[dict]) -> dict:
         base = len(_episodes(Path(cfg.data)))
         Collector(CollectConfig(out=str(data), tracks=list(cfg.tracks), episodes=base + (k - 1) * cfg.episodes,
                                 workers=cfg.workers, cluster=cfg.cluster, policy="controller", controller=previous["controller"],
-                                controller_noise=cfg.explore_noise, seed=cfg.seed * 1_000_003 + 1_000_000,
+                                controller_noise=cfg.explore_noise, seed=cfg.seed * SEED_STRIDE + 1_000_000,
                                 max_steps=cfg.episode_steps or cfg.max_steps)).run()
         episodes = _episodes(data)
         latents, vae = rd / "latents.h5", Path(previous.get("vae", run / "vae.pt"))

@@ -33,7 +33,7 @@ from vmc import cli, records
 from vmc.cli import Config, check_non_negative
 from vmc.cluster import check_cluster
 from vmc.pool import default_workers
-from vmc.runs import RUNS, run_name, write_config
+from vmc.runs import RUNS, SEED_STRIDE, run_name, write_config
 from vmc.sim.env import REVERSE, check_track
 
 log = logging.getLogger("vmc.main")
@@ -269,7 +269,7 @@ def run_main(cfg: MainConfig) -> dict:
     t0 = time.perf_counter()
     m = Collector(CollectConfig(out=str(data), tracks=courses, episodes=p.episodes, workers=workers, cluster=cfg.cluster,
                                 max_steps=p.max_steps, policy="brownian" if cfg.teacher_free else "mix",
-                                seed=cfg.seed * 1_000_003)).run(record_to=run)  # apart from every other seed's episodes
+                                seed=cfg.seed * SEED_STRIDE)).run(record_to=run)
     print(f"{m['episodes']} episodes, {m['steps']} steps in {data}")
     timings["collect"] = time.perf_counter() - t0
 

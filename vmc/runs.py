@@ -22,6 +22,10 @@ from vmc.errors import ConfigMismatch
 RUNS = Path("runs")
 """Where run folders go by default."""
 
+SEED_STRIDE = 1_000_003
+"""Run seed ``s`` draws its race seeds from ``s * SEED_STRIDE`` on (each stage at its own offset below the
+stride), so that two seeds of one recipe never race the same seeds."""
+
 
 def run_name(tracks: Iterable[str], preset: str) -> str:
     """The default name of a main-job run: its tracks and preset (``lighthouse-small``, ``3tracks-debug``)."""
