@@ -27,7 +27,7 @@ import pickle
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, Optional
+from typing import ClassVar, Literal, Optional
 
 import numpy as np
 
@@ -142,6 +142,11 @@ class EvolveConfig(Config):
     """Dream races on fresh draws for the picked candidate's reported dream score (``dream_check`` in ``evolve.pt``'s
     evaluations; 0: none): the draws that picked it among the candidates flatter it, by 119-140 points a round on
     average in two teacher-free runs (README, Without a teacher)."""
+    keep: Literal["best", "mean"] = "best"
+    """What ``best.pt`` holds: ``best``, the evaluated candidate with the highest score at any evaluation (the dream's
+    score in a ``--dream`` run); ``mean``, the CMA-ES mean of the latest evaluation, whatever the scores say. In the
+    dream the scores rank a round's candidates no better than chance (README, Without a teacher), so a pick among
+    them is a draw, while the mean is the average of many generations' better halves."""
     eval_population: int = 0
     """At each evaluation, also score this many candidates of the last generation (spread over its ranks) in the
     real game and the dream: points for the dream-vs-real correlation (``evals`` in ``evolve.pt``, with each
@@ -340,11 +345,13 @@ class Evolution:
                     ["best", "mean", "best_so_far"], "CMA-ES fitness (mean score over rollouts)")
 
     def evaluate(self, pool, dream, candidates: dict[str, np.ndarray]) -> None:
-        """Score ``candidates``; keep the best in ``best.pt`` when it beats the best evaluation so far. In the
-        dream, "best" is the dream's score: the real races only report (the real game is never the fitness)."""
+        """Score ``candidates``; keep the best in ``best.pt`` when it beats the best evaluation so far (with
+        ``--keep mean``: the CMA-ES mean, or the starting mean at generation 0, always). In the dream, "best" is the
+        dream's score: the real races only report (the real game is never the fitness)."""
         ev = evaluate_candidates(pool, self.cfg, candidates, dream)
         key = "dream_mean" if dream is not None else "mean"
-        name = max(ev, key=lambda k: ev[k][key])
+        mean = self.cfg.keep == "mean"
+        name = next(k for k in ("mean", "initial") if k in ev) if mean else max(ev, key=lambda k: ev[k][key])
         self.evals.append({"generation": self.generation, "which": name,
                            **{k: v for k, v in ev[name].items() if k != "params"},
                            # Each candidate's parameters too, so that it can be scored again later (another
@@ -359,13 +366,14 @@ class Evolution:
                                                       if k not in ("generation", "candidates")}, self.generation)
         if self.history:
             self.history[-1]["real_eval"], self.history[-1]["dream_eval"] = ev[name]["mean"], ev[name].get("dream_mean")
-        saved = ev[name][key] > self.best_eval
+        saved = mean or ev[name][key] > self.best_eval
         if saved:
             self.best_eval = ev[name][key]
             self.save_best(ev[name]["params"], self.best_eval)
         check = self.evals[-1].get("dream_check")
-        log.info("generation %d evaluation: %s; the best of these: %s%s, %s", self.generation,
-                 "; ".join(f"{k} {_describe(v, self.cfg)}" for k, v in ev.items()), name,
+        log.info("generation %d evaluation: %s; %s: %s%s, %s", self.generation,
+                 "; ".join(f"{k} {_describe(v, self.cfg)}" for k, v in ev.items()),
+                 "kept (--keep mean)" if mean else "the best of these", name,
                  "" if check is None else f" (dream {check:.1f} on {self.cfg.dream_check_rollouts} fresh races)",
                  "now best.pt" if saved else f"below best.pt's {self.best_eval:.1f}, which stays")
 

@@ -21,7 +21,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, Optional
+from typing import ClassVar, Literal, Optional
 
 from vmc import cli, records
 from vmc.checkpoints import load_checkpoint, vae_from
@@ -92,6 +92,9 @@ class IterateConfig(Config):
     """Steps of a dream rollout."""
     sigma0: float = 0.1
     """Initial CMA-ES step size of each round."""
+    keep: Literal["best", "mean"] = "best"
+    """Each round's controller: ``best``, the candidate with the best dream score at the round's evaluations, or
+    ``mean``, the CMA-ES mean at its end (``vmc.evolve --keep``); the next round goes on from it."""
     controller_hidden: int = 0
     """Hidden tanh units of the controller (0: World Models' linear one; see ``vmc.evolve --controller-hidden``)."""
     carry: bool = True
@@ -188,15 +191,18 @@ def run_round(cfg: IterateConfig, k: int, previous: Optional[dict]) -> dict:
     ecfg = evolve.EvolveConfig(run=str(rd), vae=str(vae), mdn=str(mdn), latents=str(latents),
                                tracks=list(cfg.tracks), workers=cfg.workers, cluster=cfg.cluster, popsize=cfg.popsize, rollouts=cfg.rollouts,
                                generations=cfg.generations, sigma0=cfg.sigma0, init=init, max_steps=cfg.max_steps,
-                               controller_hidden=cfg.controller_hidden,
+                               controller_hidden=cfg.controller_hidden, keep=cfg.keep,
                                eval_every=cfg.generations, eval_rollouts=cfg.eval_seeds, seed=cfg.seed + k, dream=True,
                                temperature=cfg.temperature, dream_steps=cfg.dream_steps, action_noise=cfg.explore_noise,
                                dream_stuck_steps=cfg.dream_stuck_steps, dream_min_progress=cfg.dream_min_progress,
                                eval_population=cfg.eval_population, dream_eval_rollouts=cfg.dream_eval_rollouts,
                                resume=(rd / "controller" / "evolve.pt").exists())
     summary = evolve.evolve(ecfg)
-    # The evaluation whose pick is best.pt: the highest dream score, the earliest on a tie (as evolve keeps it).
-    ev, start_ev = max(summary["evals"], key=lambda e: e["dream_mean"]), summary["evals"][0]
+    # The evaluation whose pick is best.pt: with --keep mean the last; else the highest dream score, the earliest
+    # on a tie (as evolve keeps it).
+    evals = summary["evals"]
+    ev = evals[-1] if cfg.keep == "mean" else max(evals, key=lambda e: e["dream_mean"])
+    start_ev = evals[0]
     row = {"round": k, "episodes": len(episodes), "steps": int(sum(e.length for e in episodes)), "vae": str(vae), "mdn": str(mdn),
            "latents": str(latents), "controller": str(ecfg.out / "best.pt"), "start_real": start_ev["mean"],
            "start_dream": start_ev.get("dream_mean"), "dream": ev.get("dream_mean"), "dream_std": ev.get("dream_std"),
