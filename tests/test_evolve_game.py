@@ -54,6 +54,23 @@ def test_two_generations_write_logs_and_best(world: Path, tmp_path: Path):
     assert summary["evals"][1]["which"] in ("best", "mean")
 
 
+def test_keep_mean_keeps_the_cma_es_mean_whatever_the_dream_says(world: Path, tmp_path: Path):
+    """``--keep mean`` in a dream run: ``best.pt`` is the CMA-ES mean of the latest evaluation, also where the
+    dream scored another candidate higher (which the default rule would have kept)."""
+    from vmc.checkpoints import load_controller
+
+    cfg = evolve.EvolveConfig(vae=str(world / "vae.pt"), mdn=str(world / "mdn.pt"), latents=str(world / "latents.h5"),
+                              run=str(tmp_path / "r"), workers=2, popsize=4, rollouts=2, generations=4, max_steps=15,
+                              eval_every=2, eval_rollouts=1, dream=True, init="zeros", dream_steps=10,
+                              eval_population=3, dream_check_rollouts=3, keep="mean")
+    evals = evolve.evolve(cfg, progress=False)["evals"]
+    assert [(e["generation"], e["which"]) for e in evals] == [(0, "initial"), (2, "mean"), (4, "mean")]
+    best = np.asarray(load_controller(tmp_path / "r" / "controller" / "best.pt")[0]["params"])
+    assert np.array_equal(best, np.asarray(evals[-1]["candidates"]["mean"]["params"]))
+    assert any(max(c["dream_mean"] for c in e["candidates"].values()) > e["candidates"]["mean"]["dream_mean"]
+               for e in evals[1:])
+
+
 def test_a_controller_with_hidden_units_is_fitted_evolved_and_saved(world: Path, tmp_path: Path):
     """``--controller-hidden`` with ``--controller-still``: DAgger fits it on [z, h, s], CMA-ES (diagonal) searches
     its parameters, ``best.pt`` keeps the stillness input and drives."""
