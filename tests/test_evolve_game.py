@@ -62,7 +62,8 @@ def test_keep_mean_keeps_the_cma_es_mean_whatever_the_dream_says(world: Path, tm
     cfg = evolve.EvolveConfig(vae=str(world / "vae.pt"), mdn=str(world / "mdn.pt"), latents=str(world / "latents.h5"),
                               run=str(tmp_path / "r"), workers=2, popsize=4, rollouts=2, generations=4, max_steps=15,
                               eval_every=2, eval_rollouts=1, dream=True, init="zeros", dream_steps=10,
-                              eval_population=3, dream_check_rollouts=3, keep="mean")
+                              eval_population=3, dream_check_rollouts=3, keep="mean",
+                              dream_device="cpu")  # the dream's numbers on CPU, for the last assertion
     evals = evolve.evolve(cfg, progress=False)["evals"]
     assert [(e["generation"], e["which"]) for e in evals] == [(0, "initial"), (2, "mean"), (4, "mean")]
     best = np.asarray(load_controller(tmp_path / "r" / "controller" / "best.pt")[0]["params"])

@@ -13,7 +13,7 @@ the best parameters so far, the history and the config), so ``--resume`` continu
 the last finished generation; ``best.pt`` is what ``vmc.play`` and ``vmc.evaluate`` load (the controller with its
 VAE and MDN-RNN embedded). Every ``--eval-every`` generations the best candidate so far and the CMA-ES mean are
 scored on more seeds on every training track in the real game (and in the dream with ``--dream``); ``best.pt``
-is the best of those.
+is the best of those (with ``--keep mean``: the CMA-ES mean of the latest evaluation).
 
 ``evolve.pt`` holds the CMA-ES state as pickled bytes (``es.pickle_dumps()``): it is local resume state, loaded
 with pickle on ``--resume`` only. Do not resume from a file someone else made; share ``best.pt``.
@@ -137,7 +137,7 @@ class EvolveConfig(Config):
     """Predicted progress (score points, 1000 a lap) a dream rollout must make every ``--dream-stuck-steps``."""
     dream_eval_rollouts: int = 0
     """Dream races per candidate at each evaluation of a ``--dream`` run, whose best dream score picks ``best.pt``
-    (0: ``--eval-rollouts``); dream races are cheap where real ones are not, and a pick on few of them is luck."""
+    under ``--keep best`` (0: ``--eval-rollouts``); dream races are cheap where real ones are not, and a pick on few of them is luck."""
     dream_check_rollouts: int = 100
     """Dream races on fresh draws for the picked candidate's reported dream score (``dream_check`` in ``evolve.pt``'s
     evaluations; 0: none): the draws that picked it among the candidates flatter it, by 119-140 points a round on
@@ -146,7 +146,8 @@ class EvolveConfig(Config):
     """What ``best.pt`` holds: ``best``, the evaluated candidate with the highest score at any evaluation (the dream's
     score in a ``--dream`` run); ``mean``, the CMA-ES mean of the latest evaluation, whatever the scores say. In the
     dream the scores rank a round's candidates no better than chance (README, Without a teacher), so a pick among
-    them is a draw, while the mean is the average of many generations' better halves."""
+    them is a draw, while the mean is the weighted average of the last generation's better half, which no single
+    dream score picked. Needs ``--eval-every``."""
     eval_population: int = 0
     """At each evaluation, also score this many candidates of the last generation (spread over its ranks) in the
     real game and the dream: points for the dream-vs-real correlation (``evals`` in ``evolve.pt``, with each
@@ -183,6 +184,10 @@ class EvolveConfig(Config):
             raise ValueError(f"--dagger-episodes must be at least 1, got {self.dagger_episodes}")
         if self.init not in INITS and not Path(self.init).is_file():
             raise ValueError(f"--init must be {', '.join(INITS)} or a controller checkpoint (no such file: {self.init})")
+        if self.keep not in ("best", "mean"):
+            raise ValueError(f"--keep must be best or mean, got {self.keep!r}")
+        if self.keep == "mean" and not self.eval_every:
+            raise ValueError("--keep mean keeps the mean of the latest evaluation: it needs --eval-every above 0")
         if self.controller_still and self.dream:
             raise ValueError("--controller-still needs real-game fitness: the dream does not model the stillness input")
         for t in self.tracks:
@@ -199,7 +204,7 @@ class EvolveConfig(Config):
 
 
 PICK_DRAWS = 10**9
-"""Seed of the dream races every candidate of an evaluation is scored on (the same for all: they pick best.pt)."""
+"""Seed of the dream races every candidate of an evaluation is scored on (the same for all: under ``--keep best`` they pick best.pt)."""
 CHECK_DRAWS = PICK_DRAWS + 1
 """Seed of the fresh dream races the picked candidate is scored on again (``dream_check``)."""
 
@@ -350,8 +355,11 @@ class Evolution:
         dream's score: the real races only report (the real game is never the fitness)."""
         ev = evaluate_candidates(pool, self.cfg, candidates, dream)
         key = "dream_mean" if dream is not None else "mean"
-        mean = self.cfg.keep == "mean"
-        name = next(k for k in ("mean", "initial") if k in ev) if mean else max(ev, key=lambda k: ev[k][key])
+        keep_mean = self.cfg.keep == "mean"
+        if keep_mean:  # the starting mean is the only candidate at generation 0
+            name = "mean" if "mean" in ev else "initial"
+        else:
+            name = max(ev, key=lambda k: ev[k][key])
         self.evals.append({"generation": self.generation, "which": name,
                            **{k: v for k, v in ev[name].items() if k != "params"},
                            # Each candidate's parameters too, so that it can be scored again later (another
@@ -366,14 +374,14 @@ class Evolution:
                                                       if k not in ("generation", "candidates")}, self.generation)
         if self.history:
             self.history[-1]["real_eval"], self.history[-1]["dream_eval"] = ev[name]["mean"], ev[name].get("dream_mean")
-        saved = mean or ev[name][key] > self.best_eval
+        saved = keep_mean or ev[name][key] > self.best_eval
         if saved:
             self.best_eval = ev[name][key]
             self.save_best(ev[name]["params"], self.best_eval)
         check = self.evals[-1].get("dream_check")
         log.info("generation %d evaluation: %s; %s: %s%s, %s", self.generation,
                  "; ".join(f"{k} {_describe(v, self.cfg)}" for k, v in ev.items()),
-                 "kept (--keep mean)" if mean else "the best of these", name,
+                 "kept (--keep mean)" if keep_mean else "the best of these", name,
                  "" if check is None else f" (dream {check:.1f} on {self.cfg.dream_check_rollouts} fresh races)",
                  "now best.pt" if saved else f"below best.pt's {self.best_eval:.1f}, which stays")
 
@@ -455,8 +463,8 @@ def evolve(cfg: EvolveConfig, progress: bool = True) -> dict:
                                     "steps_per_s": steps / seconds, "seconds": seconds, "real_eval": None,
                                     "dream_eval": None})
                 if cfg.eval_every and (gen % cfg.eval_every == 0 or gen == cfg.generations):
-                    # The best fitness is one lucky draw of the noise; best.pt is chosen on more seeds, between
-                    # that candidate and the CMA-ES mean, in the real game.
+                    # The best fitness is one lucky draw of the noise; best.pt is chosen by --keep on more seeds
+                    # (the dream's with --dream), among that candidate, the CMA-ES mean and the sampled ones.
                     run.evaluate(pool, dream, {"best": run.best_params, "mean": np.asarray(run.es.result.xfavorite),
                                                **population_sample(solutions, fitness, cfg.eval_population)})
                 row = run.history[-1]

@@ -78,7 +78,7 @@ class IterateConfig(Config):
     """Predicted progress a dream rollout must make every ``--dream-stuck-steps`` steps."""
     dream_eval_rollouts: int = 0
     """Dream races per candidate at a round's evaluation, whose best dream score picks the round's controller
-    (0: ``--eval-seeds``; see ``vmc.evolve --dream-eval-rollouts``)."""
+    under ``--keep best`` (0: ``--eval-seeds``; see ``vmc.evolve --dream-eval-rollouts``)."""
     eval_population: int = 6
     """Candidates of each round's last generation scored in the real game and the dream besides the best and the
     CMA-ES mean: the points of ``dream_vs_real.png``."""
@@ -121,6 +121,8 @@ class IterateConfig(Config):
                            dream_eval_rollouts=self.dream_eval_rollouts, dream_stuck_steps=self.dream_stuck_steps,
                            dream_min_progress=self.dream_min_progress)
         check_cluster(self.cluster)
+        if self.keep not in ("best", "mean"):
+            raise ValueError(f"--keep must be best or mean, got {self.keep!r}")
 
     @property
     def out(self) -> Path:
@@ -302,7 +304,7 @@ def iterate(cfg: IterateConfig) -> list[dict]:
 
 def print_table(rows: list[dict]) -> None:
     """The rounds as a table on stdout."""
-    print(f"\n{'round':>5} {'episodes':>8} {'steps':>7} {'dream (pick)':>15} {'dream (fresh)':>15} {'real (noisy)':>15} "
+    print(f"\n{'round':>5} {'episodes':>8} {'steps':>7} {'dream (kept)':>15} {'dream (fresh)':>15} {'real (noisy)':>15} "
           f"{'noise-free':>10} {'laps':>7} {'s':>6}")
     for r in rows:
         fresh = (f"{r['dream_check']:>8.1f} ± {r['dream_check_std']:<5.1f}" if r.get("dream_check") is not None
