@@ -72,6 +72,26 @@ def test_keep_mean_keeps_the_cma_es_mean_whatever_the_dream_says(world: Path, tm
                for e in evals[1:])
 
 
+def test_dream_pick_steps_pick_best_pt_by_short_dream_rollouts(world: Path, tmp_path: Path):
+    """``--dream-pick-steps``: every evaluated candidate gets a short-rollout dream score, and ``best.pt`` is the
+    candidate with the highest one (of the evaluation flagged ``saved``)."""
+    from vmc.checkpoints import load_controller
+
+    cfg = evolve.EvolveConfig(vae=str(world / "vae.pt"), mdn=str(world / "mdn.pt"), latents=str(world / "latents.h5"),
+                              run=str(tmp_path / "r"), workers=2, popsize=4, rollouts=2, generations=2, max_steps=15,
+                              eval_every=2, eval_rollouts=1, dream=True, init="zeros", dream_steps=10,
+                              eval_population=3, dream_check_rollouts=3, dream_pick_steps=5, dream_pick_rollouts=20,
+                              dream_device="cpu")
+    evals = evolve.evolve(cfg, progress=False)["evals"]
+    for e in evals:
+        cands = e["candidates"]
+        assert all(np.isfinite(c["dream_pick"]) for c in cands.values())
+        assert e["which"] == max(cands, key=lambda n: cands[n]["dream_pick"])
+    kept = [e for e in evals if e["saved"]][-1]
+    best = np.asarray(load_controller(tmp_path / "r" / "controller" / "best.pt")[0]["params"])
+    assert np.array_equal(best, np.asarray(kept["candidates"][kept["which"]]["params"]))
+
+
 def test_a_controller_with_hidden_units_is_fitted_evolved_and_saved(world: Path, tmp_path: Path):
     """``--controller-hidden`` with ``--controller-still``: DAgger fits it on [z, h, s], CMA-ES (diagonal) searches
     its parameters, ``best.pt`` keeps the stillness input and drives."""

@@ -92,6 +92,9 @@ class IterateConfig(Config):
     """Steps of a dream rollout."""
     sigma0: float = 0.1
     """Initial CMA-ES step size of each round."""
+    dream_pick_steps: int = 0
+    """Pick each round's controller by dream rollouts of this many steps from anywhere in the recorded episodes
+    instead of by whole dream races (0; see ``vmc.evolve --dream-pick-steps``)."""
     keep: Literal["best", "mean"] = "best"
     """Each round's controller: ``best``, the candidate with the best dream score at the round's evaluations, or
     ``mean``, the CMA-ES mean at its end (``vmc.evolve --keep``); the next round goes on from it."""
@@ -119,6 +122,7 @@ class IterateConfig(Config):
         check_non_negative(workers=self.workers, episode_steps=self.episode_steps, explore_noise=self.explore_noise,
                            eval_population=self.eval_population, controller_hidden=self.controller_hidden,
                            dream_eval_rollouts=self.dream_eval_rollouts, dream_stuck_steps=self.dream_stuck_steps,
+                           dream_pick_steps=self.dream_pick_steps,
                            dream_min_progress=self.dream_min_progress)
         check_cluster(self.cluster)
         if self.keep not in ("best", "mean"):
@@ -194,16 +198,18 @@ def run_round(cfg: IterateConfig, k: int, previous: Optional[dict]) -> dict:
                                tracks=list(cfg.tracks), workers=cfg.workers, cluster=cfg.cluster, popsize=cfg.popsize, rollouts=cfg.rollouts,
                                generations=cfg.generations, sigma0=cfg.sigma0, init=init, max_steps=cfg.max_steps,
                                controller_hidden=cfg.controller_hidden, keep=cfg.keep,
+                               dream_pick_steps=cfg.dream_pick_steps,
                                eval_every=cfg.generations, eval_rollouts=cfg.eval_seeds, seed=cfg.seed + k, dream=True,
                                temperature=cfg.temperature, dream_steps=cfg.dream_steps, action_noise=cfg.explore_noise,
                                dream_stuck_steps=cfg.dream_stuck_steps, dream_min_progress=cfg.dream_min_progress,
                                eval_population=cfg.eval_population, dream_eval_rollouts=cfg.dream_eval_rollouts,
                                resume=(rd / "controller" / "evolve.pt").exists())
     summary = evolve.evolve(ecfg)
-    # The evaluation whose pick is best.pt: with --keep mean the last; else the highest dream score, the earliest
-    # on a tie (as evolve keeps it).
+    # The evaluation whose pick is best.pt: the last one evolve saved from (runs from before that flag: the highest
+    # dream score, the earliest on a tie, as evolve kept it then).
     evals = summary["evals"]
-    ev = evals[-1] if cfg.keep == "mean" else max(evals, key=lambda e: e["dream_mean"])
+    saved = [e for e in evals if e.get("saved")]
+    ev = saved[-1] if saved else max(evals, key=lambda e: e["dream_mean"])
     start_ev = evals[0]
     row = {"round": k, "episodes": len(episodes), "steps": int(sum(e.length for e in episodes)), "vae": str(vae), "mdn": str(mdn),
            "latents": str(latents), "controller": str(ecfg.out / "best.pt"), "start_real": start_ev["mean"],
@@ -212,7 +218,8 @@ def run_round(cfg: IterateConfig, k: int, previous: Optional[dict]) -> dict:
            "real": ev["mean"], "real_std": ev["std"], "noise_free": ev["noise_free"], "laps": ev["laps"],
            "races": ev["races"], "kept": ev["which"], "seconds": time.perf_counter() - t0,
            "points": [{"round": k, "generation": e["generation"], "candidate": name, "dream": c["dream_mean"],
-                       "real": c["mean"]} for e in summary["evals"] for name, c in e.get("candidates", {}).items()]}
+                       "dream_pick": c.get("dream_pick"), "real": c["mean"]}
+                      for e in evals for name, c in e.get("candidates", {}).items()]}
     (rd / "round.json").write_text(json.dumps(row, indent=2))
     return row
 
@@ -251,7 +258,7 @@ def dream_vs_real(rows: list[dict], out: Path) -> Optional[float]:
 
     points = [p for r in rows for p in r["points"]]
     with open(out / "dream_vs_real.csv", "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=["round", "generation", "candidate", "dream", "real"])
+        w = csv.DictWriter(fh, fieldnames=["round", "generation", "candidate", "dream", "dream_pick", "real"])
         w.writeheader()
         w.writerows(points)
     d, real = np.array([p["dream"] for p in points], float), np.array([p["real"] for p in points], float)
