@@ -147,7 +147,8 @@ class EvolveConfig(Config):
     this many steps from anywhere in the recorded episodes, scored by their mean predicted progress (``dream_pick``
     in the evaluations), instead of by whole dream races from the start (0). Short rollouts carry less of the
     MDN-RNN's compounding error: over two teacher-free runs' rounds, 20-step ones ranked a round's candidates at
-    r 0.19-0.29 against 0.02-0.14 for whole races (README, Without a teacher)."""
+    r 0.29 and 0.11 against 0.07 and 0.06 for whole races (``benchmarks/dream_ranking.py``; README, Without a
+    teacher)."""
     dream_pick_rollouts: int = 300
     """Rollouts per candidate of ``--dream-pick-steps`` (the same draws for every candidate)."""
     keep: Literal["best", "mean"] = "best"
