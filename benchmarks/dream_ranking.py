@@ -3,12 +3,12 @@
 For each round of a ``vmc.iterate`` run (``<run>/iterate/round-<k>``), the candidates its last evaluation scored in
 the real game (the round's starting controller, the best, the CMA-ES mean and ``--eval-population`` ranks) are
 dreamed again in that round's MDN-RNN: ``--rollouts`` rollouts of H steps from anywhere in the round's recorded
-episodes (the same draws for every candidate), for each H of ``--horizons``, scored by their mean predicted progress.
-Per round: Pearson's r within the round between each dream score and the recorded real score (10 noisy seeds),
-the recorded whole-race dream score (the one ``--keep best`` picks by) beside them; then, over the rounds, the mean
-r and the real score of the candidate each rule would have picked, against the candidates' average and the CMA-ES
-mean's. A round's picks change the rounds after it, so the picks are what each rule would have kept in that round,
-not another run.
+episodes (the same draws for every candidate), for each H of ``--horizons``, scored by their mean predicted
+progress. Per round: Pearson's r within the round between each dream score and the recorded real score (10 noisy
+seeds), the recorded whole-race dream score (the one ``--keep best`` picks by, over the evaluation's 10 races)
+beside them; then, over the rounds, the mean r and the real score of the candidate each rule would have picked,
+against the candidates' average and the CMA-ES mean's. A round's picks change the rounds after it, so the picks are
+what each rule would have kept in that round, not another run.
 
     python benchmarks/dream_ranking.py runs/lighthouse-small-teacher-free [--horizons 20,50,100]
 """
@@ -39,7 +39,7 @@ def main() -> None:
     from vmc.checkpoints import load_checkpoint, load_mdn
     from vmc.dream import DreamEnv, DreamStarts
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(2)  # this machine's cores; the dream's batches are small enough that more do not pay
     horizons = [int(h) for h in a.horizons.split(",")]
     cfg = json.loads((a.run / "iterate" / "config.json").read_text())["config"]
     rules = ["whole race"] + [f"{h} steps" for h in horizons]
@@ -48,14 +48,15 @@ def main() -> None:
     print("| round | candidates | " + " | ".join(rules) + " |")
     print("|---|---|" + "---|" * len(rules))
     k = 1
-    while (rd := a.run / "iterate" / f"round-{k}" / "controller" / "evolve.pt").exists():
-        folder = rd.parent.parent
+    # Finished rounds only: a round still evolving has only its generation-0 evaluation.
+    while (folder := a.run / "iterate" / f"round-{k}").joinpath("round.json").exists():
         # Round 1 dreams in the run's own models; later rounds in their retrained ones.
         mdn = load_mdn(folder / "mdn.pt" if (folder / "mdn.pt").exists() else a.run / "mdn.pt")
         latents = folder / "latents.h5" if (folder / "latents.h5").exists() else a.run / "latents.h5"
         env = DreamEnv(mdn, DreamStarts.from_latents(latents, mdn), temperature=cfg["temperature"],
-                       stuck_steps=cfg["dream_stuck_steps"], min_progress=cfg["dream_min_progress"])
-        evals = load_checkpoint(rd, "evolve")["evals"]
+                       action_noise=cfg.get("explore_noise", 0.1), stuck_steps=cfg.get("dream_stuck_steps", 60),
+                       min_progress=cfg.get("dream_min_progress", 2.0))
+        evals = load_checkpoint(folder / "controller" / "evolve.pt", "evolve")["evals"]
         cands = {"initial": evals[0]["candidates"]["initial"], **evals[-1]["candidates"]}
         params = np.stack([np.asarray(c["params"]) for c in cands.values()])
         scores = {"whole race": [c["dream_mean"] for c in cands.values()]}

@@ -242,13 +242,16 @@ def test_dream_evolve_resumes_exactly(tmp_path: Path):
     assert (out2 / "best.pt").is_file() and (out2 / "log.csv").is_file()
 
 
-def test_keep_mean_needs_evaluations_and_keep_takes_best_or_mean(tmp_path: Path):
+def test_keep_and_dream_pick_steps_need_evaluations(tmp_path: Path):
     cfg = tiny_checkpoints(tmp_path)  # eval_every 0: no evaluation whose mean --keep mean could keep
     with pytest.raises(ValueError, match="--keep mean .* needs --eval-every"):
         replace(cfg, keep="mean").validate()
     with pytest.raises(ValueError, match="best or mean, got 'Mean'"):
         replace(cfg, keep="Mean").validate()
     replace(cfg, keep="mean", eval_every=2).validate()
+    with pytest.raises(ValueError, match="--dream-pick-steps .* needs --dream and --eval-every"):
+        replace(cfg, dream_pick_steps=20).validate()  # no evaluation to pick among
+    replace(cfg, dream_pick_steps=20, eval_every=2).validate()
 
 
 def test_evolve_starts_from_a_controller_checkpoint(tmp_path: Path):

@@ -137,26 +137,29 @@ class EvolveConfig(Config):
     """Predicted progress (score points, 1000 a lap) a dream rollout must make every ``--dream-stuck-steps``."""
     dream_eval_rollouts: int = 0
     """Dream races per candidate at each evaluation of a ``--dream`` run, whose best dream score picks ``best.pt``
-    under ``--keep best`` (0: ``--eval-rollouts``); dream races are cheap where real ones are not, and a pick on few of them is luck."""
+    under ``--keep best`` without ``--dream-pick-steps`` (0: ``--eval-rollouts``); dream races are cheap where real
+    ones are not, and a pick on few of them is luck."""
     dream_check_rollouts: int = 100
     """Dream races on fresh draws for the picked candidate's reported dream score (``dream_check`` in ``evolve.pt``'s
     evaluations; 0: none): the draws that picked it among the candidates flatter it, by 119-140 points a round on
     average in two teacher-free runs (README, Without a teacher)."""
     dream_pick_steps: int = 0
     """Under ``--keep best`` in a ``--dream`` run, pick ``best.pt`` by ``--dream-pick-rollouts`` dream rollouts of
-    this many steps from anywhere in the recorded episodes, scored by their mean predicted progress (``dream_pick``
-    in the evaluations), instead of by whole dream races from the start (0). Short rollouts carry less of the
-    MDN-RNN's compounding error: over two teacher-free runs' rounds, 20-step ones ranked a round's candidates at
-    r 0.29 and 0.11 against 0.07 and 0.06 for whole races (``benchmarks/dream_ranking.py``; README, Without a
-    teacher)."""
+    this many steps from anywhere in the recorded episodes, scored by their mean summed reward head (progress less
+    the step cost, cut by the done head or a lap; the stuck rule only acts from ``--dream-stuck-steps`` steps on;
+    ``dream_pick`` in the evaluations), instead of by whole dream races from the start (0). Short rollouts carry
+    less of the MDN-RNN's compounding error: over two teacher-free runs' rounds, 20-step ones ranked a round's
+    candidates at r 0.29 and 0.11 against 0.07 and 0.06 for the recorded whole races (10 a candidate; 60 ranked no
+    better, r 0.10) (``benchmarks/dream_ranking.py``; README, Without a teacher). Needs ``--dream`` and
+    ``--eval-every``; under ``--keep mean`` it is only reported."""
     dream_pick_rollouts: int = 300
     """Rollouts per candidate of ``--dream-pick-steps`` (the same draws for every candidate)."""
     keep: Literal["best", "mean"] = "best"
-    """What ``best.pt`` holds: ``best``, the evaluated candidate with the highest score at any evaluation (the dream's
-    score in a ``--dream`` run); ``mean``, the CMA-ES mean of the latest evaluation, whatever the scores say. In the
-    dream the scores rank a round's candidates no better than chance (README, Without a teacher), so a pick among
-    them is a draw, while the mean is the weighted average of the last generation's better half, which no single
-    dream score picked. Needs ``--eval-every``."""
+    """What ``best.pt`` holds: ``best``, the evaluated candidate with the highest score at any evaluation (the
+    dream's score in a ``--dream`` run: ``dream_pick`` with ``--dream-pick-steps``); ``mean``, the CMA-ES mean of
+    the latest evaluation, whatever the scores say. In the dream the scores rank a round's candidates no better than
+    chance (README, Without a teacher), so a pick among them is a draw, while the mean is the weighted average of
+    the last generation's better half, which no single dream score picked. Needs ``--eval-every``."""
     eval_population: int = 0
     """At each evaluation, also score this many candidates of the last generation (spread over its ranks) in the
     real game and the dream: points for the dream-vs-real correlation (``evals`` in ``evolve.pt``, with each
@@ -182,8 +185,10 @@ class EvolveConfig(Config):
                            eval_population=self.eval_population, dagger_perturb=self.dagger_perturb,
                            dream_eval_rollouts=self.dream_eval_rollouts, dream_check_rollouts=self.dream_check_rollouts,
                            dream_pick_steps=self.dream_pick_steps)
-        check_positive(dream_pick_rollouts=self.dream_pick_rollouts)
-        check_positive(dagger_recover_weight=self.dagger_recover_weight)
+        check_positive(dagger_recover_weight=self.dagger_recover_weight, dream_pick_rollouts=self.dream_pick_rollouts)
+        if self.dream_pick_steps and not (self.dream and self.eval_every):
+            raise ValueError("--dream-pick-steps picks among evaluated candidates by the dream: it needs --dream and "
+                             "--eval-every above 0")
         if self.popsize < 2:
             raise ValueError(f"--popsize must be at least 2, got {self.popsize}")
         if self.sigma0 <= 0:
@@ -215,7 +220,8 @@ class EvolveConfig(Config):
 
 
 PICK_DRAWS = 10**9
-"""Seed of the dream races every candidate of an evaluation is scored on (the same for all: under ``--keep best`` they pick best.pt)."""
+"""Seed of the dream races every candidate of an evaluation is scored on (the same for all: under ``--keep best`` they
+pick best.pt), whole races or ``--dream-pick-steps`` ones."""
 CHECK_DRAWS = PICK_DRAWS + 1
 """Seed of the fresh dream races the picked candidate is scored on again (``dream_check``)."""
 
@@ -278,16 +284,18 @@ def score_generation(cfg: EvolveConfig, solutions: np.ndarray, gen: int, pool, d
 def evaluate_candidates(pool, cfg: EvolveConfig, candidates: dict[str, np.ndarray], dream=None) -> dict[str, dict]:
     """Real-game scores of each candidate on every training track (:func:`vmc.evaluate.score_candidates`), and
     with ``dream`` the dream's on ``--dream-eval-rollouts`` (else as many) dream races from the start (``dream_mean``,
-    ``dream_std``, ``dream_races``) and with ``--dream-pick-steps`` the short rollouts' score (``dream_pick``)."""
+    ``dream_std``, ``dream_races``) and with ``--dream-pick-steps`` the mean score of ``--dream-pick-rollouts`` short
+    rollouts from anywhere, the same draws for every candidate (``dream_pick``)."""
     out = score_candidates(pool, candidates, list(cfg.tracks), eval_seeds(cfg))
     if dream is not None:
+        picks = None
         if cfg.dream_pick_steps:
             short = dream.noise(PICK_DRAWS, cfg.dream_pick_rollouts, steps=cfg.dream_pick_steps, race_start=0.0)
             picks = dream.run(np.stack([np.asarray(p) for p in candidates.values()]), short).scores.double().mean(1)
         for i, (name, params) in enumerate(candidates.items()):
             d = dream_races(dream, cfg, params, PICK_DRAWS, cfg.dream_eval_rollouts or cfg.eval_rollouts)
             out[name].update(dream_mean=float(d.mean()), dream_std=float(d.std()), dream_races=len(d))
-            if cfg.dream_pick_steps:
+            if picks is not None:
                 out[name]["dream_pick"] = float(picks[i])
     return out
 

@@ -78,7 +78,7 @@ class IterateConfig(Config):
     """Predicted progress a dream rollout must make every ``--dream-stuck-steps`` steps."""
     dream_eval_rollouts: int = 0
     """Dream races per candidate at a round's evaluation, whose best dream score picks the round's controller
-    under ``--keep best`` (0: ``--eval-seeds``; see ``vmc.evolve --dream-eval-rollouts``)."""
+    under ``--keep best`` without ``--dream-pick-steps`` (0: ``--eval-seeds``; see ``vmc.evolve --dream-eval-rollouts``)."""
     eval_population: int = 6
     """Candidates of each round's last generation scored in the real game and the dream besides the best and the
     CMA-ES mean: the points of ``dream_vs_real.png``."""
@@ -94,7 +94,7 @@ class IterateConfig(Config):
     """Initial CMA-ES step size of each round."""
     dream_pick_steps: int = 0
     """Pick each round's controller by dream rollouts of this many steps from anywhere in the recorded episodes
-    instead of by whole dream races (0; see ``vmc.evolve --dream-pick-steps``)."""
+    instead of by whole dream races (0; 300 rollouts a candidate; see ``vmc.evolve --dream-pick-steps``)."""
     keep: Literal["best", "mean"] = "best"
     """Each round's controller: ``best``, the candidate with the best dream score at the round's evaluations, or
     ``mean``, the CMA-ES mean at its end (``vmc.evolve --keep``); the next round goes on from it."""
@@ -205,16 +205,18 @@ def run_round(cfg: IterateConfig, k: int, previous: Optional[dict]) -> dict:
                                eval_population=cfg.eval_population, dream_eval_rollouts=cfg.dream_eval_rollouts,
                                resume=(rd / "controller" / "evolve.pt").exists())
     summary = evolve.evolve(ecfg)
-    # The evaluation whose pick is best.pt: the last one evolve saved from (runs from before that flag: the highest
-    # dream score, the earliest on a tie, as evolve kept it then).
+    # The evaluation whose pick is best.pt: the last one evolve saved from (runs from before that flag: the last
+    # under --keep mean, else the highest dream score, the earliest on a tie, as evolve kept it then).
     evals = summary["evals"]
     saved = [e for e in evals if e.get("saved")]
-    ev = saved[-1] if saved else max(evals, key=lambda e: e["dream_mean"])
+    ev = (saved[-1] if saved else evals[-1] if cfg.keep == "mean"
+          else max(evals, key=lambda e: e["dream_mean"]))
     start_ev = evals[0]
     row = {"round": k, "episodes": len(episodes), "steps": int(sum(e.length for e in episodes)), "vae": str(vae), "mdn": str(mdn),
            "latents": str(latents), "controller": str(ecfg.out / "best.pt"), "start_real": start_ev["mean"],
            "start_dream": start_ev.get("dream_mean"), "dream": ev.get("dream_mean"), "dream_std": ev.get("dream_std"),
            "dream_check": ev.get("dream_check"), "dream_check_std": ev.get("dream_check_std"),
+           "dream_pick": ev.get("dream_pick"),
            "real": ev["mean"], "real_std": ev["std"], "noise_free": ev["noise_free"], "laps": ev["laps"],
            "races": ev["races"], "kept": ev["which"], "seconds": time.perf_counter() - t0,
            "points": [{"round": k, "generation": e["generation"], "candidate": name, "dream": c["dream_mean"],
