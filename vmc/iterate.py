@@ -282,7 +282,7 @@ def dream_vs_real(rows: list[dict], out: Path) -> Optional[float]:
     return r
 
 
-TABLE = ["round", "episodes", "steps", "dream", "dream_std", "dream_check", "dream_check_std", "real", "real_std",
+TABLE = ["round", "episodes", "steps", "dream", "dream_std", "dream_check", "dream_check_std", "dream_pick", "real", "real_std",
          "noise_free", "laps", "races", "kept", "seconds", "start_dream", "start_real"]
 """The columns of ``rounds.csv``."""
 
