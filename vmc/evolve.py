@@ -150,7 +150,8 @@ class EvolveConfig(Config):
     ``dream_pick`` in the evaluations), instead of by whole dream races from the start (0). Short rollouts carry
     less of the MDN-RNN's compounding error: over two teacher-free runs' rounds, 20-step ones ranked a round's
     candidates at r 0.29 and 0.11 against 0.07 and 0.06 for the recorded whole races (10 a candidate; 60 ranked no
-    better, r 0.10) (``benchmarks/dream_ranking.py``; README, Without a teacher). Needs ``--dream`` and
+    better, r 0.10) (``benchmarks/dream_ranking.py``; README, Without a teacher); yet a run picking by 20-step ones
+    drove no lap in 12 rounds where the default lapped in 4 (one seed). Needs ``--dream`` and
     ``--eval-every``; under ``--keep mean`` it is only reported."""
     dream_pick_rollouts: int = 300
     """Rollouts per candidate of ``--dream-pick-steps`` (the same draws for every candidate)."""
