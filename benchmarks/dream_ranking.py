@@ -37,7 +37,8 @@ def main() -> None:
     a = p.parse_args()
 
     from vmc.checkpoints import load_checkpoint, load_mdn
-    from vmc.dream import DreamEnv, DreamStarts
+    from vmc.dream import load_dream
+    from vmc.evolve import short_dream_scores
 
     torch.set_num_threads(2)  # this machine's cores; the dream's batches are small enough that more do not pay
     horizons = [int(h) for h in a.horizons.split(",")]
@@ -53,16 +54,14 @@ def main() -> None:
         # Round 1 dreams in the run's own models; later rounds in their retrained ones.
         mdn = load_mdn(folder / "mdn.pt" if (folder / "mdn.pt").exists() else a.run / "mdn.pt")
         latents = folder / "latents.h5" if (folder / "latents.h5").exists() else a.run / "latents.h5"
-        env = DreamEnv(mdn, DreamStarts.from_latents(latents, mdn), temperature=cfg["temperature"],
-                       action_noise=cfg.get("explore_noise", 0.1), stuck_steps=cfg.get("dream_stuck_steps", 60),
-                       min_progress=cfg.get("dream_min_progress", 2.0))
+        env = load_dream(mdn, latents, cfg["temperature"], cfg["max_steps"], cfg.get("explore_noise", 0.1),
+                         stuck_steps=cfg.get("dream_stuck_steps", 60), min_progress=cfg.get("dream_min_progress", 2.0))
         evals = load_checkpoint(folder / "controller" / "evolve.pt", "evolve")["evals"]
         cands = {"initial": evals[0]["candidates"]["initial"], **evals[-1]["candidates"]}
         params = np.stack([np.asarray(c["params"]) for c in cands.values()])
         scores = {"whole race": [c["dream_mean"] for c in cands.values()]}
         for h in horizons:
-            res = env.run(params, env.noise(a.seed, a.rollouts, steps=h, race_start=0.0))
-            scores[f"{h} steps"] = res.scores.double().mean(1).tolist()
+            scores[f"{h} steps"] = short_dream_scores(env, params, a.seed, a.rollouts, h).tolist()
         real = [c["mean"] for c in cands.values()]
         rows.append({"real": real, "mean": cands["mean"]["mean"], **scores})
         print(f"| {k} | {len(real)} | " + " | ".join(f"{corr(scores[r], real):.2f}" for r in rules) + " |")

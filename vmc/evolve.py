@@ -289,10 +289,8 @@ def evaluate_candidates(pool, cfg: EvolveConfig, candidates: dict[str, np.ndarra
     rollouts from anywhere, the same draws for every candidate (``dream_pick``)."""
     out = score_candidates(pool, candidates, list(cfg.tracks), eval_seeds(cfg))
     if dream is not None:
-        picks = None
-        if cfg.dream_pick_steps:
-            short = dream.noise(PICK_DRAWS, cfg.dream_pick_rollouts, steps=cfg.dream_pick_steps, race_start=0.0)
-            picks = dream.run(np.stack([np.asarray(p) for p in candidates.values()]), short).scores.double().mean(1)
+        picks = (short_dream_scores(dream, np.stack(list(candidates.values())), PICK_DRAWS, cfg.dream_pick_rollouts,
+                                    cfg.dream_pick_steps) if cfg.dream_pick_steps else None)
         for i, (name, params) in enumerate(candidates.items()):
             d = dream_races(dream, cfg, params, PICK_DRAWS, cfg.dream_eval_rollouts or cfg.eval_rollouts)
             out[name].update(dream_mean=float(d.mean()), dream_std=float(d.std()), dream_races=len(d))
@@ -306,6 +304,13 @@ def dream_races(dream, cfg: EvolveConfig, params: np.ndarray, seed: int, races: 
     that dream and real scores measure the same thing; the same ``seed`` gives every candidate the same draws."""
     noise = dream.noise(seed, races, steps=cfg.max_steps, race_start=1.0)
     return dream.run(np.asarray(params)[None], noise).scores[0].double().numpy()
+
+
+def short_dream_scores(dream, params: np.ndarray, seed: int, rollouts: int, steps: int) -> np.ndarray:
+    """Mean dream score (P,) of each candidate of ``params`` (P, n_params) over ``rollouts`` rollouts of ``steps``
+    steps from anywhere in the recorded episodes; the same ``seed`` gives every candidate the same draws."""
+    noise = dream.noise(seed, rollouts, steps=steps, race_start=0.0)
+    return dream.run(params, noise).scores.double().mean(1).numpy()
 
 
 def population_sample(solutions: np.ndarray, fitness: np.ndarray, n: int) -> dict[str, np.ndarray]:
@@ -391,8 +396,8 @@ class Evolution:
                            **{k: v for k, v in ev[name].items() if k != "params"},
                            # Each candidate's parameters too, so that it can be scored again later (another
                            # dream, more seeds) without re-running the evolution.
-                           "candidates": {k: {m: v[m] for m in ("mean", "std", "noise_free", "laps", "dream_mean", "dream_pick",
-                                                                        "params")
+                           "candidates": {k: {m: v[m] for m in ("mean", "std", "noise_free", "laps", "dream_mean",
+                                                                        "dream_pick", "params")
                                               if m in v} for k, v in ev.items()}})
         if dream is not None and self.cfg.dream_check_rollouts:
             fresh = dream_races(dream, self.cfg, ev[name]["params"], CHECK_DRAWS, self.cfg.dream_check_rollouts)
