@@ -79,6 +79,17 @@ def test_another_seed_is_another_run_of_the_same_recipe():
     assert cli.parse(MainConfig, ["--teacher-free", "--seed", "2"], "vmc.main").run.name.endswith("-teacher-free-seed2")
 
 
+def test_keep_mean_is_the_teacher_free_recipes(capsys: pytest.CaptureFixture[str]):
+    """``vmc.main --keep mean`` reaches ``vmc.iterate``'s rounds; without ``--teacher-free`` it is one clear line."""
+    from vmc import cli
+    from vmc.main import MainConfig
+
+    assert cli.parse(MainConfig, ["--teacher-free", "--keep", "mean"], "vmc.main").keep == "mean"
+    with pytest.raises(SystemExit) as exit_:
+        cli.parse(MainConfig, ["--keep", "mean"], "vmc.main")
+    assert exit_.value.code == 2 and "use it with --teacher-free" in capsys.readouterr().err
+
+
 def test_run_config_is_refused_when_changed(tmp_path: Path):
     write_config(tmp_path / "r", {"tracks": ["lighthouse"], "workers": 2}, free={"workers"})
     write_config(tmp_path / "r", {"tracks": ["lighthouse"], "workers": 8}, free={"workers"})  # same run

@@ -158,6 +158,9 @@ class MainConfig(Config):
     """World Models without a teacher: random (brownian) driving as the first data, then rounds of the controller's
     own races → MDN-RNN retrained → CMA-ES from zeros in the dream (``vmc.iterate``); no privileged state anywhere,
     real races only to collect and to evaluate."""
+    keep: Literal["best", "mean"] = "best"
+    """With ``--teacher-free``: which controller a round keeps and goes on from: ``best``, the candidate its dream scores
+    best; ``mean``, the CMA-ES mean (``vmc.iterate --keep``)."""
     name: str = ""
     """Run folder name under ``--runs`` (default: the track(s) and the preset, e.g. ``lighthouse-small``, with
     ``-teacher-free`` for that recipe)."""
@@ -183,6 +186,10 @@ class MainConfig(Config):
 
     def validate(self) -> None:
         check_non_negative(workers=self.workers)
+        if self.keep not in ("best", "mean"):
+            raise ValueError(f"--keep must be best or mean, got {self.keep!r}")
+        if self.keep != "best" and not self.teacher_free:
+            raise ValueError("--keep is the teacher-free recipe's (vmc.iterate --keep): use it with --teacher-free")
         check_cluster(self.cluster)
         for t in self.training_tracks:
             check_track(t)
@@ -304,7 +311,7 @@ def run_main(cfg: MainConfig) -> dict:
             mdn_steps=d.mdn_steps, mdn_seq_len=min(32, p.max_steps // 2), done_weight=d.done_weight, popsize=d.popsize,
             vae_epochs=d.vae_epochs,
             rollouts=d.rollouts, generations=d.generations, dream_steps=d.dream_steps, eval_seeds=d.eval_seeds,
-            max_steps=p.race_steps, seed=cfg.seed, force=cfg.force))
+            max_steps=p.race_steps, keep=cfg.keep, seed=cfg.seed, force=cfg.force))
         iterate.print_table(rounds)
         best, fitness = Path(rounds[-1]["controller"]), rounds[-1]["dream"]
     else:
