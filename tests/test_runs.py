@@ -90,6 +90,19 @@ def test_keep_mean_is_the_teacher_free_recipes(capsys: pytest.CaptureFixture[str
     assert exit_.value.code == 2 and "use it with --teacher-free" in capsys.readouterr().err
 
 
+def test_rounds_are_the_teacher_free_recipes_and_free_on_resume(capsys: pytest.CaptureFixture[str]):
+    """``vmc.main --rounds N`` sets the teacher-free recipe's rounds (0: the preset's) and may change when a run
+    goes on; without ``--teacher-free`` it is one clear line."""
+    from vmc import cli
+    from vmc.main import MainConfig
+
+    assert cli.parse(MainConfig, ["--teacher-free", "--rounds", "16"], "vmc.main").rounds == 16
+    assert "rounds" in MainConfig.RESUME_FREE
+    with pytest.raises(SystemExit) as exit_:
+        cli.parse(MainConfig, ["--rounds", "16"], "vmc.main")
+    assert exit_.value.code == 2 and "use it with --teacher-free" in capsys.readouterr().err
+
+
 def test_run_config_is_refused_when_changed(tmp_path: Path):
     write_config(tmp_path / "r", {"tracks": ["lighthouse"], "workers": 2}, free={"workers"})
     write_config(tmp_path / "r", {"tracks": ["lighthouse"], "workers": 8}, free={"workers"})  # same run

@@ -17,9 +17,9 @@ from vmc.latents import latents_info
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def start(tmp_path: Path) -> subprocess.Popen:
+def start(tmp_path: Path, *more: str) -> subprocess.Popen:
     args = ["-m", "vmc.main", "--preset", "debug", "--teacher-free", "--runs", str(tmp_path / "runs"),
-            "--data", str(tmp_path / "data"), "--workers", "2"]
+            "--data", str(tmp_path / "data"), "--workers", "2", *more]
     log = open(tmp_path / "main.log", "a")
     return subprocess.Popen([sys.executable, *args], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)  # its own process group: the kill takes its game workers too
@@ -65,3 +65,13 @@ def test_teacher_free_recipe_runs_two_rounds_and_resumes_after_kill(tmp_path: Pa
         assert {e.policy for e in grown.episodes} == {"brownian", "controller"}
     evolve_cfg = load_checkpoint(run / "iterate" / "round-1" / "controller" / "evolve.pt", "evolve")["config"]
     assert evolve_cfg["init"] == "zeros" and evolve_cfg["dream"]
+
+    # The finished recipe started again with more rounds goes on from its last round.
+    round2 = (run / "iterate" / "round-2" / "round.json").read_text()
+    proc = start(tmp_path, "--rounds", "3")
+    assert proc.wait(timeout=800) == 0, (tmp_path / "main.log").read_text()[-3000:]
+    assert first_round.read_text() == round1 and (run / "iterate" / "round-2" / "round.json").read_text() == round2
+    row3 = json.loads((run / "iterate" / "round-3" / "round.json").read_text())
+    assert row3["episodes"] == rows[1]["episodes"] + 2
+    # The lap is played again with round 3's controller.
+    assert (run / "best_lap.mp4").stat().st_mtime >= Path(row3["controller"]).stat().st_mtime

@@ -161,6 +161,9 @@ class MainConfig(Config):
     keep: Literal["best", "mean"] = "best"
     """With ``--teacher-free``: which controller a round keeps and goes on from: ``best``, the candidate its dream scores
     best; ``mean``, the CMA-ES mean (``vmc.iterate --keep``)."""
+    rounds: int = 0
+    """With ``--teacher-free``: rounds of ``vmc.iterate`` in all (0: the preset's). A finished run started again with
+    more rounds goes on from its last round; the rest of its config must be the same."""
     name: str = ""
     """Run folder name under ``--runs`` (default: the track(s) and the preset, e.g. ``lighthouse-small``, with
     ``-teacher-free`` for that recipe)."""
@@ -182,14 +185,16 @@ class MainConfig(Config):
     force: bool = False
     """Start every stage over even if the run folder holds work made with another config."""
 
-    RESUME_FREE: ClassVar[frozenset[str]] = frozenset({"workers", "runs", "cluster"})
+    RESUME_FREE: ClassVar[frozenset[str]] = frozenset({"workers", "runs", "cluster", "rounds"})
 
     def validate(self) -> None:
-        check_non_negative(workers=self.workers)
+        check_non_negative(workers=self.workers, rounds=self.rounds)
         if self.keep not in ("best", "mean"):
             raise ValueError(f"--keep must be best or mean, got {self.keep!r}")
         if self.keep != "best" and not self.teacher_free:
             raise ValueError("--keep is the teacher-free recipe's (vmc.iterate --keep): use it with --teacher-free")
+        if self.rounds and not self.teacher_free:
+            raise ValueError("--rounds is the teacher-free recipe's (vmc.iterate --rounds): use it with --teacher-free")
         check_cluster(self.cluster)
         for t in self.training_tracks:
             check_track(t)
@@ -306,7 +311,7 @@ def run_main(cfg: MainConfig) -> dict:
         stage("5/6 iterate (teacher-free: CMA-ES in the dream, rounds of the controller's own races)")
         d = p.dream
         rounds = iterate.iterate(iterate.IterateConfig(
-            run=str(run), rounds=d.rounds, data=str(data), start="zeros", tracks=courses, workers=workers,
+            run=str(run), rounds=cfg.rounds or d.rounds, data=str(data), start="zeros", tracks=courses, workers=workers,
             cluster=cfg.cluster, episodes=d.episodes, episode_steps=p.race_steps, mdn_epochs=d.mdn_epochs,
             mdn_steps=d.mdn_steps, mdn_seq_len=min(32, p.max_steps // 2), done_weight=d.done_weight, popsize=d.popsize,
             vae_epochs=d.vae_epochs,
