@@ -64,11 +64,17 @@ def main() -> None:
         if track not in pred:
             continue
         p_, t_ = np.concatenate(pred[track]), np.concatenate(truth[track])
-        turning = np.abs(t_[:, 0]) > 0.2
-        print(f"| {track} | {len(p_)} | {np.mean((p_[:, 0] - t_[:, 0]) ** 2):.3f} "
-              f"| {np.corrcoef(p_[:, 0], t_[:, 0])[0, 1]:.2f} "
-              f"| {np.mean(np.sign(p_[turning, 0]) == np.sign(t_[turning, 0])):.2f} "
+        s = steering_agreement(p_[:, 0], t_[:, 0])
+        print(f"| {track} | {len(p_)} | {s['mse']:.3f} | {s['r']:.2f} | {s['side']:.2f} "
               f"| {np.mean((p_[:, 1] - t_[:, 1]) ** 2):.3f} |")
+
+
+def steering_agreement(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    """A read-out's steering (N,) against the driver's (N,): mean squared error, correlation, and the share of
+    frames where the driver turns (|steer| > 0.2) on which the read-out steers to the same side."""
+    turning = np.abs(truth) > 0.2
+    return {"mse": float(np.mean((pred - truth) ** 2)), "r": float(np.corrcoef(pred, truth)[0, 1]),
+            "side": float(np.mean(np.sign(pred[turning]) == np.sign(truth[turning])))}
 
 
 if __name__ == "__main__":

@@ -83,6 +83,18 @@ def test_small_collections_keep_an_episode_on_each_side(tmp_path: Path):
         assert train.episodes and val.episodes and len(train.episodes) + len(val.episodes) == 3
 
 
+def test_a_tracks_subset_keeps_each_episodes_side_of_the_split(tmp_path: Path):
+    for i in range(40):
+        write_episode(tmp_path / "shard.h5", fake_episode(i, 3, track="zengarden" if i % 2 else "lighthouse"))
+    for split in ("all", "train", "val"):
+        every = RolloutDataset(tmp_path, split, 0.25)
+        one = RolloutDataset(tmp_path, split, 0.25, tracks=["zengarden"])
+        assert one.episodes == [r for r in every.episodes if r.track == "zengarden"] and one.episodes
+        assert one.num_frames == 4 * len(one.episodes) and len(one.load_frames()) == one.num_frames
+    with pytest.raises(ValueError, match="no train episodes of hacienda"):
+        RolloutDataset(tmp_path, "train", 0.25, tracks=["zengarden", "hacienda"])
+
+
 def test_frames_and_sequences(tmp_path: Path):
     for i in range(3):
         write_episode(tmp_path / "shard.h5", fake_episode(i, 12 + i))

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import json
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -196,7 +196,9 @@ class RolloutDataset:
     Shard files stay open for fast random reads; use as a context manager or call :meth:`close`.
     """
 
-    def __init__(self, folder: Path, split: str = "all", val_fraction: float = 0.1) -> None:
+    def __init__(self, folder: Path, split: str = "all", val_fraction: float = 0.1,
+                 tracks: Optional[Iterable[str]] = None) -> None:
+        """``tracks``: only these tracks' episodes (None: all); each episode stays on its side of the split."""
         if split not in ("all", "train", "val"):
             raise ValueError(f"split must be all, train or val, got {split!r}")
         self.folder = Path(folder)
@@ -207,6 +209,12 @@ class RolloutDataset:
         if split != "all":
             val = validation_set(refs, val_fraction)
             refs = [r for r in refs if ((r.track, r.index) in val) == (split == "val")]
+        if tracks is not None:
+            wanted = set(tracks)
+            missing = wanted - {r.track for r in refs}
+            if missing:
+                raise ValueError(f"{self.folder} has no {split} episodes of {', '.join(sorted(missing))}")
+            refs = [r for r in refs if r.track in wanted]
         self.episodes: list[EpisodeRef] = sorted(refs, key=lambda r: (r.track, r.index))
         self._files: dict[Path, h5py.File] = {}
         self._starts = np.cumsum([0] + [r.length + 1 for r in self.episodes])

@@ -1,0 +1,157 @@
+"""How far a steering read-out learnt on N tracks carries to tracks it never saw, inside the training split.
+
+Leave-tracks-out on a ``mix`` collection of the eight training tracks (default: the ``tracks`` preset's own,
+``data/8tracks-tracks``; the held-out and kept-aside tracks are never read): ``--left-out`` tracks (default
+cocoa_temple and candela_city) are set aside, and each model learns the centre-line driver's action from the
+frames of the first N of the other six (``--sizes``, in the order given and, with ``--both-orders``, reversed),
+for the same ``--steps`` optimiser steps whatever N. The table gives the steering read-out's correlation with the
+driver on held-in validation episodes of the N tracks and on each left-out track, and the share of frames where
+the driver turns (\\|steer\\| > 0.2) on which it steers to the same side. Models (``--models``):
+
+* ``vae``: the ConvVAE with its linear teacher read-out of mu, reconstruction and teacher loss as
+  ``vmc.train_vae --teacher-weight`` (the ``tracks`` preset's weight, 500);
+* ``encoder``: the same network trained on the teacher loss alone (no decoder, no KL): a supervised CNN;
+* ``keypoints``: a conv stack to a 16x16 map, a spatial softmax (32 keypoints, Levine et al. 2016) and a linear
+  read-out, whose only features are where things are in the picture.
+
+A screen for vision ideas that needs no held-out track, and a measure of how much more tracks would help.
+
+    python benchmarks/track_scaling.py [--data data/8tracks-tracks --sizes 1 2 3 4 6 --models encoder vae]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from readout_probe import steering_agreement
+from torch import nn
+from torch.nn import functional as F
+
+from vmc.data import RolloutDataset
+from vmc.main import TRAIN_TRACKS
+from vmc.models.vae import ConvVAE, VAEConfig
+from vmc.training import use_bf16
+
+
+class Keypoints(nn.Module):
+    """(B, 3, 64, 64) → action (B, 3) through the expected x and y of 32 softmaxed feature maps (B, 64)."""
+
+    def __init__(self, keypoints: int = 32) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 32, 5, stride=2, padding=2), nn.ReLU(),
+                                  nn.Conv2d(32, 64, 3, stride=2, padding=1), nn.ReLU(),
+                                  nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(), nn.Conv2d(64, keypoints, 1))
+        self.head = nn.Linear(2 * keypoints, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = self.body(x).float()
+        b, k, h, w = f.shape
+        p = F.softmax(f.reshape(b, k, h * w), dim=-1).reshape(b, k, h, w)
+        xs, ys = torch.linspace(-1, 1, w), torch.linspace(-1, 1, h)
+        return self.head(torch.cat([(p.sum(2) * xs).sum(-1), (p.sum(3) * ys).sum(-1)], dim=1))
+
+
+def load(folder: Path, split: str, tracks: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Frames (N, 64, 64, 3), the driver's actions (N, 3) and track names (N,) of the split's labelled frames."""
+    with RolloutDataset(folder, split, tracks=tracks) as ds:
+        frames, labels = ds.load_frames(), ds.load_expert_actions()
+        names = np.repeat([r.track for r in ds.episodes], [r.length + 1 for r in ds.episodes])
+    known = ~np.isnan(labels).any(axis=1)
+    return frames[known], labels[known], names[known]
+
+
+def predict(model: nn.Module, frames: np.ndarray) -> np.ndarray:
+    """The model's steering for each frame (N,)."""
+    model.eval()
+    out = []
+    with torch.no_grad():
+        for s in range(0, len(frames), 512):
+            x = ConvVAE.to_input(torch.from_numpy(frames[s:s + 512]))
+            out.append(model(x) if isinstance(model, Keypoints) else model.teacher(model.encode(x)[0]))
+    model.train()
+    return torch.cat(out)[:, 0].float().numpy()
+
+
+def train(kind: str, frames: np.ndarray, labels: np.ndarray, steps: int, batch: int, seed: int) -> nn.Module:
+    torch.manual_seed(seed)
+    model = Keypoints() if kind == "keypoints" else ConvVAE(VAEConfig(teacher_outputs=3))
+    model = model.to(memory_format=torch.channels_last)
+    opt = torch.optim.Adam(model.parameters(), 1e-3)
+    bf16 = use_bf16("auto", torch.device("cpu"))
+    rng = np.random.default_rng(seed)
+    order = np.empty(0, np.int64)
+    for _ in range(steps):
+        if len(order) < batch:
+            order = np.concatenate([order, rng.permutation(len(frames))])
+        i, order = np.sort(order[:batch]), order[batch:]
+        x = ConvVAE.to_input(torch.from_numpy(frames[i])).contiguous(memory_format=torch.channels_last)
+        y = torch.from_numpy(labels[i])
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            if kind == "keypoints":
+                loss = (model(x).float() - y).pow(2).sum(dim=1).mean()
+            elif kind == "encoder":
+                loss = model.teacher_loss(model.encode(x)[0].float(), y)
+            else:
+                recon, mu, logvar = model(x)
+        if kind == "vae":
+            loss = model.loss(x, recon.float(), mu.float(), logvar.float())["loss"] + 500 * model.teacher_loss(mu.float(), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return model
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", default="data/8tracks-tracks", help="a mix collection of the training tracks")
+    p.add_argument("--left-out", nargs="+", default=["cocoa_temple", "candela_city"])
+    p.add_argument("--sizes", nargs="+", type=int, default=[1, 2, 3, 4, 6], help="numbers of tracks learnt from")
+    p.add_argument("--both-orders", action="store_true", help="also take the first N tracks in reverse order")
+    p.add_argument("--models", nargs="+", default=["encoder"], choices=["encoder", "vae", "keypoints"])
+    p.add_argument("--steps", type=int, default=1500, help="optimiser steps of every model")
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0)
+    a = p.parse_args()
+    torch.set_num_threads(max(1, len(__import__("os").sched_getaffinity(0))))
+    pool = [t for t in TRAIN_TRACKS if t not in a.left_out]
+    if max(a.sizes) > len(pool):
+        raise SystemExit(f"--sizes: at most {len(pool)} tracks are left to learn from")
+    out_frames, out_labels, out_names = load(Path(a.data), "all", a.left_out)
+    orders = [pool] + ([pool[::-1]] if a.both_orders else [])
+    rows = []
+    for model_kind in a.models:
+        for size in a.sizes:
+            for order in orders:
+                tracks = order[:size]
+                if size == len(pool) and order is not orders[0]:
+                    continue  # all of them: the same set either way
+                t0 = time.perf_counter()
+                x, y, _ = load(Path(a.data), "train", tracks)
+                xv, yv, _ = load(Path(a.data), "val", tracks)
+                model = train(model_kind, x, y, a.steps, a.batch, a.seed)
+                row = {"model": model_kind, "tracks": tracks, "frames": len(x),
+                       "val": steering_agreement(predict(model, xv), yv[:, 0])}
+                pred = predict(model, out_frames)
+                for t in a.left_out:
+                    m = out_names == t
+                    row[t] = steering_agreement(pred[m], out_labels[m, 0])
+                rows.append(row)
+                print(f"{model_kind} on {', '.join(tracks)}: {time.perf_counter() - t0:.0f} s", flush=True)
+
+    print(f"\n**Steering read-out on tracks not learnt from** ({a.data}, {a.steps} steps of {a.batch} frames; r: "
+          "correlation with the centre-line driver's steering, side: same side where it turns)\n")
+    print("| model | tracks learnt from | frames | held-in validation r | "
+          + " | ".join(f"{t} r, side" for t in a.left_out) + " | left-out mean r |")
+    print("|---|---|---|---|" + "---|" * (len(a.left_out) + 1))
+    for r in rows:
+        mean = np.mean([r[t]["r"] for t in a.left_out])
+        print(f"| {r['model']} | {len(r['tracks'])}: {', '.join(r['tracks'])} | {r['frames']} | {r['val']['r']:.2f} | "
+              + " | ".join(f"{r[t]['r']:.2f}, {r[t]['side']:.2f}" for t in a.left_out) + f" | {mean:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
