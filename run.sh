@@ -7,7 +7,8 @@
 #   ./run.sh test      ruff, then the test suite (what CI runs)
 #   ./run.sh bench     the benchmarks (prints the tables that are in the README); ./run.sh bench NAME [ARGS]
 #                      runs one of benchmarks/NAME.py (env_speed, cpu_scaling, collect_speed, dream_speed,
-#                      dream_temperatures, dream_ends, race_speed, train_speed, cluster_overhead, readout_probe)
+#                      dream_temperatures, dream_ends, race_speed, train_speed, cluster_overhead, readout_probe,
+#                      track_scaling)
 #   ./run.sh setup     set-up only
 #   ./run.sh py ARGS   python inside the virtualenv, e.g. ./run.sh py -m vmc.collect --help
 set -euo pipefail

@@ -14,7 +14,9 @@ the driver turns (\\|steer\\| > 0.2) on which it steers to the same side. Models
 * ``keypoints``: a conv stack to a 16x16 map, a spatial softmax (32 keypoints, Levine et al. 2016) and a linear
   read-out, whose only features are where things are in the picture.
 
-A screen for vision ideas that needs no held-out track, and a measure of how much more tracks would help.
+``--random-conv F`` shows that share of the training frames to every model through a random convolution
+(``vmc.train_vae --random-conv``). A screen for vision ideas that needs no held-out track, and a measure of how
+much more tracks would help.
 
     python benchmarks/track_scaling.py [--data data/8tracks-tracks --sizes 1 2 3 4 6 --models encoder vae]
 """
@@ -76,7 +78,14 @@ def predict(model: nn.Module, frames: np.ndarray) -> np.ndarray:
     return torch.cat(out)[:, 0].float().numpy()
 
 
-def train(kind: str, frames: np.ndarray, labels: np.ndarray, steps: int, batch: int, seed: int) -> nn.Module:
+def train(kind: str, frames: np.ndarray, labels: np.ndarray, steps: int, batch: int, seed: int,
+          random_conv: float = 0.0) -> nn.Module:
+    """``kind`` learnt for ``steps`` optimiser steps on the frames (N, 64, 64, 3) and the driver's actions (N, 3);
+    ``random_conv``: share of frames the model sees through a random convolution (``vmc.train_vae --random-conv``;
+    the VAE still reconstructs the frame as it was)."""
+    from vmc.train_vae import Augment
+
+    augment = Augment(0.0, 0.0, 0, 64, random_conv)
     torch.manual_seed(seed)
     model = Keypoints() if kind == "keypoints" else ConvVAE(VAEConfig(teacher_outputs=3))
     model = model.to(memory_format=torch.channels_last)
@@ -90,13 +99,14 @@ def train(kind: str, frames: np.ndarray, labels: np.ndarray, steps: int, batch: 
         i, order = np.sort(order[:batch]), order[batch:]
         x = ConvVAE.to_input(torch.from_numpy(frames[i])).contiguous(memory_format=torch.channels_last)
         y = torch.from_numpy(labels[i])
+        seen = augment.encoder_input(x).contiguous(memory_format=torch.channels_last) if augment else x
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             if kind == "keypoints":
-                loss = (model(x).float() - y).pow(2).sum(dim=1).mean()
+                loss = (model(seen).float() - y).pow(2).sum(dim=1).mean()
             elif kind == "encoder":
-                loss = model.teacher_loss(model.encode(x)[0].float(), y)
+                loss = model.teacher_loss(model.encode(seen)[0].float(), y)
             else:
-                recon, mu, logvar = model(x)
+                recon, mu, logvar = model(seen)
         if kind == "vae":
             loss = model.loss(x, recon.float(), mu.float(), logvar.float())["loss"] + 500 * model.teacher_loss(mu.float(), y)
         opt.zero_grad(set_to_none=True)
@@ -115,6 +125,8 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=1500, help="optimiser steps of every model")
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--random-conv", type=float, default=0.0,
+                   help="share of training frames seen through a random convolution (train_vae --random-conv)")
     a = p.parse_args()
     torch.set_num_threads(max(1, len(__import__("os").sched_getaffinity(0))))
     pool = [t for t in TRAIN_TRACKS if t not in a.left_out]
@@ -132,7 +144,7 @@ def main() -> None:
                 t0 = time.perf_counter()
                 x, y, _ = load(Path(a.data), "train", tracks)
                 xv, yv, _ = load(Path(a.data), "val", tracks)
-                model = train(model_kind, x, y, a.steps, a.batch, a.seed)
+                model = train(model_kind, x, y, a.steps, a.batch, a.seed, a.random_conv)
                 row = {"model": model_kind, "tracks": tracks, "frames": len(x),
                        "val": steering_agreement(predict(model, xv), yv[:, 0])}
                 pred = predict(model, out_frames)
@@ -142,7 +154,8 @@ def main() -> None:
                 rows.append(row)
                 print(f"{model_kind} on {', '.join(tracks)}: {time.perf_counter() - t0:.0f} s", flush=True)
 
-    print(f"\n**Steering read-out on tracks not learnt from** ({a.data}, {a.steps} steps of {a.batch} frames; r: "
+    print(f"\n**Steering read-out on tracks not learnt from** ({a.data}, {a.steps} steps of {a.batch} frames, seed "
+          f"{a.seed}, random convolutions on {a.random_conv:.0%} of them; r: "
           "correlation with the centre-line driver's steering, side: same side where it turns)\n")
     print("| model | tracks learnt from | frames | held-in validation r | "
           + " | ".join(f"{t} r, side" for t in a.left_out) + " | left-out mean r |")
