@@ -3,10 +3,11 @@
 Leave-tracks-out on a ``mix`` collection of the eight training tracks (default: the ``tracks`` preset's own,
 ``data/8tracks-tracks``; the held-out and kept-aside tracks are never read): ``--left-out`` tracks (default
 cocoa_temple and candela_city) are set aside, and each model learns the centre-line driver's action from the
-frames of the first N of the other six (``--sizes``, in the order given and, with ``--both-orders``, reversed),
+frames of the first N of the other six (``--sizes``, in the order given and, with ``--both-orders``, reversed;
+``--pool`` names other tracks to learn from, e.g. the six and their ``<track>-reverse``),
 for the same ``--steps`` optimiser steps whatever N. The table gives the steering read-out's correlation with the
 driver on held-in validation episodes of the N tracks and on each left-out track, and the share of frames where
-the driver turns (\\|steer\\| > 0.2) on which it steers to the same side. Models (``--models``):
+the driver turns (|steer| > 0.2) on which it steers to the same side. Models (``--models``):
 
 * ``vae``: the ConvVAE with its linear teacher read-out of mu, reconstruction and teacher loss as
   ``vmc.train_vae --teacher-weight`` (the ``tracks`` preset's weight, 500);
@@ -119,6 +120,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default="data/8tracks-tracks", help="a mix collection of the training tracks")
     p.add_argument("--left-out", nargs="+", default=["cocoa_temple", "candela_city"])
+    p.add_argument("--pool", nargs="+", default=None,
+                   help="the tracks learnt from, in order (default: the training tracks not left out; `<track>-reverse` "
+                        "names count as tracks of their own)")
     p.add_argument("--sizes", nargs="+", type=int, default=[1, 2, 3, 4, 6], help="numbers of tracks learnt from")
     p.add_argument("--both-orders", action="store_true", help="also take the first N tracks in reverse order")
     p.add_argument("--models", nargs="+", default=["encoder"], choices=["encoder", "vae", "keypoints"])
@@ -129,7 +133,9 @@ def main() -> None:
                    help="share of training frames seen through a random convolution (train_vae --random-conv)")
     a = p.parse_args()
     torch.set_num_threads(max(1, len(__import__("os").sched_getaffinity(0))))
-    pool = [t for t in TRAIN_TRACKS if t not in a.left_out]
+    pool = a.pool or [t for t in TRAIN_TRACKS if t not in a.left_out]
+    if set(pool) & set(a.left_out):
+        raise SystemExit(f"--pool and --left-out share {', '.join(sorted(set(pool) & set(a.left_out)))}")
     if max(a.sizes) > len(pool):
         raise SystemExit(f"--sizes: at most {len(pool)} tracks are left to learn from")
     out_frames, out_labels, out_names = load(Path(a.data), "all", a.left_out)

@@ -198,7 +198,8 @@ class RolloutDataset:
 
     def __init__(self, folder: Path, split: str = "all", val_fraction: float = 0.1,
                  tracks: Optional[Iterable[str]] = None) -> None:
-        """``tracks``: only these tracks' episodes (None: all); each episode stays on its side of the split."""
+        """``tracks``: only these tracks' episodes (None: all; a track the collection lacks is an error, one without
+        episodes on this side of the split is not); each episode stays on its side of the split."""
         if split not in ("all", "train", "val"):
             raise ValueError(f"split must be all, train or val, got {split!r}")
         self.folder = Path(folder)
@@ -206,14 +207,14 @@ class RolloutDataset:
         if not paths:
             raise FileNotFoundError(f"no shards (*.h5) in {self.folder}")
         refs = [r for p in paths for r in read_shard_index(p)]
+        wanted = None if tracks is None else set(tracks)
+        if wanted is not None and wanted - {r.track for r in refs}:
+            raise ValueError(f"{self.folder} has no episodes of {', '.join(sorted(wanted - {r.track for r in refs}))} "
+                             f"(it has {', '.join(sorted({r.track for r in refs}))})")
         if split != "all":
             val = validation_set(refs, val_fraction)
             refs = [r for r in refs if ((r.track, r.index) in val) == (split == "val")]
-        if tracks is not None:
-            wanted = set(tracks)
-            missing = wanted - {r.track for r in refs}
-            if missing:
-                raise ValueError(f"{self.folder} has no {split} episodes of {', '.join(sorted(missing))}")
+        if wanted is not None:
             refs = [r for r in refs if r.track in wanted]
         self.episodes: list[EpisodeRef] = sorted(refs, key=lambda r: (r.track, r.index))
         self._files: dict[Path, h5py.File] = {}
