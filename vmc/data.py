@@ -208,9 +208,11 @@ class RolloutDataset:
             raise FileNotFoundError(f"no shards (*.h5) in {self.folder}")
         refs = [r for p in paths for r in read_shard_index(p)]
         wanted = None if tracks is None else set(tracks)
-        if wanted is not None and wanted - {r.track for r in refs}:
-            raise ValueError(f"{self.folder} has no episodes of {', '.join(sorted(wanted - {r.track for r in refs}))} "
-                             f"(it has {', '.join(sorted({r.track for r in refs}))})")
+        if wanted is not None:
+            have = {r.track for r in refs}
+            if wanted - have:
+                raise ValueError(f"{self.folder} has no episodes of {', '.join(sorted(wanted - have))} "
+                                 f"(it has {', '.join(sorted(have))})")
         if split != "all":
             val = validation_set(refs, val_fraction)
             refs = [r for r in refs if ((r.track, r.index) in val) == (split == "val")]
