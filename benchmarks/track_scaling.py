@@ -37,7 +37,8 @@ from torch.nn import functional as F
 from vmc.data import RolloutDataset
 from vmc.main import TRAIN_TRACKS
 from vmc.models.vae import ConvVAE, VAEConfig
-from vmc.training import use_bf16
+from vmc.train_vae import Augment
+from vmc.training import use_all_cores, use_bf16
 
 
 class Keypoints(nn.Module):
@@ -84,8 +85,6 @@ def train(kind: str, frames: np.ndarray, labels: np.ndarray, steps: int, batch: 
     """``kind`` learnt for ``steps`` optimiser steps on the frames (N, 64, 64, 3) and the driver's actions (N, 3);
     ``random_conv``: share of frames the model sees through a random convolution (``vmc.train_vae --random-conv``;
     the VAE still reconstructs the frame as it was)."""
-    from vmc.train_vae import Augment
-
     augment = Augment(0.0, 0.0, 0, 64, random_conv)
     torch.manual_seed(seed)
     model = Keypoints() if kind == "keypoints" else ConvVAE(VAEConfig(teacher_outputs=3))
@@ -132,7 +131,7 @@ def main() -> None:
     p.add_argument("--random-conv", type=float, default=0.0,
                    help="share of training frames seen through a random convolution (train_vae --random-conv)")
     a = p.parse_args()
-    torch.set_num_threads(max(1, len(__import__("os").sched_getaffinity(0))))
+    use_all_cores()
     pool = a.pool or [t for t in TRAIN_TRACKS if t not in a.left_out]
     if set(pool) & set(a.left_out):
         raise SystemExit(f"--pool and --left-out share {', '.join(sorted(set(pool) & set(a.left_out)))}")
