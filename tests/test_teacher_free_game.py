@@ -73,5 +73,8 @@ def test_teacher_free_recipe_runs_two_rounds_and_resumes_after_kill(tmp_path: Pa
     assert first_round.read_text() == round1 and (run / "iterate" / "round-2" / "round.json").read_text() == round2
     row3 = json.loads((run / "iterate" / "round-3" / "round.json").read_text())
     assert row3["episodes"] == rows[1]["episodes"] + 2
-    # The lap is played again with round 3's controller.
-    assert (run / "best_lap.mp4").stat().st_mtime >= Path(row3["controller"]).stat().st_mtime
+    # The lap is played again with round 3's controller, and with round 2's when the run is looked at with 2 rounds.
+    assert json.loads((run / "best_lap.json").read_text())["controller"] == row3["controller"]
+    proc = start(tmp_path, "--rounds", "2")
+    assert proc.wait(timeout=800) == 0, (tmp_path / "main.log").read_text()[-3000:]
+    assert json.loads((run / "best_lap.json").read_text())["controller"] == rows[1]["controller"]

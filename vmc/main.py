@@ -334,11 +334,11 @@ def run_main(cfg: MainConfig) -> dict:
 
     stage("6/6 play")
     t0 = time.perf_counter()
-    video = run / "best_lap.mp4"
-    if cfg.force or not video.exists() or video.stat().st_mtime < best.stat().st_mtime:
+    video, played = run / "best_lap.mp4", run / "best_lap.json"
+    lap = json.loads(played.read_text()) if video.exists() and played.exists() and not cfg.force else None
+    # Played again when the controller is another (a teacher-free run looked at with fewer --rounds) or newer.
+    if lap is None or lap.get("controller") != str(best) or video.stat().st_mtime < best.stat().st_mtime:
         lap = play(best, video, track=tracks[0])
-    else:
-        lap = json.loads(video.with_suffix(".json").read_text())
     timings["play"] = time.perf_counter() - t0
 
     rows = None
