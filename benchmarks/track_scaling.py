@@ -133,22 +133,23 @@ def main() -> None:
     a = p.parse_args()
     use_all_cores()
     pool = a.pool or [t for t in TRAIN_TRACKS if t not in a.left_out]
-    if set(pool) & set(a.left_out):
-        raise SystemExit(f"--pool and --left-out share {', '.join(sorted(set(pool) & set(a.left_out)))}")
+    shared = set(pool) & set(a.left_out)
+    if shared:
+        raise SystemExit(f"--pool and --left-out share {', '.join(sorted(shared))}")
     if max(a.sizes) > len(pool):
         raise SystemExit(f"--sizes: at most {len(pool)} tracks are left to learn from")
     out_frames, out_labels, out_names = load(Path(a.data), "all", a.left_out)
     orders = [pool] + ([pool[::-1]] if a.both_orders else [])
     rows = []
-    for model_kind in a.models:
-        for size in a.sizes:
-            for order in orders:
-                tracks = order[:size]
-                if size == len(pool) and order is not orders[0]:
-                    continue  # all of them: the same set either way
+    for size in a.sizes:
+        for order in orders:
+            tracks = order[:size]
+            if size == len(pool) and order is not orders[0]:
+                continue  # all of them: the same set either way
+            x, y, _ = load(Path(a.data), "train", tracks)  # once per set of tracks, whatever the models
+            xv, yv, _ = load(Path(a.data), "val", tracks)
+            for model_kind in a.models:
                 t0 = time.perf_counter()
-                x, y, _ = load(Path(a.data), "train", tracks)
-                xv, yv, _ = load(Path(a.data), "val", tracks)
                 model = train(model_kind, x, y, a.steps, a.batch, a.seed, a.random_conv)
                 row = {"model": model_kind, "tracks": tracks, "frames": len(x),
                        "val": steering_agreement(predict(model, xv), yv[:, 0])}
