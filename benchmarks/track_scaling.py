@@ -68,28 +68,57 @@ def load(folder: Path, split: str, tracks: list[str]) -> tuple[np.ndarray, np.nd
     return frames[known], labels[known], names[known]
 
 
-def predict(model: nn.Module, frames: np.ndarray) -> np.ndarray:
+class View:
+    """What the models see of a frame (B, 3, 64, 64) in [0, 1], in training and in evaluation alike: the frame
+    (``rgb``), its luminance in all three channels (``gray``), or each channel shifted and scaled to the frame's own
+    mean 0.5 and standard deviation 0.25 (``norm``), the frame at 16x16 scaled back up (``blur``: no fine texture),
+    or the luminance's horizontal and vertical Sobel gradients and their magnitude (``edges``: no colour or
+    brightness); ``mask_top`` rows from the top (the sky and the scenery above the horizon, about row 28) set to 0."""
+
+    def __init__(self, kind: str = "rgb", mask_top: int = 0) -> None:
+        self.kind, self.mask_top = kind, mask_top
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kind == "gray":
+            x = (x * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True).expand_as(x)
+        elif self.kind == "norm":
+            mean, std = x.mean((2, 3), keepdim=True), x.std((2, 3), keepdim=True).clamp_min(1e-3)
+            x = ((x - mean) / std * 0.25 + 0.5).clamp(0, 1)
+        elif self.kind == "blur":
+            x = F.interpolate(F.avg_pool2d(x, 4), size=x.shape[-2:], mode="bilinear", align_corners=False)
+        elif self.kind == "edges":
+            gray = (x * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
+            sobel = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]]) / 4
+            g = F.conv2d(F.pad(gray, [1] * 4, mode="replicate"), torch.stack([sobel, sobel.T])[:, None])
+            x = torch.cat([g * 2 + 0.5, g.norm(dim=1, keepdim=True) * 2], dim=1).clamp(0, 1)
+        if self.mask_top:
+            x = x.clone()
+            x[:, :, :self.mask_top] = 0
+        return x.contiguous(memory_format=torch.channels_last)
+
+
+def predict(model: nn.Module, frames: np.ndarray, view: View) -> np.ndarray:
     """The model's steering for each frame (N,)."""
     model.eval()
     out = []
     with torch.no_grad():
         for s in range(0, len(frames), 512):
-            x = ConvVAE.to_input(torch.from_numpy(frames[s:s + 512]))
+            x = view(ConvVAE.to_input(torch.from_numpy(frames[s:s + 512])))
             out.append(model(x) if isinstance(model, Keypoints) else model.teacher(model.encode(x)[0]))
     model.train()
     return torch.cat(out)[:, 0].float().numpy()
 
 
 def train(kind: str, frames: np.ndarray, labels: np.ndarray, steps: int, batch: int, seed: int,
-          random_conv: float = 0.0) -> nn.Module:
-    """``kind`` learnt for ``steps`` optimiser steps on the frames (N, 64, 64, 3) and the driver's actions (N, 3);
-    ``random_conv``: share of frames the model sees through a random convolution (``vmc.train_vae --random-conv``;
-    the VAE still reconstructs the frame as it was)."""
-    augment = Augment(0.0, 0.0, 0, 64, random_conv)
+          augment: Augment, view: View, weight_decay: float = 0.0, vae: VAEConfig | None = None) -> nn.Module:
+    """``kind`` learnt for ``steps`` optimiser steps on the frames (N, 64, 64, 3) and the driver's actions (N, 3),
+    each batch through ``augment`` (``vmc.train_vae``'s; with ``random_conv`` the VAE still reconstructs the frame as
+    it was) and ``view``; AdamW's ``weight_decay``; ``vae``: the ConvVAE's architecture (the preset's with a
+    3-output read-out if None)."""
     torch.manual_seed(seed)
-    model = Keypoints() if kind == "keypoints" else ConvVAE(VAEConfig(teacher_outputs=3))
+    model = Keypoints() if kind == "keypoints" else ConvVAE(vae or VAEConfig(teacher_outputs=3))
     model = model.to(memory_format=torch.channels_last)
-    opt = torch.optim.Adam(model.parameters(), 1e-3)
+    opt = torch.optim.AdamW(model.parameters(), 1e-3, weight_decay=weight_decay)
     bf16 = use_bf16("auto", torch.device("cpu"))
     rng = np.random.default_rng(seed)
     order = np.empty(0, np.int64)
@@ -97,9 +126,9 @@ def train(kind: str, frames: np.ndarray, labels: np.ndarray, steps: int, batch: 
         if len(order) < batch:
             order = np.concatenate([order, rng.permutation(len(frames))])
         i, order = np.sort(order[:batch]), order[batch:]
-        x = ConvVAE.to_input(torch.from_numpy(frames[i])).contiguous(memory_format=torch.channels_last)
-        y = torch.from_numpy(labels[i])
-        seen = augment.encoder_input(x).contiguous(memory_format=torch.channels_last) if augment else x
+        raw, y = augment(ConvVAE.to_input(torch.from_numpy(frames[i])), torch.from_numpy(labels[i]))
+        x = view(raw)
+        seen = view(augment.encoder_input(raw)) if augment.random_conv else x
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             if kind == "keypoints":
                 loss = (model(seen).float() - y).pow(2).sum(dim=1).mean()
@@ -130,7 +159,17 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--random-conv", type=float, default=0.0,
                    help="share of training frames seen through a random convolution (train_vae --random-conv)")
+    p.add_argument("--flip", type=float, default=0.0, help="share of training frames mirrored, steering negated")
+    p.add_argument("--colour-jitter", type=float, default=0.0, help="train_vae --colour-jitter")
+    p.add_argument("--shift", type=int, default=0, help="train_vae --shift")
+    p.add_argument("--view", default="rgb", choices=["rgb", "gray", "norm", "blur", "edges"], help="what the models see (View)")
+    p.add_argument("--mask-top", type=int, default=0, help="rows from the top the models do not see")
+    p.add_argument("--weight-decay", type=float, default=0.0, help="AdamW's, for every model")
+    p.add_argument("--channels", nargs=4, type=int, default=[32, 64, 128, 256], help="the ConvVAE's (VAEConfig)")
+    p.add_argument("--z-dim", type=int, default=32, help="the ConvVAE's latent size (VAEConfig)")
     a = p.parse_args()
+    vae = VAEConfig(z_dim=a.z_dim, channels=tuple(a.channels), teacher_outputs=3)
+    augment, view = Augment(a.flip, a.colour_jitter, a.shift, 64, a.random_conv), View(a.view, a.mask_top)
     use_all_cores()
     pool = a.pool or [t for t in TRAIN_TRACKS if t not in a.left_out]
     shared = set(pool) & set(a.left_out)
@@ -150,18 +189,23 @@ def main() -> None:
             xv, yv, _ = load(Path(a.data), "val", tracks)
             for model_kind in a.models:
                 t0 = time.perf_counter()
-                model = train(model_kind, x, y, a.steps, a.batch, a.seed, a.random_conv)
+                model = train(model_kind, x, y, a.steps, a.batch, a.seed, augment, view, a.weight_decay, vae)
                 row = {"model": model_kind, "tracks": tracks, "frames": len(x),
-                       "val": steering_agreement(predict(model, xv), yv[:, 0])}
-                pred = predict(model, out_frames)
+                       "val": steering_agreement(predict(model, xv, view), yv[:, 0])}
+                pred = predict(model, out_frames, view)
                 for t in a.left_out:
                     m = out_names == t
                     row[t] = steering_agreement(pred[m], out_labels[m, 0])
                 rows.append(row)
                 print(f"{model_kind} on {', '.join(tracks)}: {time.perf_counter() - t0:.0f} s", flush=True)
 
+    changes = [f"{k.replace('_', '-')} {v}" for k, v in vars(a).items()
+               if k in ("random_conv", "flip", "colour_jitter", "shift", "mask_top", "weight_decay") and v] + \
+              ([f"view {a.view}"] if a.view != "rgb" else []) + \
+              ([f"channels {a.channels}"] if a.channels != [32, 64, 128, 256] else []) + \
+              ([f"z {a.z_dim}"] if a.z_dim != 32 else [])
     print(f"\n**Steering read-out on tracks not learnt from** ({a.data}, {a.steps} steps of {a.batch} frames, seed "
-          f"{a.seed}, random convolutions on {a.random_conv:.0%} of them; r: "
+          f"{a.seed}, {', '.join(changes) or 'frames as they are'}; r: "
           "correlation with the centre-line driver's steering, side: same side where it turns)\n")
     print("| model | tracks learnt from | frames | held-in validation r | "
           + " | ".join(f"{t} r, side" for t in a.left_out) + " | left-out mean r |")
