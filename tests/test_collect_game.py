@@ -50,13 +50,21 @@ def test_collect_reads_back_and_seeds_reproduce(tmp_path: Path):
         first = {r.index: r for r in ds.episodes}[1]
         with h5py.File(first.shard) as f:
             actions_a, frames_a = f[first.name]["actions"][()], f[first.name]["observations"][()]
+            rewards_a = f[first.name]["rewards"][()]
 
-    # The same episode index collected again, alone, in another folder: same actions, same frames.
-    collect(tmp_path / "b", episodes=2, workers=1)
+    # The same episode index collected again, alone, in another folder: same actions, same frames; with the signed
+    # reward (--reward signed), which pays the change of progress where the default pays new best progress.
+    m = collect(tmp_path / "b", episodes=2, workers=1, reward="signed")
+    assert m["env_config"]["lighthouse"]["reward"] == "signed"
     ref_b = {r.index: r for r in RolloutDataset(tmp_path / "b").episodes}[1]
     with h5py.File(ref_b.shard) as f:
         np.testing.assert_array_equal(f[ref_b.name]["actions"][()], actions_a)
         np.testing.assert_array_equal(f[ref_b.name]["observations"][()], frames_a)
+        signed = f[ref_b.name]["rewards"][()]
+    # the signed sum is the progress where the kart is, never ahead of the best progress's sum, and both pay the kart
+    # for leaving the line
+    assert np.all(np.cumsum(signed) <= np.cumsum(rewards_a) + 1e-3)
+    assert signed.sum() > 0 and rewards_a.sum() > 0
 
 
 def test_rerun_continues_and_corrupt_shard_is_set_aside(tmp_path: Path):

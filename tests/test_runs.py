@@ -90,6 +90,35 @@ def test_keep_mean_is_the_teacher_free_recipes(capsys: pytest.CaptureFixture[str
     assert exit_.value.code == 2 and "use it with --teacher-free" in capsys.readouterr().err
 
 
+def test_signed_reward_is_the_teacher_free_recipes_and_names_its_run(capsys: pytest.CaptureFixture[str]):
+    """``vmc.main --reward signed`` reaches the collections of the teacher-free recipe and gets its own run folder;
+    without ``--teacher-free``, or with an unknown reward, it is one clear line."""
+    from vmc import cli
+    from vmc.main import MainConfig
+
+    cfg = cli.parse(MainConfig, ["--teacher-free", "--reward", "signed"], "vmc.main")
+    assert cfg.reward == "signed" and cfg.run.name == "lighthouse-small-teacher-free-signed"
+    assert cfg.data_path.name == "lighthouse-small-teacher-free-signed"
+    with pytest.raises(SystemExit) as exit_:
+        cli.parse(MainConfig, ["--reward", "signed"], "vmc.main")
+    assert exit_.value.code == 2 and "use it with --teacher-free" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        cli.parse(MainConfig, ["--teacher-free", "--reward", "max"], "vmc.main")
+    assert exit_.value.code == 2 and "signed" in capsys.readouterr().err
+
+
+def test_iterate_refuses_a_base_collection_of_the_other_reward(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    from vmc import cli
+    from vmc.iterate import IterateConfig
+
+    (tmp_path / "manifest.json").write_text(json.dumps({"collect_config": {"policy": "brownian"}}))
+    assert cli.parse(IterateConfig, ["--data", str(tmp_path)], "vmc.iterate").reward == "best"
+    with pytest.raises(SystemExit) as exit_:
+        cli.parse(IterateConfig, ["--data", str(tmp_path), "--reward", "signed"], "vmc.iterate")
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "recorded the 'best' reward" in err and len(err.strip().splitlines()) == 1
+
+
 def test_rounds_are_the_teacher_free_recipes_and_free_on_resume(capsys: pytest.CaptureFixture[str]):
     """``vmc.main --rounds N`` sets the teacher-free recipe's rounds (0: the preset's) and may change when a run
     goes on; without ``--teacher-free`` it is one clear line."""

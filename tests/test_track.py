@@ -73,6 +73,34 @@ def test_rescue_backwards_does_not_pay_twice():
     assert p.best == pytest.approx(0.027)
 
 
+def test_signed_reward_pays_a_rescue_back_and_sums_to_the_same_lap():
+    best, signed = LapProgress(length=100.0), LapProgress(length=100.0, signed=True)
+    ds = [0, 5, 10, 15, 20, 2, 7, 12, 17, 22] + list(range(27, 101, 5)) + [100]  # rescued 18 m back at the 6th step
+    r_best, r_signed = drive(best, ds), drive(signed, ds)
+    assert r_signed[5] == pytest.approx(1000 * -18 / 100 - 0.1)  # the rescue costs what it took back
+    assert r_signed[6:9] == [pytest.approx(1000 * 5 / 100 - 0.1)] * 3  # and driving it again pays it back
+    assert r_best[5:9] == [pytest.approx(-0.1)] * 4
+    assert best.lap_done and signed.lap_done
+    assert sum(r_signed) == pytest.approx(sum(r_best)) == pytest.approx(1000 - 0.1 * len(ds))
+    # the score, the best progress and the stuck rule are the best progress's under either reward
+    assert signed.score == pytest.approx(best.score)
+    assert signed.steps_since_progress == best.steps_since_progress
+
+
+def test_signed_reward_ends_where_the_kart_is():
+    p = LapProgress(length=1000.0, signed=True)
+    rewards = drive(p, [0, 10, 20, 30, 5])  # rescued back to 5 m and the episode ends there
+    assert sum(rewards) == pytest.approx(1000 * 5 / 1000 - 0.5)
+    assert p.score == pytest.approx(1000 * 30 / 1000 - 0.5)
+
+
+def test_unknown_reward_is_refused():
+    from vmc.sim.env import EnvConfig
+
+    with pytest.raises(ValueError, match="unknown reward 'max'; choose one of best, signed"):
+        EnvConfig(reward="max")
+
+
 def test_stuck_counter_counts_steps_without_new_progress():
     p = LapProgress(length=1000.0)
     drive(p, [0, 1, 2])

@@ -67,6 +67,9 @@ class CollectConfig(Config):
     """Step limit per episode (truncation)."""
     renderer: str = "llvmpipe"
     """Renderer of the worker games."""
+    reward: str = "best"
+    """The reward recorded (``EnvConfig.reward``): ``best``, the lap's new best progress; ``signed``, the change of
+    its progress, negative where a rescue takes the kart back."""
     size: int = 64
     """Frame width and height in pixels."""
     episode_timeout: float = 900.0
@@ -94,7 +97,7 @@ class CollectConfig(Config):
 def env_config_for(cfg: CollectConfig, track: str) -> EnvConfig:
     """The env a worker drives for an episode on ``track``."""
     return EnvConfig(track=track, width=cfg.size, height=cfg.size, renderer=cfg.renderer, max_steps=cfg.max_steps,
-                     controller="ai" if cfg.policy == "ai" else "player")
+                     controller="ai" if cfg.policy == "ai" else "player", reward=cfg.reward)
 
 
 def record_episode(env, policy_name: str, seed: int, index: int, controller: str = "", noise: float = 0.1) -> Episode:

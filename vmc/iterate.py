@@ -28,6 +28,7 @@ from vmc.checkpoints import load_checkpoint, vae_from
 from vmc.cli import Config, check_non_negative, check_positive
 from vmc.cluster import check_cluster
 from vmc.runs import RUNS, SEED_STRIDE, write_config
+from vmc.sim.env import REWARDS
 
 log = logging.getLogger("vmc.iterate")
 
@@ -59,6 +60,9 @@ class IterateConfig(Config):
     limit below a lap leaves the rest of the track out of the VAE's, the MDN-RNN's and the dream's data)."""
     explore_noise: float = 0.1
     """Exploration noise on steering and throttle while collecting."""
+    reward: str = "best"
+    """The reward the rounds' collections record, that the MDN-RNN learns to predict (``vmc.collect --reward``):
+    ``best`` or ``signed``; the base collection's must be the same."""
     vae_epochs: int = 0
     """VAE epochs per round from round 2, from the previous round's VAE on the grown collection, so that z also
     learns the parts of the track the first data never reached (0: the run's VAE in every round)."""
@@ -125,6 +129,17 @@ class IterateConfig(Config):
                            dream_pick_steps=self.dream_pick_steps,
                            dream_min_progress=self.dream_min_progress)
         check_cluster(self.cluster)
+        if self.reward not in REWARDS:
+            raise ValueError(f"unknown --reward {self.reward!r}; choose one of {', '.join(REWARDS)}")
+        base = Path(self.data) / "manifest.json"
+        if base.is_file():
+            try:
+                recorded = json.loads(base.read_text()).get("collect_config", {}).get("reward", "best")
+            except json.JSONDecodeError:
+                recorded = self.reward  # collect names a corrupt manifest itself
+            if recorded != self.reward:
+                raise ValueError(f"--reward {self.reward}: the base collection {self.data} recorded the {recorded!r} "
+                                 "reward; collect it again with vmc.collect --reward, or use its reward")
         if self.keep not in ("best", "mean"):
             raise ValueError(f"--keep must be best or mean, got {self.keep!r}")
 
@@ -171,7 +186,7 @@ def run_round(cfg: IterateConfig, k: int, previous: Optional[dict]) -> dict:
         Collector(CollectConfig(out=str(data), tracks=list(cfg.tracks), episodes=base + (k - 1) * cfg.episodes,
                                 workers=cfg.workers, cluster=cfg.cluster, policy="controller", controller=previous["controller"],
                                 controller_noise=cfg.explore_noise, seed=cfg.seed * SEED_STRIDE + 1_000_000,
-                                max_steps=cfg.episode_steps or cfg.max_steps)).run()
+                                max_steps=cfg.episode_steps or cfg.max_steps, reward=cfg.reward)).run()
         episodes = _episodes(data)
         latents, vae = rd / "latents.h5", Path(previous.get("vae", run / "vae.pt"))
         if cfg.vae_epochs:

@@ -161,6 +161,11 @@ class MainConfig(Config):
     keep: Literal["best", "mean"] = "best"
     """With ``--teacher-free``: which controller a round keeps and goes on from: ``best``, the candidate its dream scores
     best; ``mean``, the CMA-ES mean (``vmc.iterate --keep``)."""
+    reward: Literal["best", "signed"] = "best"
+    """With ``--teacher-free``: the reward the collections record and the MDN-RNN learns (``vmc.collect --reward``):
+    ``best``, the lap's new best progress (CarRacing's rule); ``signed``, the change of the lap's progress, negative
+    where a rescue puts the kart back, so that the dream does not pay again for road driven twice. Scores and laps
+    are reported the same way under both (the run folder gets ``-signed``)."""
     rounds: int = 0
     """With ``--teacher-free``: rounds of ``vmc.iterate`` in all (0: the preset's). A finished run started again with
     more rounds goes on from its last round; the rest of its config must be the same."""
@@ -193,6 +198,8 @@ class MainConfig(Config):
             raise ValueError(f"--keep must be best or mean, got {self.keep!r}")
         if self.keep != "best" and not self.teacher_free:
             raise ValueError("--keep is the teacher-free recipe's (vmc.iterate --keep): use it with --teacher-free")
+        if self.reward != "best" and not self.teacher_free:
+            raise ValueError("--reward is the teacher-free recipe's (what its MDN-RNN learns): use it with --teacher-free")
         if self.rounds and not self.teacher_free:
             raise ValueError("--rounds is the teacher-free recipe's (vmc.iterate --rounds): use it with --teacher-free")
         check_cluster(self.cluster)
@@ -216,7 +223,8 @@ class MainConfig(Config):
     @property
     def run(self) -> Path:
         return Path(self.runs) / (self.name or run_name(self.training_tracks, self.preset)
-                                  + ("-teacher-free" if self.teacher_free else "") + (f"-seed{self.seed}" if self.seed else ""))
+                                  + ("-teacher-free" if self.teacher_free else "") + ("-signed" if self.reward == "signed" else "")
+                                  + (f"-seed{self.seed}" if self.seed else ""))
 
     @property
     def data_path(self) -> Path:
@@ -281,7 +289,7 @@ def run_main(cfg: MainConfig) -> dict:
     t0 = time.perf_counter()
     m = Collector(CollectConfig(out=str(data), tracks=courses, episodes=p.episodes, workers=workers, cluster=cfg.cluster,
                                 max_steps=p.max_steps, policy="brownian" if cfg.teacher_free else "mix",
-                                seed=cfg.seed * SEED_STRIDE)).run(record_to=run)
+                                seed=cfg.seed * SEED_STRIDE, reward=cfg.reward)).run(record_to=run)
     print(f"{m['episodes']} episodes, {m['steps']} steps in {data}")
     timings["collect"] = time.perf_counter() - t0
 
@@ -316,7 +324,7 @@ def run_main(cfg: MainConfig) -> dict:
             mdn_steps=d.mdn_steps, mdn_seq_len=min(32, p.max_steps // 2), done_weight=d.done_weight, popsize=d.popsize,
             vae_epochs=d.vae_epochs,
             rollouts=d.rollouts, generations=d.generations, dream_steps=d.dream_steps, eval_seeds=d.eval_seeds,
-            max_steps=p.race_steps, keep=cfg.keep, seed=cfg.seed, force=cfg.force))
+            max_steps=p.race_steps, keep=cfg.keep, reward=cfg.reward, seed=cfg.seed, force=cfg.force))
         iterate.print_table(rounds)
         best, fitness = Path(rounds[-1]["controller"]), rounds[-1]["dream"]
     else:

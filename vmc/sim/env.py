@@ -33,6 +33,7 @@ from vmc.sim.track import LapProgress, TrackGeometry, race_tracks, reversible_tr
 
 log = logging.getLogger(__name__)
 CONTROLLERS = ("player", "ai")
+REWARDS = ("best", "signed")
 
 
 @dataclass
@@ -66,6 +67,11 @@ class EnvConfig:
     (the AI's action is reported in ``info['action']``)."""
     max_steps: int = 1000
     """Episode is truncated after this many steps (0.1 s each)."""
+    reward: str = "best"
+    """What a step pays (:class:`vmc.sim.track.LapProgress`): ``best``, 1,000 times the lap's new best progress
+    (CarRacing's rule: ground covered again pays nothing); ``signed``, 1,000 times the change of the lap's progress,
+    negative when a rescue or reversing takes the kart back. Both minus 0.1 a step, both sum to the same for a lap,
+    and ``info['score']`` is the ``best`` sum in both."""
     stuck_steps: int = 60
     """Terminate after this many consecutive steps without new progress (0 disables)."""
     offtrack_steps: int = 30
@@ -88,6 +94,8 @@ class EnvConfig:
     def __post_init__(self) -> None:
         if self.controller not in CONTROLLERS:
             raise ValueError(f"unknown controller {self.controller!r}; choose one of {', '.join(CONTROLLERS)}")
+        if self.reward not in REWARDS:
+            raise ValueError(f"unknown reward {self.reward!r}; choose one of {', '.join(REWARDS)}")
         if self.max_steps < 1:
             raise ValueError(f"max_steps must be >= 1, got {self.max_steps}")
         if not 1 <= self.action_repeat <= 10:
@@ -201,7 +209,8 @@ class SuperTuxKartEnv(gym.Env):
         track = pystk2.Track()
         track.update()
         self.track = TrackGeometry.from_pystk(self.config.track, track)
-        self.progress = LapProgress(self.track.length, max_gain_m=10.0 * self.config.action_repeat)
+        self.progress = LapProgress(self.track.length, max_gain_m=10.0 * self.config.action_repeat,
+                                    signed=self.config.reward == "signed")
         # The game's AI does not drive again after race.restart(); it gets a new race every episode.
         self._needs_new_race = self.config.controller == "ai" or self._restart is None
         if self._restart is not None:

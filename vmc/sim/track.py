@@ -299,11 +299,20 @@ class LapProgress:
       only if that is behind it.
 
     Without ``on_road`` (False, the default) only the last rule applies.
+
+    With ``signed``, a step's reward is instead ``lap_reward`` times the change of that progress (minus
+    ``step_cost``): negative where a rescue puts the kart back down the track or it drives backwards, and the same
+    again when it drives forwards over that ground. A lap sums to the same either way, and :attr:`score`,
+    :attr:`best`, the stuck rule and :attr:`lap_done` stay those of the best progress. What the signed reward pays
+    depends on where the kart is, not on how far it once got, which a world model sees from frames (a rescue) but
+    not from a best-so-far it never saw (the game's reward after a rescue is 0 for as long as the kart re-drives).
     """
 
-    def __init__(self, length: float, lap_reward: float = 1000.0, step_cost: float = 0.1, max_gain_m: float = 10.0) -> None:
+    def __init__(self, length: float, lap_reward: float = 1000.0, step_cost: float = 0.1, max_gain_m: float = 10.0,
+                 signed: bool = False) -> None:
         if length <= 0:
             raise ValueError(f"track length must be positive, got {length}")
+        self.signed = bool(signed)
         self.length = float(length)
         self.lap_reward = float(lap_reward)
         self.step_cost = float(step_cost)
@@ -314,6 +323,7 @@ class LapProgress:
         """Start a new episode: no progress, no score, no steps."""
         self.best = 0.0
         self.current = 0.0
+        self._frac = 0.0  # the lap fraction of ``current`` at the last step, for the signed reward
         self._last_raw = 0.0  # karts start on (or just behind) the line
         self._on_road = (0.0, 0.0, 0)  # game distance, progress and step count the last time on the road
         self._last_on_road = False
@@ -349,8 +359,9 @@ class LapProgress:
         frac = min(1.0, self.current / self.length)
         gain = max(0.0, frac - self.best)
         self.best += gain
-        reward = self.lap_reward * gain - self.step_cost
-        self.score += reward
+        self.score += self.lap_reward * gain - self.step_cost
+        change, self._frac = frac - self._frac, frac
+        reward = self.lap_reward * (change if self.signed else gain) - self.step_cost
         self.steps += 1
         self.steps_since_progress = 0 if gain * self.length >= min_gain_m else self.steps_since_progress + 1
         return reward
