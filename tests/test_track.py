@@ -76,15 +76,31 @@ def test_rescue_backwards_does_not_pay_twice():
 def test_signed_reward_pays_a_rescue_back_and_sums_to_the_same_lap():
     best, signed = LapProgress(length=100.0), LapProgress(length=100.0, signed=True)
     ds = [0, 5, 10, 15, 20, 2, 7, 12, 17, 22] + list(range(27, 101, 5)) + [100]  # rescued 18 m back at the 6th step
-    r_best, r_signed = drive(best, ds), drive(signed, ds)
+    r_best, r_signed = drive(best, ds[:9]), drive(signed, ds[:9])
+    # the stuck rule counts steps without new best progress under either reward: 4 since the rescue
+    assert signed.steps_since_progress == best.steps_since_progress == 4
+    r_best, r_signed = r_best + drive(best, ds[9:]), r_signed + drive(signed, ds[9:])
     assert r_signed[5] == pytest.approx(1000 * -18 / 100 - 0.1)  # the rescue costs what it took back
     assert r_signed[6:9] == [pytest.approx(1000 * 5 / 100 - 0.1)] * 3  # and driving it again pays it back
     assert r_best[5:9] == [pytest.approx(-0.1)] * 4
     assert best.lap_done and signed.lap_done
     assert sum(r_signed) == pytest.approx(sum(r_best)) == pytest.approx(1000 - 0.1 * len(ds))
-    # the score, the best progress and the stuck rule are the best progress's under either reward
-    assert signed.score == pytest.approx(best.score)
-    assert signed.steps_since_progress == best.steps_since_progress
+    # the score and the best progress are the best progress's under either reward
+    assert signed.score == pytest.approx(best.score) and signed.best == best.best
+
+
+def test_signed_reward_sums_to_the_same_lap_over_the_games_jumps():
+    # on the road, with a half lap counted for one step at the line, a jump where two paths meet, a spell off the
+    # road and a rescue back: the signed steps still sum to the lap
+    steps = ([(d, True) for d in (-1.0, -0.5, 500.0, 0.5)] + [(d, True) for d in np.arange(2.0, 100.0, 4.0)]
+             + [(160.0, True), (170.0, False), (250.0, False), (120.0, True)]
+             + [(d, True) for d in np.arange(124.0, 500.0, 6.0)] + [(500.0, True)])
+    best, signed = LapProgress(length=500.0), LapProgress(length=500.0, signed=True)
+    r_best = [best.update(d, on_road=on) for d, on in steps]
+    r_signed = [signed.update(d, on_road=on) for d, on in steps]
+    assert best.lap_done and signed.lap_done
+    assert min(r_signed) < -0.1  # the rescue from 170 m back to 120 m
+    assert sum(r_signed) == pytest.approx(sum(r_best)) == pytest.approx(1000 - 0.1 * len(steps))
 
 
 def test_signed_reward_ends_where_the_kart_is():

@@ -62,7 +62,8 @@ class IterateConfig(Config):
     """Exploration noise on steering and throttle while collecting."""
     reward: str = "best"
     """The reward the rounds' collections record, that the MDN-RNN learns to predict (``vmc.collect --reward``):
-    ``best`` or ``signed``; the base collection's must be the same."""
+    ``best`` or ``signed``; the base collection's must be the same. Real scores stay the best progress's; under
+    ``signed`` a dream's score is the progress where it ended (the same for a lap)."""
     vae_epochs: int = 0
     """VAE epochs per round from round 2, from the previous round's VAE on the grown collection, so that z also
     learns the parts of the track the first data never reached (0: the run's VAE in every round)."""
@@ -134,9 +135,10 @@ class IterateConfig(Config):
         base = Path(self.data) / "manifest.json"
         if base.is_file():
             try:
-                recorded = json.loads(base.read_text()).get("collect_config", {}).get("reward", "best")
-            except json.JSONDecodeError:
-                recorded = self.reward  # collect names a corrupt manifest itself
+                collect_config = json.loads(base.read_text()).get("collect_config") or {}
+                recorded = collect_config.get("reward", "best")
+            except (OSError, ValueError, AttributeError):
+                recorded = self.reward  # a manifest that cannot be read is named by collect, with its fix
             if recorded != self.reward:
                 raise ValueError(f"--reward {self.reward}: the base collection {self.data} recorded the {recorded!r} "
                                  "reward; collect it again with vmc.collect --reward, or use its reward")

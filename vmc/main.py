@@ -164,8 +164,9 @@ class MainConfig(Config):
     reward: Literal["best", "signed"] = "best"
     """With ``--teacher-free``: the reward the collections record and the MDN-RNN learns (``vmc.collect --reward``):
     ``best``, the lap's new best progress (CarRacing's rule); ``signed``, the change of the lap's progress, negative
-    where a rescue puts the kart back, so that the dream does not pay again for road driven twice. Scores and laps
-    are reported the same way under both (the run folder gets ``-signed``)."""
+    where a rescue puts the kart back, so that the dream does not pay again for road driven twice. Real scores and
+    laps are the best progress's under both; dream scores are then the progress where the dream ended, the same as
+    the real score for a lap and below it for a race that ends behind its best (the run folder gets ``-signed``)."""
     rounds: int = 0
     """With ``--teacher-free``: rounds of ``vmc.iterate`` in all (0: the preset's). A finished run started again with
     more rounds goes on from its last round; the rest of its config must be the same."""

@@ -7,7 +7,9 @@ Action: ``Box([-1, 0, 0], [1, 1, 1])`` = (steer, acceleration, brake); brake is 
 ``nitro``, ``drift`` or ``items`` turned on, one more entry each in that order, on above 0.5.
 
 Reward: 1000 x the new fraction of the lap covered (progress along the centre line beyond the best
-so far), minus 0.1 per step (0.1 s of game time). Terminated when the lap is done, when the kart made
+so far), minus 0.1 per step (0.1 s of game time); with ``EnvConfig.reward="signed"``, 1000 x the change of
+that progress instead (negative where a rescue takes the kart back), which sums to the same for a lap;
+``info['score']`` is the best-progress sum under both. Terminated when the lap is done, when the kart made
 no progress for ``stuck_steps`` steps, or when it was far off the track for ``offtrack_steps`` steps;
 truncated after ``max_steps``. ``reset`` runs the start countdown (about 5 s of game time) so that
 the first observation is the moment the kart can drive.
