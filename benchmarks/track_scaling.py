@@ -79,17 +79,17 @@ class View:
         self.kind, self.mask_top = kind, mask_top
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        luma = (x * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
         if self.kind == "gray":
-            x = (x * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True).expand_as(x)
+            x = luma.expand_as(x)
         elif self.kind == "norm":
             mean, std = x.mean((2, 3), keepdim=True), x.std((2, 3), keepdim=True).clamp_min(1e-3)
             x = ((x - mean) / std * 0.25 + 0.5).clamp(0, 1)
         elif self.kind == "blur":
             x = F.interpolate(F.avg_pool2d(x, 4), size=x.shape[-2:], mode="bilinear", align_corners=False)
         elif self.kind == "edges":
-            gray = (x * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
             sobel = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]]) / 4
-            g = F.conv2d(F.pad(gray, [1] * 4, mode="replicate"), torch.stack([sobel, sobel.T])[:, None])
+            g = F.conv2d(F.pad(luma, [1] * 4, mode="replicate"), torch.stack([sobel, sobel.T])[:, None])
             x = torch.cat([g * 2 + 0.5, g.norm(dim=1, keepdim=True) * 2], dim=1).clamp(0, 1)
         if self.mask_top:
             x = x.clone()
