@@ -78,10 +78,14 @@ class View:
     def __init__(self, kind: str = "rgb", mask_top: int = 0) -> None:
         self.kind, self.mask_top = kind, mask_top
 
+    @staticmethod
+    def luma(x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) → the luminance (B, 1, H, W)."""
+        return (x * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
+
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        luma = (x * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
         if self.kind == "gray":
-            x = luma.expand_as(x)
+            x = self.luma(x).expand_as(x)
         elif self.kind == "norm":
             mean, std = x.mean((2, 3), keepdim=True), x.std((2, 3), keepdim=True).clamp_min(1e-3)
             x = ((x - mean) / std * 0.25 + 0.5).clamp(0, 1)
@@ -89,7 +93,7 @@ class View:
             x = F.interpolate(F.avg_pool2d(x, 4), size=x.shape[-2:], mode="bilinear", align_corners=False)
         elif self.kind == "edges":
             sobel = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]]) / 4
-            g = F.conv2d(F.pad(luma, [1] * 4, mode="replicate"), torch.stack([sobel, sobel.T])[:, None])
+            g = F.conv2d(F.pad(self.luma(x), [1] * 4, mode="replicate"), torch.stack([sobel, sobel.T])[:, None])
             x = torch.cat([g * 2 + 0.5, g.norm(dim=1, keepdim=True) * 2], dim=1).clamp(0, 1)
         if self.mask_top:
             x = x.clone()
@@ -199,11 +203,8 @@ def main() -> None:
                 rows.append(row)
                 print(f"{model_kind} on {', '.join(tracks)}: {time.perf_counter() - t0:.0f} s", flush=True)
 
-    changes = [f"{k.replace('_', '-')} {v}" for k, v in vars(a).items()
-               if k in ("random_conv", "flip", "colour_jitter", "shift", "mask_top", "weight_decay") and v] + \
-              ([f"view {a.view}"] if a.view != "rgb" else []) + \
-              ([f"channels {a.channels}"] if a.channels != [32, 64, 128, 256] else []) + \
-              ([f"z {a.z_dim}"] if a.z_dim != 32 else [])
+    changes = [f"{k.replace('_', '-')} {getattr(a, k)}" for k in ("random_conv", "flip", "colour_jitter", "shift",
+               "view", "mask_top", "weight_decay", "channels", "z_dim") if getattr(a, k) != p.get_default(k)]
     print(f"\n**Steering read-out on tracks not learnt from** ({a.data}, {a.steps} steps of {a.batch} frames, seed "
           f"{a.seed}, {', '.join(changes) or 'frames as they are'}; r: "
           "correlation with the centre-line driver's steering, side: same side where it turns)\n")
