@@ -59,11 +59,17 @@ class Keypoints(nn.Module):
         return self.head(torch.cat([(p.sum(2) * xs).sum(-1), (p.sum(3) * ys).sum(-1)], dim=1))
 
 
-def load(folder: Path, split: str, tracks: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Frames (N, 64, 64, 3), the driver's actions (N, 3) and track names (N,) of the split's labelled frames."""
+def load(folder: Path, split: str, tracks: list[str], gap: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Frames (N, 64, 64, 3), the driver's actions (N, 3) and track names (N,) of the split's labelled frames; with
+    ``gap`` > 0 each frame is followed by the one ``gap`` steps earlier in its episode (the first frame of an
+    episode by itself), (N, 64, 64, 6)."""
     with RolloutDataset(folder, split, tracks=tracks) as ds:
         frames, labels = ds.load_frames(), ds.load_expert_actions()
-        names = np.repeat([r.track for r in ds.episodes], [r.length + 1 for r in ds.episodes])
+        lengths = [r.length + 1 for r in ds.episodes]
+        names = np.repeat([r.track for r in ds.episodes], lengths)
+        if gap:
+            starts = np.repeat(np.cumsum([0] + lengths[:-1]), lengths)
+            frames = np.concatenate([frames, frames[np.maximum(np.arange(len(frames)) - gap, starts)]], axis=-1)
     known = ~np.isnan(labels).any(axis=1)
     return frames[known], labels[known], names[known]
 
@@ -73,10 +79,12 @@ class View:
     (``rgb``), its luminance in all three channels (``gray``), or each channel shifted and scaled to the frame's own
     mean 0.5 and standard deviation 0.25 (``norm``), the frame at 16x16 scaled back up (``blur``: no fine texture),
     or the luminance's horizontal and vertical Sobel gradients and their magnitude (``edges``: no colour or
-    brightness); ``mask_top`` rows from the top (the sky and the scenery above the horizon, about row 28) set to 0."""
+    brightness); ``mask_top`` rows from the top (the sky and the scenery above the horizon, about row 28) set to 0.
+    Temporal inputs (B, 6, 64, 64), the frame and an earlier one (``load``'s ``gap``): ``stack`` shows both,
+    ``diff`` the frame and its change since then, (now - then) / 2 + 0.5."""
 
-    def __init__(self, kind: str = "rgb", mask_top: int = 0) -> None:
-        self.kind, self.mask_top = kind, mask_top
+    def __init__(self, kind: str = "rgb", mask_top: int = 0, temporal: str = "none") -> None:
+        self.kind, self.mask_top, self.temporal = kind, mask_top, temporal
 
     @staticmethod
     def luma(x: torch.Tensor) -> torch.Tensor:
@@ -84,6 +92,8 @@ class View:
         return (x * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.temporal == "diff":
+            x = torch.cat([x[:, :3], (x[:, :3] - x[:, 3:]) * 0.5 + 0.5], dim=1)
         if self.kind == "gray":
             x = self.luma(x).expand_as(x)
         elif self.kind == "norm":
@@ -115,12 +125,15 @@ def predict(model: nn.Module, frames: np.ndarray, view: View) -> np.ndarray:
 
 def train(kind: str, frames: np.ndarray, labels: np.ndarray, steps: int, batch: int, seed: int,
           augment: Augment, view: View, weight_decay: float = 0.0, vae: VAEConfig | None = None) -> nn.Module:
-    """``kind`` learnt for ``steps`` optimiser steps on the frames (N, 64, 64, 3) and the driver's actions (N, 3),
+    """``kind`` learnt for ``steps`` optimiser steps on the frames (N, 64, 64, C) and the driver's actions (N, 3),
     each batch through ``augment`` (``vmc.train_vae``'s; with ``random_conv`` the VAE still reconstructs the frame as
     it was) and ``view``; AdamW's ``weight_decay``; ``vae``: the ConvVAE's architecture (the preset's with a
     3-output read-out if None)."""
     torch.manual_seed(seed)
     model = Keypoints() if kind == "keypoints" else ConvVAE(vae or VAEConfig(teacher_outputs=3))
+    if frames.shape[-1] != 3:  # temporal inputs: the first convolution reads every channel
+        first = model.encoder[0]
+        model.encoder[0] = nn.Conv2d(frames.shape[-1], first.out_channels, first.kernel_size, first.stride)
     model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), 1e-3, weight_decay=weight_decay)
     bf16 = use_bf16("auto", torch.device("cpu"))
@@ -168,12 +181,18 @@ def main() -> None:
     p.add_argument("--shift", type=int, default=0, help="train_vae --shift")
     p.add_argument("--view", default="rgb", choices=["rgb", "gray", "norm", "blur", "edges"], help="what the models see (View)")
     p.add_argument("--mask-top", type=int, default=0, help="rows from the top the models do not see")
+    p.add_argument("--temporal", default="none", choices=["none", "stack", "diff"],
+                   help="the frame with the one --gap steps earlier (View; encoder model, rgb view, no augmentation)")
+    p.add_argument("--gap", type=int, default=1, help="steps between the frame and the earlier one of --temporal")
     p.add_argument("--weight-decay", type=float, default=0.0, help="AdamW's, for every model")
     p.add_argument("--channels", nargs=4, type=int, default=[32, 64, 128, 256], help="the ConvVAE's (VAEConfig)")
     p.add_argument("--z-dim", type=int, default=32, help="the ConvVAE's latent size (VAEConfig)")
     a = p.parse_args()
+    if a.temporal != "none" and (a.models != ["encoder"] or a.view != "rgb" or a.random_conv or a.colour_jitter):
+        raise SystemExit("--temporal: the encoder model on the rgb view, without random convolutions or colour jitter")
+    gap = a.gap if a.temporal != "none" else 0
     vae = VAEConfig(z_dim=a.z_dim, channels=tuple(a.channels), teacher_outputs=3)
-    augment, view = Augment(a.flip, a.colour_jitter, a.shift, 64, a.random_conv), View(a.view, a.mask_top)
+    augment, view = Augment(a.flip, a.colour_jitter, a.shift, 64, a.random_conv), View(a.view, a.mask_top, a.temporal)
     use_all_cores()
     pool = a.pool or [t for t in TRAIN_TRACKS if t not in a.left_out]
     shared = set(pool) & set(a.left_out)
@@ -181,7 +200,7 @@ def main() -> None:
         raise SystemExit(f"--pool and --left-out share {', '.join(sorted(shared))}")
     if max(a.sizes) > len(pool):
         raise SystemExit(f"--sizes: at most {len(pool)} tracks are left to learn from")
-    out_frames, out_labels, out_names = load(Path(a.data), "all", a.left_out)
+    out_frames, out_labels, out_names = load(Path(a.data), "all", a.left_out, gap)
     orders = [pool] + ([pool[::-1]] if a.both_orders else [])
     rows = []
     for size in a.sizes:
@@ -189,8 +208,8 @@ def main() -> None:
             tracks = order[:size]
             if size == len(pool) and order is not orders[0]:
                 continue  # all of them: the same set either way
-            x, y, _ = load(Path(a.data), "train", tracks)  # once per set of tracks, whatever the models
-            xv, yv, _ = load(Path(a.data), "val", tracks)
+            x, y, _ = load(Path(a.data), "train", tracks, gap)  # once per set of tracks, whatever the models
+            xv, yv, _ = load(Path(a.data), "val", tracks, gap)
             for model_kind in a.models:
                 t0 = time.perf_counter()
                 model = train(model_kind, x, y, a.steps, a.batch, a.seed, augment, view, a.weight_decay, vae)
@@ -204,7 +223,7 @@ def main() -> None:
                 print(f"{model_kind} on {', '.join(tracks)}: {time.perf_counter() - t0:.0f} s", flush=True)
 
     changes = [f"{k.replace('_', '-')} {getattr(a, k)}" for k in ("random_conv", "flip", "colour_jitter", "shift",
-               "view", "mask_top", "weight_decay", "channels", "z_dim") if getattr(a, k) != p.get_default(k)]
+               "view", "mask_top", "temporal", "gap", "weight_decay", "channels", "z_dim") if getattr(a, k) != p.get_default(k)]
     print(f"\n**Steering read-out on tracks not learnt from** ({a.data}, {a.steps} steps of {a.batch} frames, seed "
           f"{a.seed}, {', '.join(changes) or 'frames as they are'}; r: "
           "correlation with the centre-line driver's steering, side: same side where it turns)\n")
