@@ -119,6 +119,33 @@ def test_iterate_refuses_a_base_collection_of_the_other_reward(tmp_path: Path, c
     assert exit_.value.code == 2 and "recorded the 'best' reward" in err and len(err.strip().splitlines()) == 1
 
 
+def test_iterate_refuses_a_run_whose_models_learnt_the_other_reward(tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]):
+    """Round 1 dreams in the run's own MDN-RNN: a run whose latents came from a collection of the other reward is
+    refused in one line, even where the base collection named by ``--data`` has the right one."""
+    import h5py
+
+    from vmc import cli
+    from vmc.iterate import IterateConfig
+    from vmc.latents import FORMAT
+
+    old, new, run = tmp_path / "old", tmp_path / "new", tmp_path / "run"
+    for folder, reward in ((old, "best"), (new, "signed")):
+        folder.mkdir()
+        (folder / "manifest.json").write_text(json.dumps({"collect_config": {"reward": reward}}))
+    run.mkdir()
+    with h5py.File(run / "latents.h5", "w") as f:
+        f.attrs.update(vmc_format=FORMAT, data=str(old))
+    with pytest.raises(SystemExit) as exit_:
+        cli.parse(IterateConfig, ["--run", str(run), "--data", str(new), "--reward", "signed"], "vmc.iterate")
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and f"learnt from {old}" in err and len(err.strip().splitlines()) == 1
+    with h5py.File(run / "latents.h5", "a") as f:
+        f.attrs["data"] = str(new)
+    assert cli.parse(IterateConfig, ["--run", str(run), "--data", str(new), "--reward", "signed"],
+                     "vmc.iterate").reward == "signed"
+
+
 def test_rounds_are_the_teacher_free_recipes_and_free_on_resume(capsys: pytest.CaptureFixture[str]):
     """``vmc.main --rounds N`` sets the teacher-free recipe's rounds (0: the preset's) and may change when a run
     goes on; without ``--teacher-free`` it is one clear line."""

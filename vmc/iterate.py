@@ -132,22 +132,40 @@ class IterateConfig(Config):
         check_cluster(self.cluster)
         if self.reward not in REWARDS:
             raise ValueError(f"unknown --reward {self.reward!r}; choose one of {', '.join(REWARDS)}")
-        base = Path(self.data) / "manifest.json"
-        if base.is_file():
+        recorded = recorded_reward(Path(self.data))
+        if recorded not in (None, self.reward):
+            raise ValueError(f"--reward {self.reward}: the base collection {self.data} recorded the {recorded!r} "
+                             "reward; collect it again with vmc.collect --reward, or use its reward")
+        # Round 1 dreams in the run's own MDN-RNN, which learnt the reward of the collection its latents came from.
+        latents = Path(self.run) / "latents.h5"
+        if latents.is_file():
+            from vmc.errors import CheckpointError
+            from vmc.latents import latents_info
+
             try:
-                collect_config = json.loads(base.read_text()).get("collect_config") or {}
-                recorded = collect_config.get("reward", "best")
-            except (OSError, ValueError, AttributeError):
-                recorded = self.reward  # a manifest that cannot be read is named by collect, with its fix
-            if recorded != self.reward:
-                raise ValueError(f"--reward {self.reward}: the base collection {self.data} recorded the {recorded!r} "
-                                 "reward; collect it again with vmc.collect --reward, or use its reward")
+                source = str(latents_info(latents).get("data", ""))
+            except CheckpointError:
+                source = ""  # named by the round that reads it
+            recorded = recorded_reward(Path(source)) if source else None
+            if recorded not in (None, self.reward):
+                raise ValueError(f"--reward {self.reward}: {self.run}'s models learnt from {source}, which recorded "
+                                 f"the {recorded!r} reward; train them on a collection of --reward {self.reward} "
+                                 "(vmc.main --teacher-free --reward) or use its reward")
         if self.keep not in ("best", "mean"):
             raise ValueError(f"--keep must be best or mean, got {self.keep!r}")
 
     @property
     def out(self) -> Path:
         return Path(self.run) / "iterate"
+
+
+def recorded_reward(collection: Path) -> Optional[str]:
+    """The reward a collection folder recorded (``vmc.collect --reward``; ``best`` before there was a choice), or
+    None where it has no readable manifest (vmc.collect names that, with its fix, when it reads the folder)."""
+    try:
+        return (json.loads((collection / "manifest.json").read_text()).get("collect_config") or {}).get("reward", "best")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def link_collection(base: Path, dest: Path) -> None:
