@@ -16,7 +16,7 @@ every candidate in each member on the same ``--race-rollouts`` whole races: rule
 min`` (the member that likes it least) and ``mean - std`` (disagreement between members as a penalty, as
 model-based RL does against a model's exploitation), beside the round's own MDN-RNN on the same draws.
 
-    python benchmarks/dream_ranking.py runs/lighthouse-small-teacher-free [--horizons 20,50,100] [--ensemble 4]
+    python benchmarks/dream_ranking.py runs/lighthouse-small-teacher-free [--horizons 20,50,100] [--ensemble 4] [--rounds 8 16]
 """
 
 from __future__ import annotations
@@ -75,6 +75,7 @@ def main() -> None:
     p.add_argument("--ensemble", type=int, default=0, help="MDN-RNNs per round in an ensemble (0: none)")
     p.add_argument("--ensemble-epochs", type=int, default=12, help="epochs of each member, from scratch")
     p.add_argument("--race-rollouts", type=int, default=32, help="whole-race dreams per candidate and member")
+    p.add_argument("--rounds", nargs="+", type=int, default=None, help="only these rounds (default: every finished one)")
     a = p.parse_args()
 
     from vmc.checkpoints import load_checkpoint, load_mdn
@@ -92,9 +93,13 @@ def main() -> None:
     print(f"\nwithin-round r against the real score; {a.rollouts} rollouts per horizon, temperature {cfg['temperature']}\n")
     print("| round | candidates | " + " | ".join(rules) + " |")
     print("|---|---|" + "---|" * len(rules))
-    k = 1
     # Finished rounds only: a round still evolving has only its generation-0 evaluation.
-    while (folder := a.run / "iterate" / f"round-{k}").joinpath("round.json").exists():
+    finished, k = [], 1
+    while (a.run / "iterate" / f"round-{k}" / "round.json").exists():
+        finished.append(k)
+        k += 1
+    for k in finished if a.rounds is None else [k for k in a.rounds if k in finished]:
+        folder = a.run / "iterate" / f"round-{k}"
         # Round 1 dreams in the run's own models; later rounds in their retrained ones.
         mdn = load_mdn(folder / "mdn.pt" if (folder / "mdn.pt").exists() else a.run / "mdn.pt")
         latents = folder / "latents.h5" if (folder / "latents.h5").exists() else a.run / "latents.h5"
@@ -110,8 +115,7 @@ def main() -> None:
             scores.update(ensemble_scores(a, k, folder, latents, env, params))
         real = [c["mean"] for c in cands.values()]
         rows.append({"real": real, "mean": cands["mean"]["mean"], **scores})
-        print(f"| {k} | {len(real)} | " + " | ".join(f"{corr(scores[r], real):.2f}" for r in rules) + " |")
-        k += 1
+        print(f"| {k} | {len(real)} | " + " | ".join(f"{corr(scores[r], real):.2f}" for r in rules) + " |", flush=True)
     if not rows:
         raise SystemExit(f"no iterate rounds with evolve.pt under {a.run}")
     print(f"\nover {len(rows)} rounds: candidates' average real score "
