@@ -59,10 +59,12 @@ class Keypoints(nn.Module):
         return self.head(torch.cat([(p.sum(2) * xs).sum(-1), (p.sum(3) * ys).sum(-1)], dim=1))
 
 
-def load(folder: Path, split: str, tracks: list[str], gap: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def load(folder: Path, split: str, tracks: list[str], gap: int = 0,
+         taken: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Frames (N, 64, 64, 3), the driver's actions (N, 3) and track names (N,) of the split's labelled frames; with
     ``gap`` > 0 each frame is followed by the one ``gap`` steps earlier in its episode (the first frame of an
-    episode by itself), (N, 64, 64, 6)."""
+    episode by itself), (N, 64, 64, 6); with ``taken``, the action the collection took into each frame follows the
+    driver's (N, 6; NaN at an episode's first frame)."""
     with RolloutDataset(folder, split, tracks=tracks) as ds:
         frames, labels = ds.load_frames(), ds.load_expert_actions()
         lengths = [r.length + 1 for r in ds.episodes]
@@ -70,7 +72,13 @@ def load(folder: Path, split: str, tracks: list[str], gap: int = 0) -> tuple[np.
         if gap:
             starts = np.repeat(np.cumsum([0] + lengths[:-1]), lengths)
             frames = np.concatenate([frames, frames[np.maximum(np.arange(len(frames)) - gap, starts)]], axis=-1)
-    known = ~np.isnan(labels).any(axis=1)
+        if taken:
+            nan = np.full((1, 3), np.nan, np.float32)
+            before = np.concatenate([np.concatenate([nan, ds.group(r)["actions"][:].astype(np.float32)])
+                                     for r in ds.episodes]) if ds.episodes else np.empty((0, 3), np.float32)
+            before[:, 2] = before[:, 2] > 0.5  # the game brakes above 0.5
+            labels = np.concatenate([labels, before], axis=1)
+    known = ~np.isnan(labels[:, :3]).any(axis=1)
     return frames[known], labels[known], names[known]
 
 
@@ -124,14 +132,20 @@ def predict(model: nn.Module, frames: np.ndarray, view: View) -> np.ndarray:
 
 
 def train(kind: str, frames: np.ndarray, labels: np.ndarray, steps: int, batch: int, seed: int,
-          augment: Augment, view: View, weight_decay: float = 0.0, vae: VAEConfig | None = None) -> nn.Module:
+          augment: Augment, view: View, weight_decay: float = 0.0, vae: VAEConfig | None = None,
+          inverse: float = 0.0) -> nn.Module:
     """``kind`` learnt for ``steps`` optimiser steps on the frames (N, 64, 64, C) and the driver's actions (N, 3),
     each batch through ``augment`` (``vmc.train_vae``'s; with ``random_conv`` the VAE still reconstructs the frame as
     it was) and ``view``; AdamW's ``weight_decay``; ``vae``: the ConvVAE's architecture (the preset's with a
-    3-output read-out if None)."""
+    3-output read-out if None). ``inverse`` > 0 (the encoder): frames are pairs (N, 64, 64, 6, the frame and the one
+    before) and labels (N, 6) add the action taken between them, which a linear head on both frames' mu (B, 2 z)
+    learns at that weight beside the read-out (inverse dynamics, as in Pathak et al. 2017: features of what the
+    kart's own actions change); the model still reads one frame."""
     torch.manual_seed(seed)
     model = Keypoints() if kind == "keypoints" else ConvVAE(vae or VAEConfig(teacher_outputs=3))
-    if frames.shape[-1] != 3:  # temporal inputs: the first convolution reads every channel
+    if inverse:
+        model.inverse = nn.Linear(2 * model.config.z_dim, 3)
+    elif frames.shape[-1] != 3:  # temporal inputs: the first convolution reads every channel
         first = model.encoder[0]
         model.encoder[0] = nn.Conv2d(frames.shape[-1], first.out_channels, first.kernel_size, first.stride)
     model = model.to(memory_format=torch.channels_last)
@@ -149,6 +163,12 @@ def train(kind: str, frames: np.ndarray, labels: np.ndarray, steps: int, batch: 
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             if kind == "keypoints":
                 loss = (model(seen).float() - y).pow(2).sum(dim=1).mean()
+            elif inverse:
+                mu = model.encode(torch.cat([seen[:, :3], seen[:, 3:]]))[0].float()
+                now, before = mu[:len(y)], mu[len(y):]
+                known = ~torch.isnan(y[:, 3:]).any(dim=1)
+                guess = model.inverse(torch.cat([now, before], dim=1)[known])
+                loss = model.teacher_loss(now, y[:, :3]) + inverse * (guess - y[known, 3:]).pow(2).sum(dim=1).mean()
             elif kind == "encoder":
                 loss = model.teacher_loss(model.encode(seen)[0].float(), y)
             else:
@@ -159,6 +179,10 @@ def train(kind: str, frames: np.ndarray, labels: np.ndarray, steps: int, batch: 
         loss.backward()
         opt.step()
     return model
+
+
+def augment_asked(a: argparse.Namespace) -> bool:
+    return bool(a.random_conv or a.flip or a.colour_jitter or a.shift)
 
 
 def main() -> None:
@@ -184,6 +208,9 @@ def main() -> None:
     p.add_argument("--temporal", default="none", choices=["none", "stack", "diff"],
                    help="the frame with the one --gap steps earlier (View; encoder model, rgb view, no augmentation)")
     p.add_argument("--gap", type=int, default=1, help="steps between the frame and the earlier one of --temporal")
+    p.add_argument("--inverse", type=float, default=0.0,
+                   help="weight of an inverse-dynamics loss beside the read-out (train's inverse; encoder model, "
+                        "no augmentation)")
     p.add_argument("--weight-decay", type=float, default=0.0, help="AdamW's, for every model")
     p.add_argument("--channels", nargs=4, type=int, default=[32, 64, 128, 256], help="the ConvVAE's (VAEConfig)")
     p.add_argument("--z-dim", type=int, default=32, help="the ConvVAE's latent size (VAEConfig)")
@@ -191,6 +218,8 @@ def main() -> None:
     if a.temporal != "none" and (a.models != ["encoder"] or a.view != "rgb" or a.random_conv or a.colour_jitter):
         raise SystemExit("--temporal: the encoder model on the rgb view, without random convolutions or colour jitter")
     gap = a.gap if a.temporal != "none" else 0
+    if a.inverse and (a.models != ["encoder"] or a.temporal != "none" or augment_asked(a)):
+        raise SystemExit("--inverse: the encoder model on single frames, without augmentation")
     vae = VAEConfig(z_dim=a.z_dim, channels=tuple(a.channels), teacher_outputs=3)
     augment, view = Augment(a.flip, a.colour_jitter, a.shift, 64, a.random_conv), View(a.view, a.mask_top, a.temporal)
     use_all_cores()
@@ -208,11 +237,12 @@ def main() -> None:
             tracks = order[:size]
             if size == len(pool) and order is not orders[0]:
                 continue  # all of them: the same set either way
-            x, y, _ = load(Path(a.data), "train", tracks, gap)  # once per set of tracks, whatever the models
+            # once per set of tracks, whatever the models
+            x, y, _ = load(Path(a.data), "train", tracks, 1 if a.inverse else gap, taken=bool(a.inverse))
             xv, yv, _ = load(Path(a.data), "val", tracks, gap)
             for model_kind in a.models:
                 t0 = time.perf_counter()
-                model = train(model_kind, x, y, a.steps, a.batch, a.seed, augment, view, a.weight_decay, vae)
+                model = train(model_kind, x, y, a.steps, a.batch, a.seed, augment, view, a.weight_decay, vae, a.inverse)
                 row = {"model": model_kind, "tracks": tracks, "frames": len(x),
                        "val": steering_agreement(predict(model, xv, view), yv[:, 0])}
                 pred = predict(model, out_frames, view)
@@ -223,7 +253,7 @@ def main() -> None:
                 print(f"{model_kind} on {', '.join(tracks)}: {time.perf_counter() - t0:.0f} s", flush=True)
 
     changes = [f"{k.replace('_', '-')} {getattr(a, k)}" for k in ("random_conv", "flip", "colour_jitter", "shift",
-               "view", "mask_top", "temporal", "gap", "weight_decay", "channels", "z_dim") if getattr(a, k) != p.get_default(k)]
+               "view", "mask_top", "temporal", "gap", "inverse", "weight_decay", "channels", "z_dim") if getattr(a, k) != p.get_default(k)]
     print(f"\n**Steering read-out on tracks not learnt from** ({a.data}, {a.steps} steps of {a.batch} frames, seed "
           f"{a.seed}, {', '.join(changes) or 'frames as they are'}; r: "
           "correlation with the centre-line driver's steering, side: same side where it turns)\n")
