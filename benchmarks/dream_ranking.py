@@ -98,7 +98,7 @@ def main() -> None:
     while (a.run / "iterate" / f"round-{k}" / "round.json").exists():
         finished.append(k)
         k += 1
-    for k in finished if a.rounds is None else [k for k in a.rounds if k in finished]:
+    for k in finished if a.rounds is None else sorted(set(a.rounds) & set(finished)):
         folder = a.run / "iterate" / f"round-{k}"
         # Round 1 dreams in the run's own models; later rounds in their retrained ones.
         mdn = load_mdn(folder / "mdn.pt" if (folder / "mdn.pt").exists() else a.run / "mdn.pt")
@@ -117,7 +117,8 @@ def main() -> None:
         rows.append({"real": real, "mean": cands["mean"]["mean"], **scores})
         print(f"| {k} | {len(real)} | " + " | ".join(f"{corr(scores[r], real):.2f}" for r in rules) + " |", flush=True)
     if not rows:
-        raise SystemExit(f"no iterate rounds with evolve.pt under {a.run}")
+        asked = "" if a.rounds is None else f" among rounds {', '.join(map(str, a.rounds))}"
+        raise SystemExit(f"no finished iterate rounds{asked} under {a.run} (round-<k>/round.json)")
     print(f"\nover {len(rows)} rounds: candidates' average real score "
           f"{np.mean([np.mean(r['real']) for r in rows]):.1f}, the CMA-ES mean's {np.mean([r['mean'] for r in rows]):.1f}\n")
     print("| rule | mean within-round r | rounds with r > 0 | real score of its pick (mean over rounds) |")

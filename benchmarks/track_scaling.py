@@ -16,7 +16,10 @@ the driver turns (|steer| > 0.2) on which it steers to the same side. Models (``
   read-out, whose only features are where things are in the picture.
 
 ``--random-conv F`` shows that share of the training frames to every model through a random convolution
-(``vmc.train_vae --random-conv``). A screen for vision ideas that needs no held-out track, and a measure of how
+(``vmc.train_vae --random-conv``). Other options change what the models see (``--view``, ``--mask-top``; temporal
+inputs, ``--temporal stack|diff --gap K``: the frame beside the one K steps earlier or its change since), how they
+are augmented, regularised or sized, or add a self-supervised objective (``--inverse W``: inverse dynamics).
+A screen for vision ideas that needs no held-out track, and a measure of how
 much more tracks would help.
 
     python benchmarks/track_scaling.py [--data data/8tracks-tracks --sizes 1 2 3 4 6 --models encoder vae]
@@ -62,21 +65,21 @@ class Keypoints(nn.Module):
 def load(folder: Path, split: str, tracks: list[str], gap: int = 0,
          taken: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Frames (N, 64, 64, 3), the driver's actions (N, 3) and track names (N,) of the split's labelled frames; with
-    ``gap`` > 0 each frame is followed by the one ``gap`` steps earlier in its episode (the first frame of an
-    episode by itself), (N, 64, 64, 6); with ``taken``, the action the collection took into each frame follows the
-    driver's (N, 6; NaN at an episode's first frame)."""
+    ``gap`` > 0 each frame is followed by the one ``gap`` steps earlier in its episode (the episode's first frame
+    where there is none that early), (N, 64, 64, 6); with ``taken``, the action the collection took into each frame
+    follows the driver's (N, 6; NaN at an episode's first frame)."""
     with RolloutDataset(folder, split, tracks=tracks) as ds:
         frames, labels = ds.load_frames(), ds.load_expert_actions()
         lengths = [r.length + 1 for r in ds.episodes]
         names = np.repeat([r.track for r in ds.episodes], lengths)
         if gap:
-            starts = np.repeat(np.cumsum([0] + lengths[:-1]), lengths)
+            starts = np.repeat(np.cumsum([0] + lengths)[:-1], lengths)
             frames = np.concatenate([frames, frames[np.maximum(np.arange(len(frames)) - gap, starts)]], axis=-1)
         if taken:
             nan = np.full((1, 3), np.nan, np.float32)
             before = np.concatenate([np.concatenate([nan, ds.group(r)["actions"][:].astype(np.float32)])
                                      for r in ds.episodes]) if ds.episodes else np.empty((0, 3), np.float32)
-            before[:, 2] = before[:, 2] > 0.5  # the game brakes above 0.5
+            before[:, 2] = np.where(np.isnan(before[:, 2]), np.nan, before[:, 2] > 0.5)  # the game brakes above 0.5
             labels = np.concatenate([labels, before], axis=1)
     known = ~np.isnan(labels[:, :3]).any(axis=1)
     return frames[known], labels[known], names[known]
@@ -206,7 +209,8 @@ def main() -> None:
     p.add_argument("--view", default="rgb", choices=["rgb", "gray", "norm", "blur", "edges"], help="what the models see (View)")
     p.add_argument("--mask-top", type=int, default=0, help="rows from the top the models do not see")
     p.add_argument("--temporal", default="none", choices=["none", "stack", "diff"],
-                   help="the frame with the one --gap steps earlier (View; encoder model, rgb view, no augmentation)")
+                   help="the frame with the one --gap steps earlier (View; encoder model, rgb view, no random "
+                        "convolutions or colour jitter; mirroring and shifts move both frames alike)")
     p.add_argument("--gap", type=int, default=1, help="steps between the frame and the earlier one of --temporal")
     p.add_argument("--inverse", type=float, default=0.0,
                    help="weight of an inverse-dynamics loss beside the read-out (train's inverse; encoder model, "
@@ -218,8 +222,10 @@ def main() -> None:
     if a.temporal != "none" and (a.models != ["encoder"] or a.view != "rgb" or a.random_conv or a.colour_jitter):
         raise SystemExit("--temporal: the encoder model on the rgb view, without random convolutions or colour jitter")
     gap = a.gap if a.temporal != "none" else 0
-    if a.inverse and (a.models != ["encoder"] or a.temporal != "none" or augment_asked(a)):
-        raise SystemExit("--inverse: the encoder model on single frames, without augmentation")
+    if a.temporal != "none" and a.gap < 1:
+        raise SystemExit(f"--gap must be at least 1, got {a.gap}")
+    if a.inverse and (a.models != ["encoder"] or a.temporal != "none" or a.view != "rgb" or augment_asked(a)):
+        raise SystemExit("--inverse: the encoder model on single rgb frames, without augmentation")
     vae = VAEConfig(z_dim=a.z_dim, channels=tuple(a.channels), teacher_outputs=3)
     augment, view = Augment(a.flip, a.colour_jitter, a.shift, 64, a.random_conv), View(a.view, a.mask_top, a.temporal)
     use_all_cores()
@@ -253,7 +259,8 @@ def main() -> None:
                 print(f"{model_kind} on {', '.join(tracks)}: {time.perf_counter() - t0:.0f} s", flush=True)
 
     changes = [f"{k.replace('_', '-')} {getattr(a, k)}" for k in ("random_conv", "flip", "colour_jitter", "shift",
-               "view", "mask_top", "temporal", "gap", "inverse", "weight_decay", "channels", "z_dim") if getattr(a, k) != p.get_default(k)]
+               "view", "mask_top", "temporal", "gap", "inverse", "weight_decay", "channels", "z_dim")
+               if getattr(a, k) != p.get_default(k) and (k != "gap" or a.temporal != "none")]
     print(f"\n**Steering read-out on tracks not learnt from** ({a.data}, {a.steps} steps of {a.batch} frames, seed "
           f"{a.seed}, {', '.join(changes) or 'frames as they are'}; r: "
           "correlation with the centre-line driver's steering, side: same side where it turns)\n")
