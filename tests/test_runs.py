@@ -296,3 +296,24 @@ def test_two_experiments_with_the_readme_commands(tmp_path: Path):
     r = run_sh("--preset", "debug", "--tracks", "zengarden", "--name", "lighthouse-debug")
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
     assert "config.json was made with a different config" in r.stderr and "tracks" in r.stderr
+
+
+def test_dream_vs_real_separates_the_rounds_level_from_the_ranking_within_a_round(tmp_path: Path):
+    """Two rounds whose levels agree (dream and real both higher in round 2) but whose candidates are ranked the
+    wrong way round within each: r over all candidates is high, its mean within a round -1."""
+    import csv
+
+    from vmc.iterate import dream_vs_real
+
+    def points(k: int, dream: list[float], real: list[float]) -> list[dict]:
+        return [{"round": k, "generation": 20, "candidate": f"c{i}", "dream": a, "dream_pick": "", "real": b}
+                for i, (a, b) in enumerate(zip(dream, real))]
+
+    rows = [{"points": points(1, [100, 110, 120], [30, 20, 10])},
+            {"points": points(2, [800, 810, 820], [900, 890, 880])},
+            {"points": points(3, [500], [500])}]  # one candidate: no ranking to measure
+    r, within = dream_vs_real(rows, tmp_path)
+    assert r > 0.95 and within == pytest.approx(-1.0)
+    assert len(list(csv.DictReader(open(tmp_path / "dream_vs_real.csv")))) == 7
+    assert (tmp_path / "dream_vs_real.png").stat().st_size > 0
+    assert dream_vs_real([{"points": points(1, [1, 2], [3, 4])}], tmp_path) == (None, None)

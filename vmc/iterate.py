@@ -284,14 +284,19 @@ def _episodes(folder: Path) -> list:
         return ds.episodes
 
 
-def dream_vs_real(rows: list[dict], out: Path) -> Optional[float]:
+def dream_vs_real(rows: list[dict], out: Path) -> tuple[Optional[float], Optional[float]]:
     """Every candidate evaluated in the rounds, its dream score against its real score: ``dream_vs_real.csv``
-    and ``dream_vs_real.png`` in ``out``; returns Pearson's r (None with fewer than 3 points or no spread)."""
+    and ``dream_vs_real.png`` in ``out``. Returns Pearson's r over all candidates, which the rounds' levels drive,
+    and its mean within a round over the rounds with 3 or more candidates, which is what a round's pick depends on
+    (each None where no round or set of points has 3 points with spread)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
+
+    def pearson(a: np.ndarray, b: np.ndarray) -> Optional[float]:
+        return float(np.corrcoef(a, b)[0, 1]) if len(a) >= 3 and a.std() > 0 and b.std() > 0 else None
 
     points = [p for r in rows for p in r["points"]]
     with open(out / "dream_vs_real.csv", "w", newline="") as fh:
@@ -299,22 +304,28 @@ def dream_vs_real(rows: list[dict], out: Path) -> Optional[float]:
         w.writeheader()
         w.writerows(points)
     d, real = np.array([p["dream"] for p in points], float), np.array([p["real"] for p in points], float)
-    r = float(np.corrcoef(d, real)[0, 1]) if len(points) >= 3 and d.std() > 0 and real.std() > 0 else None
-    fig, ax = plt.subplots(figsize=(5, 5))
-    rounds = np.array([p["round"] for p in points])
-    for k in sorted(set(rounds.tolist())):
-        ax.scatter(d[rounds == k], real[rounds == k], label=f"round {k}", s=18)
+    rounds = np.array([p["round"] for p in points], int)
+    r = pearson(d, real)
+    within = [x for k in sorted(set(rounds.tolist())) if (x := pearson(d[rounds == k], real[rounds == k])) is not None]
+    r_within = float(np.mean(within)) if within else None
+    fig, ax = plt.subplots(figsize=(5.6, 5))
+    # One colour scale for all rounds: a categorical palette repeats its colours after ten rounds.
+    dots = ax.scatter(d, real, c=rounds, cmap="viridis", s=18)
     if len(points):
+        fig.colorbar(dots, ax=ax, label="round")
         lo, hi = float(min(d.min(), real.min())), float(max(d.max(), real.max()))
         ax.plot([lo, hi], [lo, hi], color="grey", lw=0.8, ls="--", label="real = dream")
+        ax.legend(fontsize=7)
     ax.set_xlabel("dream score (mean over the evaluation's dream rollouts)")
     ax.set_ylabel("real score (mean over noisy seeds)")
-    ax.set_title("dream vs real per evaluated candidate" + (f": r = {r:.2f}" if r is not None else ""))
-    ax.legend(fontsize=7)
+    ax.set_title("dream vs real per evaluated candidate"
+                 + (f"\nr = {r:.2f} over all" if r is not None else "")
+                 + (f", {r_within:.2f} within a round (mean of {len(within)})" if r_within is not None else ""),
+                 fontsize=10)
     fig.tight_layout()
     fig.savefig(out / "dream_vs_real.png", dpi=100)
     plt.close(fig)
-    return r
+    return r, r_within
 
 
 TABLE = ["round", "episodes", "steps", "dream", "dream_std", "dream_check", "dream_check_std", "dream_pick", "real", "real_std",
@@ -340,9 +351,10 @@ def iterate(cfg: IterateConfig) -> list[dict]:
             w = csv.DictWriter(fh, fieldnames=TABLE, extrasaction="ignore")
             w.writeheader()
             w.writerows(rows)
-        corr = dream_vs_real(rows, out)
-        log.info("dream vs real over %d evaluated candidates: r = %s", sum(len(x["points"]) for x in rows),
-                 "n/a" if corr is None else f"{corr:.2f}")
+        corr, within = dream_vs_real(rows, out)
+        log.info("dream vs real over %d evaluated candidates: r = %s, within a round %s",
+                 sum(len(x["points"]) for x in rows), "n/a" if corr is None else f"{corr:.2f}",
+                 "n/a" if within is None else f"{within:.2f} (mean)")
     return rows
 
 
