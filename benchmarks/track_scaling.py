@@ -221,9 +221,9 @@ def main() -> None:
     a = p.parse_args()
     if a.temporal != "none" and (a.models != ["encoder"] or a.view != "rgb" or a.random_conv or a.colour_jitter):
         raise SystemExit("--temporal: the encoder model on the rgb view, without random convolutions or colour jitter")
-    gap = a.gap if a.temporal != "none" else 0
     if a.temporal != "none" and a.gap < 1:
         raise SystemExit(f"--gap must be at least 1, got {a.gap}")
+    gap = a.gap if a.temporal != "none" else 0
     if a.inverse and (a.models != ["encoder"] or a.temporal != "none" or a.view != "rgb" or augment_asked(a)):
         raise SystemExit("--inverse: the encoder model on single rgb frames, without augmentation")
     vae = VAEConfig(z_dim=a.z_dim, channels=tuple(a.channels), teacher_outputs=3)
