@@ -18,7 +18,9 @@ the driver turns (|steer| > 0.2) on which it steers to the same side. Models (``
 ``--random-conv F`` shows that share of the training frames to every model through a random convolution
 (``vmc.train_vae --random-conv``). Other options change what the models see (``--view``, ``--mask-top``; temporal
 inputs, ``--temporal stack|diff --gap K``: the frame beside the one K steps earlier or its change since), how they
-are augmented, regularised or sized, or add a self-supervised objective (``--inverse W``: inverse dynamics).
+are augmented, regularised or sized, add a self-supervised objective (``--inverse W``: inverse dynamics) or a
+domain-adversarial track classifier (``--adversary W``), or take the frames learnt from from other collections of
+the same tracks (``--train-data``, e.g. recorded with other textures: ``benchmarks/texture_variants.py``).
 A screen for vision ideas that needs no held-out track, and a measure of how
 much more tracks would help.
 
@@ -122,6 +124,19 @@ class View:
         return x.contiguous(memory_format=torch.channels_last)
 
 
+class ReverseGradient(torch.autograd.Function):
+    """Identity forward; the gradient times ``-scale`` backward (Ganin et al. 2016's gradient reversal layer)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, scale: float) -> torch.Tensor:  # type: ignore[override]
+        ctx.scale = scale
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
+        return -ctx.scale * grad, None
+
+
 def predict(model: nn.Module, frames: np.ndarray, view: View) -> np.ndarray:
     """The model's steering for each frame (N,)."""
     model.eval()
@@ -136,18 +151,24 @@ def predict(model: nn.Module, frames: np.ndarray, view: View) -> np.ndarray:
 
 def train(kind: str, frames: np.ndarray, labels: np.ndarray, steps: int, batch: int, seed: int,
           augment: Augment, view: View, weight_decay: float = 0.0, vae: VAEConfig | None = None,
-          inverse: float = 0.0) -> nn.Module:
+          inverse: float = 0.0, tracks: np.ndarray | None = None, adversary: float = 0.0) -> nn.Module:
     """``kind`` learnt for ``steps`` optimiser steps on the frames (N, 64, 64, C) and the driver's actions (N, 3),
     each batch through ``augment`` (``vmc.train_vae``'s; with ``random_conv`` the VAE still reconstructs the frame as
     it was) and ``view``; AdamW's ``weight_decay``; ``vae``: the ConvVAE's architecture (the preset's with a
     3-output read-out if None). ``inverse`` > 0 (the encoder): frames are pairs (N, 64, 64, 6, the frame and the one
     before) and labels (N, 6) add the action taken between them, which a linear head on both frames' mu (B, 2 z)
     learns at that weight beside the read-out (inverse dynamics, as in Pathak et al. 2017: features of what the
-    kart's own actions change); the model still reads one frame."""
+    kart's own actions change); the model still reads one frame. ``adversary`` > 0 (the encoder): a classifier
+    (B, z) → (B, tracks) learns which track each frame (``tracks``: its index, (N,)) comes from, through a gradient
+    reversal layer that pays the encoder at that weight for making it fail (domain-adversarial training, Ganin et
+    al. 2016: features that do not tell the tracks apart); the weight ramps up as 2 / (1 + exp(-10 p)) - 1 over
+    the fraction p of the steps, as there."""
     torch.manual_seed(seed)
     model = Keypoints() if kind == "keypoints" else ConvVAE(vae or VAEConfig(teacher_outputs=3))
     if inverse:
         model.inverse = nn.Linear(2 * model.config.z_dim, 3)
+    elif adversary:
+        model.adversary = nn.Sequential(nn.Linear(model.config.z_dim, 64), nn.ReLU(), nn.Linear(64, int(tracks.max()) + 1))
     elif frames.shape[-1] != 3:  # temporal inputs: the first convolution reads every channel
         first = model.encoder[0]
         model.encoder[0] = nn.Conv2d(frames.shape[-1], first.out_channels, first.kernel_size, first.stride)
@@ -156,7 +177,8 @@ def train(kind: str, frames: np.ndarray, labels: np.ndarray, steps: int, batch: 
     bf16 = use_bf16("auto", torch.device("cpu"))
     rng = np.random.default_rng(seed)
     order = np.empty(0, np.int64)
-    for _ in range(steps):
+    hits = 0
+    for step in range(steps):
         if len(order) < batch:
             order = np.concatenate([order, rng.permutation(len(frames))])
         i, order = np.sort(order[:batch]), order[batch:]
@@ -172,6 +194,14 @@ def train(kind: str, frames: np.ndarray, labels: np.ndarray, steps: int, batch: 
                 known = ~torch.isnan(y[:, 3:]).any(dim=1)
                 guess = model.inverse(torch.cat([now, before], dim=1)[known])
                 loss = model.teacher_loss(now, y[:, :3]) + inverse * (guess - y[known, 3:]).pow(2).sum(dim=1).mean()
+            elif adversary:
+                mu = model.encode(seen)[0].float()
+                scale = adversary * (2 / (1 + np.exp(-10 * step / steps)) - 1)
+                guess = model.adversary(ReverseGradient.apply(mu, scale))
+                target = torch.from_numpy(tracks[i]).long()
+                loss = model.teacher_loss(mu, y) + F.cross_entropy(guess, target)
+                if step >= steps - 100:  # how well the classifier still tells the tracks apart at the end
+                    hits += int((guess.argmax(1) == target).sum())
             elif kind == "encoder":
                 loss = model.teacher_loss(model.encode(seen)[0].float(), y)
             else:
@@ -181,6 +211,8 @@ def train(kind: str, frames: np.ndarray, labels: np.ndarray, steps: int, batch: 
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+    if adversary:
+        model.adversary_accuracy = hits / (min(100, steps) * batch)
     return model
 
 
@@ -191,6 +223,10 @@ def augment_asked(a: argparse.Namespace) -> bool:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default="data/8tracks-tracks", help="a mix collection of the training tracks")
+    p.add_argument("--train-data", nargs="+", default=None,
+                   help="collections whose frames of the tracks learnt from train the models and give the held-in "
+                        "validation (default: --data; the left-out tracks always come from --data), e.g. one "
+                        "recorded on the same tracks with other textures")
     p.add_argument("--left-out", nargs="+", default=["cocoa_temple", "candela_city"])
     p.add_argument("--pool", nargs="+", default=None,
                    help="the tracks learnt from, in order (default: the training tracks not left out; `<track>-reverse` "
@@ -215,6 +251,8 @@ def main() -> None:
     p.add_argument("--inverse", type=float, default=0.0,
                    help="weight of an inverse-dynamics loss beside the read-out (train's inverse; encoder model, "
                         "no augmentation)")
+    p.add_argument("--adversary", type=float, default=0.0,
+                   help="weight of a domain-adversarial track classifier on mu (train's adversary; encoder model)")
     p.add_argument("--weight-decay", type=float, default=0.0, help="AdamW's, for every model")
     p.add_argument("--channels", nargs=4, type=int, default=[32, 64, 128, 256], help="the ConvVAE's (VAEConfig)")
     p.add_argument("--z-dim", type=int, default=32, help="the ConvVAE's latent size (VAEConfig)")
@@ -226,6 +264,8 @@ def main() -> None:
     gap = a.gap if a.temporal != "none" else 0
     if a.inverse and (a.models != ["encoder"] or a.temporal != "none" or a.view != "rgb" or augment_asked(a)):
         raise SystemExit("--inverse: the encoder model on single rgb frames, without augmentation")
+    if a.adversary and (a.models != ["encoder"] or a.inverse or a.temporal != "none"):
+        raise SystemExit("--adversary: the encoder model, without --inverse or --temporal")
     vae = VAEConfig(z_dim=a.z_dim, channels=tuple(a.channels), teacher_outputs=3)
     augment, view = Augment(a.flip, a.colour_jitter, a.shift, 64, a.random_conv), View(a.view, a.mask_top, a.temporal)
     use_all_cores()
@@ -236,6 +276,7 @@ def main() -> None:
     if max(a.sizes) > len(pool):
         raise SystemExit(f"--sizes: at most {len(pool)} tracks are left to learn from")
     out_frames, out_labels, out_names = load(Path(a.data), "all", a.left_out, gap)
+    sources = a.train_data or [a.data]
     orders = [pool] + ([pool[::-1]] if a.both_orders else [])
     rows = []
     for size in a.sizes:
@@ -244,11 +285,14 @@ def main() -> None:
             if size == len(pool) and order is not orders[0]:
                 continue  # all of them: the same set either way
             # once per set of tracks, whatever the models
-            x, y, _ = load(Path(a.data), "train", tracks, 1 if a.inverse else gap, taken=bool(a.inverse))
-            xv, yv, _ = load(Path(a.data), "val", tracks, gap)
+            x, y, names = (np.concatenate(parts) for parts in zip(*(
+                load(Path(f), "train", tracks, 1 if a.inverse else gap, taken=bool(a.inverse)) for f in sources)))
+            track_index = np.searchsorted(np.array(sorted(tracks)), names)
+            xv, yv, _ = (np.concatenate(parts) for parts in zip(*(load(Path(f), "val", tracks, gap) for f in sources)))
             for model_kind in a.models:
                 t0 = time.perf_counter()
-                model = train(model_kind, x, y, a.steps, a.batch, a.seed, augment, view, a.weight_decay, vae, a.inverse)
+                model = train(model_kind, x, y, a.steps, a.batch, a.seed, augment, view, a.weight_decay, vae, a.inverse,
+                              track_index, a.adversary)
                 row = {"model": model_kind, "tracks": tracks, "frames": len(x),
                        "val": steering_agreement(predict(model, xv, view), yv[:, 0])}
                 pred = predict(model, out_frames, view)
@@ -256,10 +300,12 @@ def main() -> None:
                     m = out_names == t
                     row[t] = steering_agreement(pred[m], out_labels[m, 0])
                 rows.append(row)
-                print(f"{model_kind} on {', '.join(tracks)}: {time.perf_counter() - t0:.0f} s", flush=True)
+                told = (f", the adversary tells the track in {model.adversary_accuracy:.0%} of the last 100 batches' frames"
+                        if a.adversary else "")
+                print(f"{model_kind} on {', '.join(tracks)}: {time.perf_counter() - t0:.0f} s{told}", flush=True)
 
-    changes = [f"{k.replace('_', '-')} {getattr(a, k)}" for k in ("random_conv", "flip", "colour_jitter", "shift",
-               "view", "mask_top", "temporal", "gap", "inverse", "weight_decay", "channels", "z_dim")
+    changes = [f"{k.replace('_', '-')} {getattr(a, k)}" for k in ("train_data", "random_conv", "flip", "colour_jitter", "shift",
+               "view", "mask_top", "temporal", "gap", "inverse", "adversary", "weight_decay", "channels", "z_dim")
                if getattr(a, k) != p.get_default(k) and (k != "gap" or a.temporal != "none")]
     print(f"\n**Steering read-out on tracks not learnt from** ({a.data}, {a.steps} steps of {a.batch} frames, seed "
           f"{a.seed}, {', '.join(changes) or 'frames as they are'}; r: "
