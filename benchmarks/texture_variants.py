@@ -1,19 +1,23 @@
 """A copy of the game's art in which some tracks wear other textures: domain randomisation in the game itself.
 
 Every image of the named tracks' folders and of the shared ``textures/`` and ``library/`` folders is replaced by a
-random image of the pool (the eight training tracks' own images and the shared ``textures/``; no held-out or
-kept-aside track's folder), scaled to the original's size, with the original's transparency kept, so that the
+random image of the pool (the changed tracks' own images, ``--pool-tracks``, and the shared ``textures/``; no
+held-out or kept-aside track's folder), scaled to the original's size, with the original's transparency kept, so that the
 road, the grass, the walls and the sky of a track change colour and pattern independently while the geometry,
 the centre line and the driver's labels stay the same (Tobin et al. 2017 randomise textures the same way). The
 rest of the art is linked. Model files of the changed folders are copied, not linked: the game looks for a
 model's textures beside the file a link leads to.
 
 The game reads such a copy through vmc's own asset set-up (:mod:`vmc.sim.assets`), given another art folder and
-another cache for the asset folder built from it, e.g. a collection for ``benchmarks/track_scaling.py
---train-data``::
+another cache for the asset folder built from it (a new ``VMC_CACHE`` for each copy: an asset folder already
+built there is used whatever art it came from), e.g. a collection for ``benchmarks/track_scaling.py
+--train-data`` from two copies (``--episodes`` counts the folder's episodes, so the second copy adds 30 more)::
 
     python benchmarks/texture_variants.py /tmp/art1 --seed 1
     VMC_STK_ART=/tmp/art1 VMC_CACHE=/tmp/cache1 python -m vmc.collect --out data/texrand --episodes 30 \\
+        --tracks lighthouse zengarden hacienda scotland cornfield_crossing snowmountain --max-steps 600
+    python benchmarks/texture_variants.py /tmp/art2 --seed 2
+    VMC_STK_ART=/tmp/art2 VMC_CACHE=/tmp/cache2 python -m vmc.collect --out data/texrand --episodes 60 \\
         --tracks lighthouse zengarden hacienda scotland cornfield_crossing snowmountain --max-steps 600
 """
 
@@ -46,6 +50,7 @@ class Randomiser:
     def source(self, path: Path) -> Image.Image:
         if path not in self.cache:  # a pool image is read once, at most 256 pixels a side
             im = Image.open(path).convert("RGB")
+            im.info = {}  # a palette image's transparency index would follow it into an RGB file and fail the save
             im.thumbnail((256, 256))
             self.cache[path] = im
         return self.cache[path]
@@ -72,7 +77,7 @@ class Randomiser:
                 try:
                     self.write(f, dest / f.name)
                     written += 1
-                except OSError as e:  # an image PIL cannot read stays as it is
+                except (OSError, ValueError) as e:  # an image PIL cannot read or write stays as it is
                     print(f"kept {f}: {e}")
                     shutil.copy2(f, dest / f.name)
             else:
@@ -86,14 +91,17 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0, help="which random textures")
     p.add_argument("--tracks", nargs="+", default=TRAIN_TRACKS[:6],
                    help="tracks whose textures change (default: the six track_scaling learns from)")
+    p.add_argument("--pool-tracks", nargs="+", default=None,
+                   help="tracks whose own images the new textures are drawn from, beside the shared textures/ "
+                        "(default: --tracks; keep the tracks a screen leaves out away from it)")
     a = p.parse_args()
-    art = art_dir()
+    art = art_dir().resolve()
     if a.out.exists():
         raise SystemExit(f"{a.out} exists: name a new folder")
-    unknown = [t for t in a.tracks if not (art / "tracks" / t).is_dir()]
+    unknown = [t for t in a.tracks + (a.pool_tracks or []) if not (art / "tracks" / t).is_dir()]
     if unknown:
         raise SystemExit(f"no such track in {art}: {', '.join(unknown)}")
-    pool = [im for t in TRAIN_TRACKS for im in images(art / "tracks" / t)] + images(art / "textures")
+    pool = [im for t in a.pool_tracks or a.tracks for im in images(art / "tracks" / t)] + images(art / "textures")
     rnd = Randomiser(pool, a.seed)
     a.out.mkdir(parents=True)
     for d in sorted(art.iterdir()):

@@ -252,7 +252,8 @@ def main() -> None:
                    help="weight of an inverse-dynamics loss beside the read-out (train's inverse; encoder model, "
                         "no augmentation)")
     p.add_argument("--adversary", type=float, default=0.0,
-                   help="weight of a domain-adversarial track classifier on mu (train's adversary; encoder model)")
+                   help="weight of a domain-adversarial track classifier on mu (train's adversary; encoder model, "
+                        "without --inverse or --temporal, two tracks or more learnt from)")
     p.add_argument("--weight-decay", type=float, default=0.0, help="AdamW's, for every model")
     p.add_argument("--channels", nargs=4, type=int, default=[32, 64, 128, 256], help="the ConvVAE's (VAEConfig)")
     p.add_argument("--z-dim", type=int, default=32, help="the ConvVAE's latent size (VAEConfig)")
@@ -266,6 +267,8 @@ def main() -> None:
         raise SystemExit("--inverse: the encoder model on single rgb frames, without augmentation")
     if a.adversary and (a.models != ["encoder"] or a.inverse or a.temporal != "none"):
         raise SystemExit("--adversary: the encoder model, without --inverse or --temporal")
+    if a.adversary < 0 or (a.adversary and min(a.sizes) < 2):
+        raise SystemExit("--adversary: a weight of 0 or more, and two tracks or more to tell apart (--sizes)")
     vae = VAEConfig(z_dim=a.z_dim, channels=tuple(a.channels), teacher_outputs=3)
     augment, view = Augment(a.flip, a.colour_jitter, a.shift, 64, a.random_conv), View(a.view, a.mask_top, a.temporal)
     use_all_cores()
@@ -304,7 +307,8 @@ def main() -> None:
                         if a.adversary else "")
                 print(f"{model_kind} on {', '.join(tracks)}: {time.perf_counter() - t0:.0f} s{told}", flush=True)
 
-    changes = [f"{k.replace('_', '-')} {getattr(a, k)}" for k in ("train_data", "random_conv", "flip", "colour_jitter", "shift",
+    shown = {k: " ".join(map(str, v)) if isinstance(v := getattr(a, k), list) else v for k in vars(a)}
+    changes = [f"{k.replace('_', '-')} {shown[k]}" for k in ("train_data", "random_conv", "flip", "colour_jitter", "shift",
                "view", "mask_top", "temporal", "gap", "inverse", "adversary", "weight_decay", "channels", "z_dim")
                if getattr(a, k) != p.get_default(k) and (k != "gap" or a.temporal != "none")]
     print(f"\n**Steering read-out on tracks not learnt from** ({a.data}, {a.steps} steps of {a.batch} frames, seed "
