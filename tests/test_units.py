@@ -22,7 +22,8 @@ def test_missing_art_says_how_to_fix(tmp_path: Path, monkeypatch):
         assets.ensure_assets()
 
 
-def test_complete_folder_needs_marker_and_art(tmp_path: Path):
+def test_complete_folder_needs_marker_and_art(tmp_path: Path, monkeypatch):
+    monkeypatch.setenv("VMC_STK_ART", str(tmp_path / "art"))
     root = tmp_path / "stk"
     (root / "data").mkdir(parents=True)
     (root / "data" / "stk_config.xml").write_text("<x/>")
@@ -32,7 +33,11 @@ def test_complete_folder_needs_marker_and_art(tmp_path: Path):
     (root / assets.MARKER).write_text("built by vmc")
     assert not assets.is_complete(root)  # built with the old layout (mines unpatched): rebuilt
     (root / assets.MARKER).write_text(f"built by vmc ({assets.LAYOUT})")
+    assert not assets.is_complete(root)  # no art named: which art it links to is not known
+    (root / assets.MARKER).write_text(f"built by vmc from x.tar.gz and {tmp_path / 'art'} ({assets.LAYOUT})\n")
     assert assets.is_complete(root)
+    monkeypatch.setenv("VMC_STK_ART", str(tmp_path / "other-art"))
+    assert not assets.is_complete(root)  # other art asked for through the same cache: built again
 
 
 def test_tracks_are_linked_with_mines_fade_out_billboards_turned_off(tmp_path: Path):
