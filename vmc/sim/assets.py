@@ -83,15 +83,16 @@ def art_dir() -> Path:
     return Path(os.environ.get("VMC_STK_ART", DEBIAN_ART))
 
 
-def _marker_text(archive: str, art: Path) -> str:
-    return f"built by vmc from {archive} and {art} ({LAYOUT})\n"
+def _built_from(art: Path) -> str:
+    """The end of the marker's text, which names the art and the layout the folder was built with."""
+    return f" and {art} ({LAYOUT})"
 
 
 def is_complete(root: Path) -> bool:
     """True when ``root`` is a finished asset folder built from :func:`art_dir` (marker present and every art link
     resolves); a folder built from other art (``VMC_STK_ART`` changed, the same ``VMC_CACHE``) is built again."""
     data, marker = root / "data", root / MARKER
-    return marker.is_file() and f" and {art_dir()} ({LAYOUT})" in marker.read_text() and (
+    return marker.is_file() and _built_from(art_dir()) in marker.read_text() and (
         data / "stk_config.xml").is_file() and all((data / d).is_dir() for d in ART_DIRS)
 
 
@@ -193,7 +194,7 @@ def _build(root: Path, art: Path, quiet: bool) -> None:
                 _link_tracks(art / d, data / d)
             else:
                 (data / d).symlink_to(art / d, target_is_directory=True)
-        (tmp / MARKER).write_text(_marker_text(archive.name, art))
+        (tmp / MARKER).write_text(f"built by vmc from {archive.name}{_built_from(art)}\n")
         if root.exists():
             shutil.rmtree(root)
         tmp.rename(root)
