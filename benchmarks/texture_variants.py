@@ -9,8 +9,8 @@ rest of the art is linked. Model files of the changed folders are copied, not li
 model's textures beside the file a link leads to.
 
 The game reads such a copy through vmc's own asset set-up (:mod:`vmc.sim.assets`), given another art folder and
-another cache for the asset folder built from it (a new ``VMC_CACHE`` for each copy: an asset folder already
-built there is used whatever art it came from), e.g. a collection for ``benchmarks/track_scaling.py
+another cache for the asset folder built from it (a ``VMC_CACHE`` for each copy: one cache would build its asset
+folder again at every change of art), e.g. a collection for ``benchmarks/track_scaling.py
 --train-data`` from two copies (``--episodes`` counts the folder's episodes, so the second copy adds 30 more)::
 
     python benchmarks/texture_variants.py /tmp/art1 --seed 1
