@@ -18,11 +18,11 @@ the driver turns (|steer| > 0.2) on which it steers to the same side. Models (``
 ``--random-conv F`` shows that share of the training frames to every model through a random convolution
 (``vmc.train_vae --random-conv``). Other options change what the models see (``--view``, ``--mask-top``; temporal
 inputs, ``--temporal stack|diff --gap K``: the frame beside the one K steps earlier or its change since), how they
-are augmented, regularised or sized, add a self-supervised objective (``--inverse W``: inverse dynamics) or a
-domain-adversarial track classifier (``--adversary W``), or take the frames learnt from from other collections of
-the same tracks (``--train-data``, e.g. recorded with other textures: ``benchmarks/texture_variants.py``).
-A screen for vision ideas that needs no held-out track, and a measure of how
-much more tracks would help.
+are augmented, regularised or sized, add a self-supervised objective (``--inverse W``: inverse dynamics), a
+domain-adversarial track classifier (``--adversary W``) or depth prediction (``--depth W``, from a collection
+recorded with ``vmc.collect --depth``), or take the frames learnt from from other collections of the same tracks
+(``--train-data``, e.g. recorded with other textures: ``benchmarks/texture_variants.py``). A screen for vision
+ideas that needs no held-out track, and a measure of how much more tracks would help.
 
     python benchmarks/track_scaling.py [--data data/8tracks-tracks --sizes 1 2 3 4 6 --models encoder vae]
 """
@@ -64,12 +64,29 @@ class Keypoints(nn.Module):
         return self.head(torch.cat([(p.sum(2) * xs).sum(-1), (p.sum(3) * ys).sum(-1)], dim=1))
 
 
+DEPTH_CELLS = 16
+"""The depth target's grid (``--depth``): the frame's log-depth averaged over 4x4-pixel cells."""
+LOG_DEPTH_MAX = float(-np.log(1e-4))
+"""-log(1 - z) is clipped here (9.2, beyond the far plane's sky) and the target divided by it, to [0, 1]."""
+
+
+def depth_target(depth: np.ndarray) -> np.ndarray:
+    """Depth buffers (N, 64, 64) uint16 (``EnvConfig.depth``) → the log-depth target (N, 256) in [0, 1]: -log(1 - z),
+    which grows as the log of the distance, averaged over 4x4 cells and divided by ``LOG_DEPTH_MAX``."""
+    z = depth.astype(np.float32) / 65535
+    log_depth = -np.log(np.clip(1 - z, 1e-4, 1)) / LOG_DEPTH_MAX
+    n, h, w = log_depth.shape
+    cells = log_depth.reshape(n, DEPTH_CELLS, h // DEPTH_CELLS, DEPTH_CELLS, w // DEPTH_CELLS).mean((2, 4))
+    return cells.reshape(n, DEPTH_CELLS * DEPTH_CELLS)
+
+
 def load(folder: Path, split: str, tracks: list[str], gap: int = 0,
-         taken: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+         taken: bool = False, depth: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Frames (N, 64, 64, 3), the driver's actions (N, 3) and track names (N,) of the split's labelled frames; with
     ``gap`` > 0 each frame is followed by the one ``gap`` steps earlier in its episode (the episode's first frame
     where there is none that early), (N, 64, 64, 6); with ``taken``, the action the collection took into each frame
-    follows the driver's (N, 6; NaN at an episode's first frame)."""
+    follows the driver's (N, 6; NaN at an episode's first frame); with ``depth``, the frame's log-depth target
+    follows them (``depth_target``, N, 3 + 256)."""
     with RolloutDataset(folder, split, tracks=tracks) as ds:
         frames, labels = ds.load_frames(), ds.load_expert_actions()
         lengths = [r.length + 1 for r in ds.episodes]
@@ -83,6 +100,8 @@ def load(folder: Path, split: str, tracks: list[str], gap: int = 0,
                                      for r in ds.episodes]) if ds.episodes else np.empty((0, 3), np.float32)
             before[:, 2] = np.where(np.isnan(before[:, 2]), np.nan, before[:, 2] > 0.5)  # the game brakes above 0.5
             labels = np.concatenate([labels, before], axis=1)
+        if depth:
+            labels = np.concatenate([labels, depth_target(ds.load_depth())], axis=1)
     known = ~np.isnan(labels[:, :3]).any(axis=1)
     return frames[known], labels[known], names[known]
 
@@ -151,7 +170,8 @@ def predict(model: nn.Module, frames: np.ndarray, view: View) -> np.ndarray:
 
 def train(kind: str, frames: np.ndarray, labels: np.ndarray, steps: int, batch: int, seed: int,
           augment: Augment, view: View, weight_decay: float = 0.0, vae: VAEConfig | None = None,
-          inverse: float = 0.0, tracks: np.ndarray | None = None, adversary: float = 0.0) -> nn.Module:
+          inverse: float = 0.0, tracks: np.ndarray | None = None, adversary: float = 0.0,
+          depth: float = 0.0) -> nn.Module:
     """``kind`` learnt for ``steps`` optimiser steps on the frames (N, 64, 64, C) and the driver's actions (N, 3),
     each batch through ``augment`` (``vmc.train_vae``'s; with ``random_conv`` the VAE still reconstructs the frame as
     it was) and ``view``; AdamW's ``weight_decay``; ``vae``: the ConvVAE's architecture (the preset's with a
@@ -162,11 +182,16 @@ def train(kind: str, frames: np.ndarray, labels: np.ndarray, steps: int, batch: 
     (B, z) → (B, tracks) learns which track each frame (``tracks``: its index, (N,)) comes from, through a gradient
     reversal layer that pays the encoder at that weight for making it fail (domain-adversarial training, Ganin et
     al. 2016: features that do not tell the tracks apart); the weight ramps up as 2 / (1 + exp(-10 p)) - 1 over
-    the fraction p of the steps, as there."""
+    the fraction p of the steps, as there. ``depth`` > 0 (the encoder): labels (N, 3 + 256) add the frame's log-depth
+    on a 16x16 grid (``depth_target``), which an MLP on mu (B, z) → (B, 256) learns at that weight beside the
+    read-out (depth prediction as an auxiliary task, as in Mirowski et al. 2017: the scene's shape, whatever its
+    textures)."""
     torch.manual_seed(seed)
     model = Keypoints() if kind == "keypoints" else ConvVAE(vae or VAEConfig(teacher_outputs=3))
     if inverse:
         model.inverse = nn.Linear(2 * model.config.z_dim, 3)
+    elif depth:
+        model.depth = nn.Sequential(nn.Linear(model.config.z_dim, 256), nn.ReLU(), nn.Linear(256, DEPTH_CELLS ** 2))
     elif adversary:
         model.adversary = nn.Sequential(nn.Linear(model.config.z_dim, 64), nn.ReLU(), nn.Linear(64, int(tracks.max()) + 1))
     elif frames.shape[-1] != 3:  # temporal inputs: the first convolution reads every channel
@@ -194,6 +219,12 @@ def train(kind: str, frames: np.ndarray, labels: np.ndarray, steps: int, batch: 
                 known = ~torch.isnan(y[:, 3:]).any(dim=1)
                 guess = model.inverse(torch.cat([now, before], dim=1)[known])
                 loss = model.teacher_loss(now, y[:, :3]) + inverse * (guess - y[known, 3:]).pow(2).sum(dim=1).mean()
+            elif depth:
+                mu = model.encode(seen)[0].float()
+                depth_loss = (model.depth(mu).float() - y[:, 3:]).pow(2).sum(dim=1).mean()
+                loss = model.teacher_loss(mu, y[:, :3]) + depth * depth_loss
+                if step >= steps - 100:
+                    hits += float(depth_loss)
             elif adversary:
                 mu = model.encode(seen)[0].float()
                 scale = adversary * (2 / (1 + np.exp(-10 * step / steps)) - 1)
@@ -213,6 +244,8 @@ def train(kind: str, frames: np.ndarray, labels: np.ndarray, steps: int, batch: 
         opt.step()
     if adversary:
         model.adversary_accuracy = hits / (min(100, steps) * batch)
+    if depth:
+        model.depth_error = hits / min(100, steps)
     return model
 
 
@@ -254,6 +287,10 @@ def main() -> None:
     p.add_argument("--adversary", type=float, default=0.0,
                    help="weight of a domain-adversarial track classifier on mu (train's adversary; encoder model, "
                         "without --inverse or --temporal, two tracks or more learnt from)")
+    p.add_argument("--depth", type=float, default=0.0,
+                   help="weight of a log-depth prediction (16x16 cells) from mu beside the read-out (train's depth; "
+                        "encoder model on rgb frames, no augmentation; --data and --train-data collected with "
+                        "`vmc.collect --depth`)")
     p.add_argument("--weight-decay", type=float, default=0.0, help="AdamW's, for every model")
     p.add_argument("--channels", nargs=4, type=int, default=[32, 64, 128, 256], help="the ConvVAE's (VAEConfig)")
     p.add_argument("--z-dim", type=int, default=32, help="the ConvVAE's latent size (VAEConfig)")
@@ -269,6 +306,11 @@ def main() -> None:
         raise SystemExit("--adversary: the encoder model, without --inverse or --temporal")
     if a.adversary < 0 or (a.adversary and min(a.sizes) < 2):
         raise SystemExit("--adversary: a weight of 0 or more, and two tracks or more to tell apart (--sizes)")
+    if a.depth and (a.models != ["encoder"] or a.inverse or a.adversary or a.temporal != "none" or a.view != "rgb"
+                    or augment_asked(a)):
+        raise SystemExit("--depth: the encoder model on single rgb frames, without augmentation, --inverse or --adversary")
+    if a.depth < 0:
+        raise SystemExit(f"--depth: a weight of 0 or more, got {a.depth}")
     vae = VAEConfig(z_dim=a.z_dim, channels=tuple(a.channels), teacher_outputs=3)
     augment, view = Augment(a.flip, a.colour_jitter, a.shift, 64, a.random_conv), View(a.view, a.mask_top, a.temporal)
     use_all_cores()
@@ -289,13 +331,14 @@ def main() -> None:
                 continue  # all of them: the same set either way
             # once per set of tracks, whatever the models
             x, y, names = (np.concatenate(parts) for parts in zip(*(
-                load(Path(f), "train", tracks, 1 if a.inverse else gap, taken=bool(a.inverse)) for f in sources)))
+                load(Path(f), "train", tracks, 1 if a.inverse else gap, taken=bool(a.inverse), depth=bool(a.depth))
+                for f in sources)))
             track_index = np.searchsorted(np.array(sorted(tracks)), names)
             xv, yv, _ = (np.concatenate(parts) for parts in zip(*(load(Path(f), "val", tracks, gap) for f in sources)))
             for model_kind in a.models:
                 t0 = time.perf_counter()
                 model = train(model_kind, x, y, a.steps, a.batch, a.seed, augment, view, a.weight_decay, vae, a.inverse,
-                              track_index, a.adversary)
+                              track_index, a.adversary, a.depth)
                 row = {"model": model_kind, "tracks": tracks, "frames": len(x),
                        "val": steering_agreement(predict(model, xv, view), yv[:, 0])}
                 pred = predict(model, out_frames, view)
@@ -304,12 +347,13 @@ def main() -> None:
                     row[t] = steering_agreement(pred[m], out_labels[m, 0])
                 rows.append(row)
                 told = (f", the adversary tells the track in {model.adversary_accuracy:.0%} of the last 100 batches' frames"
-                        if a.adversary else "")
+                        if a.adversary else f", depth's squared error {model.depth_error:.3f} over the last 100 batches"
+                        if a.depth else "")
                 print(f"{model_kind} on {', '.join(tracks)}: {time.perf_counter() - t0:.0f} s{told}", flush=True)
 
     shown = {k: " ".join(map(str, v)) if isinstance(v := getattr(a, k), list) else v for k in vars(a)}
     changes = [f"{k.replace('_', '-')} {shown[k]}" for k in ("train_data", "random_conv", "flip", "colour_jitter", "shift",
-               "view", "mask_top", "temporal", "gap", "inverse", "adversary", "weight_decay", "channels", "z_dim")
+               "view", "mask_top", "temporal", "gap", "inverse", "adversary", "depth", "weight_decay", "channels", "z_dim")
                if getattr(a, k) != p.get_default(k) and (k != "gap" or a.temporal != "none")]
     print(f"\n**Steering read-out on tracks not learnt from** ({a.data}, {a.steps} steps of {a.batch} frames, seed "
           f"{a.seed}, {', '.join(changes) or 'frames as they are'}; r: "

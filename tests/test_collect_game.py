@@ -53,14 +53,21 @@ def test_collect_reads_back_and_seeds_reproduce(tmp_path: Path):
             rewards_a = f[first.name]["rewards"][()]
 
     # The same episode index collected again, alone, in another folder: same actions, same frames; with the signed
-    # reward (--reward signed), which pays the change of progress where the default pays new best progress.
-    m = collect(tmp_path / "b", episodes=2, workers=1, reward="signed")
-    assert m["env_config"]["lighthouse"]["reward"] == "signed"
+    # reward (--reward signed), which pays the change of progress where the default pays new best progress, and
+    # each frame's depth buffer (--depth), which changes no frame.
+    m = collect(tmp_path / "b", episodes=2, workers=1, reward="signed", depth=True)
+    assert m["env_config"]["lighthouse"]["reward"] == "signed" and m["env_config"]["lighthouse"]["depth"]
     ref_b = {r.index: r for r in RolloutDataset(tmp_path / "b").episodes}[1]
     with h5py.File(ref_b.shard) as f:
         np.testing.assert_array_equal(f[ref_b.name]["actions"][()], actions_a)
         np.testing.assert_array_equal(f[ref_b.name]["observations"][()], frames_a)
         signed = f[ref_b.name]["rewards"][()]
+        depth = f[ref_b.name]["depth"][()]
+    assert depth.shape == (len(actions_a) + 1, 64, 64) and depth.dtype == np.uint16
+    # the sky above is the far plane, the road under the kart's nose is near
+    assert (depth[:, :4] == 65535).mean() > 0.5 and depth[:, -4:].max() < 65535
+    with RolloutDataset(tmp_path / "b") as ds:
+        assert ds.load_depth().shape == (ds.num_frames, 64, 64)
     # the signed sum is the progress where the kart is, never ahead of the best progress's sum, and both pay the kart
     # for leaving the line
     assert np.all(np.cumsum(signed) <= np.cumsum(rewards_a) + 1e-3)

@@ -34,6 +34,20 @@ def test_round_trip_keeps_every_array(tmp_path: Path):
             assert g["observations"].compression == "lzf" and g["observations"].chunks[0] <= 8
 
 
+def test_depth_round_trips_and_its_absence_is_named(tmp_path: Path):
+    ep = fake_episode(1, 12)
+    ep.depth = np.random.default_rng(0).integers(0, 65535, (13, 64, 64), dtype=np.uint16)
+    write_episode(tmp_path / "shard-a.h5", ep)
+    with RolloutDataset(tmp_path) as ds:
+        np.testing.assert_array_equal(ds.load_depth(), ep.depth)
+    write_episode(tmp_path / "shard-a.h5", fake_episode(2, 5))
+    with RolloutDataset(tmp_path) as ds, pytest.raises(ValueError, match="ep_0000002 has no depth"):
+        ds.load_depth()
+    ep.depth = ep.depth[:-1]
+    with pytest.raises(ValueError, match="depth has 12 entries"):
+        write_episode(tmp_path / "shard-b.h5", ep)
+
+
 def test_t_plus_one_rule_is_enforced(tmp_path: Path):
     ep = fake_episode(0, 10)
     ep.observations = ep.observations[:-1]

@@ -61,7 +61,7 @@ def test_tracks_are_linked_with_mines_fade_out_billboards_turned_off(tmp_path: P
 
 @pytest.mark.parametrize("bad", [{"renderer": "vulkan9"}, {"controller": "robot"}, {"graphics": "ultra"},
                                  {"width": 2}, {"max_steps": 0}, {"anisotropic": 3}, {"render_threads": -1},
-                                 {"max_texture_size": 100}, {"action_repeat": 0}])
+                                 {"max_texture_size": 100}, {"action_repeat": 0}, {"renderer": "none", "depth": True}])
 def test_env_config_rejects_bad_values(bad):
     with pytest.raises(ValueError):
         EnvConfig(**bad)

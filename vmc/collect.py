@@ -72,6 +72,9 @@ class CollectConfig(Config):
     its progress, negative where a rescue takes the kart back."""
     size: int = 64
     """Frame width and height in pixels."""
+    depth: bool = False
+    """Also record each frame's depth buffer (``EnvConfig.depth``; the shards' ``depth``), a target for vision's
+    auxiliary losses."""
     episode_timeout: float = 900.0
     """Seconds without news from a worker's episode before it is considered hung and replaced."""
 
@@ -97,7 +100,7 @@ class CollectConfig(Config):
 def env_config_for(cfg: CollectConfig, track: str) -> EnvConfig:
     """The env a worker drives for an episode on ``track``."""
     return EnvConfig(track=track, width=cfg.size, height=cfg.size, renderer=cfg.renderer, max_steps=cfg.max_steps,
-                     controller="ai" if cfg.policy == "ai" else "player", reward=cfg.reward)
+                     controller="ai" if cfg.policy == "ai" else "player", reward=cfg.reward, depth=cfg.depth)
 
 
 def record_episode(env, policy_name: str, seed: int, index: int, controller: str = "", noise: float = 0.1) -> Episode:
@@ -107,6 +110,7 @@ def record_episode(env, policy_name: str, seed: int, index: int, controller: str
     policy.reset(env.track, seed)
     frames, actions, rewards, terms, truncs, experts, roads = [obs], [], [], [], [], [], []
     dist, off, speed = [info["distance"]], [info["off_track"]], [info["speed"]]
+    depth = [info["depth"]] if "depth" in info else None
     while True:
         action = policy.act(obs, info)
         experts.append(getattr(policy, "expert", None))  # the centre-line driver's own action, where it drives
@@ -120,6 +124,8 @@ def record_episode(env, policy_name: str, seed: int, index: int, controller: str
         dist.append(info["distance"])
         off.append(info["off_track"])
         speed.append(info["speed"])
+        if depth is not None:
+            depth.append(info["depth"])
         if terminated or truncated:
             break
     return Episode(
@@ -128,6 +134,7 @@ def record_episode(env, policy_name: str, seed: int, index: int, controller: str
         off_track=np.asarray(off, bool), speed=np.asarray(speed, np.float32),
         expert_actions=None if any(e is None for e in experts) else np.asarray(experts, np.float32),
         road_angles=None if any(r is None for r in roads) else np.asarray(roads, np.float32),
+        depth=None if depth is None else np.stack(depth),
         attrs={"track": env.config.track, "policy": policy_name, "seed": seed, "index": index,
                **({"controller": controller} if policy_name == "controller" else {}),
                "score": float(info["score"]), "end": str(info["end"])},

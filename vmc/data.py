@@ -18,6 +18,8 @@ dataset                   shape / dtype               meaning
 ``expert_actions``        (T, 3) float32              privileged, ``mix``/``centreline``: the driver's action
 ``road_angles``           (T, 4) float32              privileged, ``mix``/``centreline``: rad from the kart's
                                                       heading to the centre line 5, 10, 20, 40 m ahead
+``depth``                 (T+1, H, W) uint16          ``collect --depth``: each frame's z-buffer x 65,535
+                                                      (``EnvConfig.depth``)
 ========================  ==========================  ==========================================
 
 Group attributes: ``track``, ``policy``, ``seed``, ``index``, ``score``, ``length`` (T), ``end``,
@@ -66,6 +68,7 @@ class Episode:
     attrs: dict = field(default_factory=dict)
     expert_actions: Optional[np.ndarray] = None
     road_angles: Optional[np.ndarray] = None
+    depth: Optional[np.ndarray] = None
 
     @property
     def length(self) -> int:
@@ -80,6 +83,8 @@ class Episode:
         for name in TEACHER_ARRAYS:
             if getattr(self, name) is not None:
                 want[name] = t
+        if self.depth is not None:
+            want["depth"] = t + 1
         for name, n in want.items():
             if len(getattr(self, name)) != n:
                 raise ValueError(f"{name} has {len(getattr(self, name))} entries, expected {n} for {t} steps")
@@ -109,8 +114,9 @@ def write_episode(path: Path, episode: Episode) -> None:
         if tmp in f:
             del f[tmp]
         g = f.create_group(tmp)
-        obs = episode.observations
-        g.create_dataset("observations", data=obs, chunks=(min(FRAME_CHUNK, len(obs)),) + obs.shape[1:], compression="lzf")
+        for key in ("observations", "depth"):
+            if (images := getattr(episode, key)) is not None:
+                g.create_dataset(key, data=images, chunks=(min(FRAME_CHUNK, len(images)),) + images.shape[1:], compression="lzf")
         for key in STEP_ARRAYS + TEACHER_ARRAYS:
             if getattr(episode, key) is not None:
                 g.create_dataset(key, data=getattr(episode, key))
@@ -277,6 +283,19 @@ class RolloutDataset:
             if all(k in g for k in keys):
                 out[self._starts[e]:self._starts[e + 1] - 1] = np.concatenate([g[k][:] for k in keys], axis=1)
         return out
+
+    def load_depth(self) -> np.ndarray:
+        """Every frame's depth buffer (num_frames, H, W) uint16, aligned with :meth:`load_frames`; a
+        ``ValueError`` naming the first episode recorded without it (``collect --depth``)."""
+        out = None
+        for e, ref in enumerate(self.episodes):
+            g = self.group(ref)
+            if "depth" not in g:
+                raise ValueError(f"{ref.shard}: episode {ref.name} has no depth (collect it with --depth)")
+            if out is None:
+                out = np.empty((self.num_frames, *g["depth"].shape[1:]), np.uint16)
+            g["depth"].read_direct(out, dest_sel=np.s_[self._starts[e]:self._starts[e + 1]])
+        return out if out is not None else np.empty((0, 64, 64), np.uint16)
 
     def iter_frames(self, batch_size: int, shuffle: bool = True, seed: int = 0) -> Iterator[np.ndarray]:
         """Batches (B, H, W, 3) uint8 over every frame once. Shuffling is by chunk and within the

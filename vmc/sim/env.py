@@ -88,6 +88,10 @@ class EnvConfig:
     """Add a fire-item action entry (on above 0.5)."""
     kart: str = ""
     """Kart model name (empty: the game's default)."""
+    depth: bool = False
+    """Also give the camera's depth buffer, ``info['depth']`` (H, W) uint16: the z-buffer in [0, 1] times 65,535
+    (65,535: the far plane, e.g. the sky), aligned with the frame; -log(1 - z) grows as the log of the distance.
+    For vision's auxiliary targets; off by default, since reading it back costs time."""
     reuse_race: bool = True
     """Reset with ``race.restart()`` instead of loading the track again (20-65 ms instead of 0.3-3.7 s), with the
     state a restart leaves behind put back (``vmc.sim.restart``), so that every episode's frames equal those of the
@@ -102,6 +106,8 @@ class EnvConfig:
             raise ValueError(f"max_steps must be >= 1, got {self.max_steps}")
         if not 1 <= self.action_repeat <= 10:
             raise ValueError(f"action_repeat must be 1..10, got {self.action_repeat}")
+        if self.depth and self.renderer == "none":
+            raise ValueError("depth needs a renderer (renderer='none' draws nothing)")
         self.graphics_spec()  # validates renderer, preset and resolution
 
     def graphics_spec(self) -> game.GraphicsSpec:
@@ -248,6 +254,10 @@ class SuperTuxKartEnv(gym.Env):
             return np.zeros(self.observation_space.shape, np.uint8)
         return np.array(self._race.render_data[0].image, dtype=np.uint8, copy=True)
 
+    def _depth(self) -> np.ndarray:
+        """The frame's depth buffer (H, W) uint16 (``EnvConfig.depth``)."""
+        return np.round(np.asarray(self._race.render_data[0].depth, np.float32) * 65535).astype(np.uint16)
+
     def _kart_state(self) -> tuple[Any, Any]:
         state = self._pystk2.WorldState()
         state.update()
@@ -290,8 +300,8 @@ class SuperTuxKartEnv(gym.Env):
         (best progress in [0, 1]), ``lap_time`` (s since the start), ``location`` (3,), ``velocity``
         (3,), ``speed`` (m/s), ``position`` (race rank), ``off_track`` (bool), ``lateral`` (m from the
         centre line), ``on_road`` (the game's flag), ``score`` (sum of rewards), ``steps``,
-        ``action`` (the (3,) action the kart really took) and ``end`` (why it ended: ``lap``,
-        ``stuck``, ``off_track``, ``max_steps``, or None).
+        ``action`` (the (3,) action the kart really took), ``end`` (why it ended: ``lap``,
+        ``stuck``, ``off_track``, ``max_steps``, or None) and, with ``EnvConfig.depth``, ``depth`` (H, W).
         """
         if self.progress is None:
             if self._taken:
@@ -337,6 +347,7 @@ class SuperTuxKartEnv(gym.Env):
         return self._obs, float(reward), terminated, truncated, info
 
     def _info(self, state: Any, kart: Any, action: np.ndarray, off_track: bool, lateral: float) -> dict:
+        depth = {"depth": self._depth()} if self.config.depth else {}
         return {
             "distance": float(kart.distance_down_track),
             "lap_fraction": self.progress.best,
@@ -353,6 +364,7 @@ class SuperTuxKartEnv(gym.Env):
             "steps": self.progress.steps,
             "action": np.asarray(action, np.float32),
             "end": None,
+            **depth,
         }
 
     def render(self) -> Optional[np.ndarray]:
