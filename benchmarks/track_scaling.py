@@ -81,14 +81,20 @@ def depth_target(depth: np.ndarray) -> np.ndarray:
 
 
 def load(folder: Path, split: str, tracks: list[str], gap: int = 0,
-         taken: bool = False, depth: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+         taken: bool = False, depth: bool = False, see_depth: str = "") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Frames (N, 64, 64, 3), the driver's actions (N, 3) and track names (N,) of the split's labelled frames; with
     ``gap`` > 0 each frame is followed by the one ``gap`` steps earlier in its episode (the episode's first frame
     where there is none that early), (N, 64, 64, 6); with ``taken``, the action the collection took into each frame
     follows the driver's (N, 6; NaN at an episode's first frame); with ``depth``, the frame's log-depth target
-    follows them (``depth_target``, N, 3 + 256)."""
+    follows them (``depth_target``, N, 3 + 256); with ``see_depth`` ``instead``, the frames are the log-depth instead
+    (N, 64, 64, 3), -log(1 - z) / ``LOG_DEPTH_MAX`` in every channel as uint8: the scene's shape without its colours;
+    ``beside``, the log-depth follows the frame as a fourth channel (N, 64, 64, 4)."""
     with RolloutDataset(folder, split, tracks=tracks) as ds:
         frames, labels = ds.load_frames(), ds.load_expert_actions()
+        if see_depth:
+            log_depth = -np.log(np.clip(1 - ds.load_depth().astype(np.float32) / 65535, 1e-4, 1)) / LOG_DEPTH_MAX
+            image = np.round(log_depth * 255).astype(np.uint8)[..., None]
+            frames = np.concatenate([frames, image], -1) if see_depth == "beside" else np.repeat(image, 3, axis=-1)
         lengths = [r.length + 1 for r in ds.episodes]
         names = np.repeat([r.track for r in ds.episodes], lengths)
         if gap:
@@ -111,7 +117,8 @@ class View:
     (``rgb``), its luminance in all three channels (``gray``), or each channel shifted and scaled to the frame's own
     mean 0.5 and standard deviation 0.25 (``norm``), the frame at 16x16 scaled back up (``blur``: no fine texture),
     or the luminance's horizontal and vertical Sobel gradients and their magnitude (``edges``: no colour or
-    brightness); ``mask_top`` rows from the top (the sky and the scenery above the horizon, about row 28) set to 0.
+    brightness), or the log-depth in place of the frame (``depth``: ``load``'s ``see_depth``, no colour or
+    texture); ``mask_top`` rows from the top (the sky and the scenery above the horizon, about row 28) set to 0.
     Temporal inputs (B, 6, 64, 64), the frame and an earlier one (``load``'s ``gap``): ``stack`` shows both,
     ``diff`` the frame and its change since then, (now - then) / 2 + 0.5."""
 
@@ -154,6 +161,58 @@ class ReverseGradient(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
         return -ctx.scale * grad, None
+
+
+class DepthNet(nn.Module):
+    """(B, 3, 64, 64) → log-depth (B, 1, 32, 32), as ``load``'s depth channel scaled to [0, 1]: a small U-Net (down to
+    8x8 and back up to 32x32, each level beside the encoder's map of its size), fully convolutional, so that each
+    cell's depth comes from the picture around it (the ground plane, the horizon, what stands on it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.e1 = nn.Sequential(nn.Conv2d(3, 16, 4, 2, 1), nn.ReLU())  # 32x32
+        self.e2 = nn.Sequential(nn.Conv2d(16, 32, 4, 2, 1), nn.ReLU())  # 16x16
+        self.e3 = nn.Sequential(nn.Conv2d(32, 64, 4, 2, 1), nn.ReLU(), nn.Conv2d(64, 64, 3, padding=1), nn.ReLU())  # 8x8
+        self.u2 = nn.Sequential(nn.Conv2d(96, 32, 3, padding=1), nn.ReLU())
+        self.u1 = nn.Sequential(nn.Conv2d(48, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = self.e1(x)
+        b = self.e2(a)
+        up = self.u2(torch.cat([F.interpolate(self.e3(b), scale_factor=2), b], 1))
+        return self.u1(torch.cat([F.interpolate(up, scale_factor=2), a], 1))
+
+
+def depth_net(frames: np.ndarray, steps: int, batch: int, seed: int) -> DepthNet:
+    """A :class:`DepthNet` learnt for ``steps`` optimiser steps from frames with their log-depth (N, 64, 64, 4)."""
+    torch.manual_seed(seed)
+    model = DepthNet().to(memory_format=torch.channels_last)
+    opt = torch.optim.Adam(model.parameters(), 1e-3)
+    bf16 = use_bf16("auto", torch.device("cpu"))
+    rng = np.random.default_rng(seed)
+    for _ in range(steps):
+        x = ConvVAE.to_input(torch.from_numpy(frames[np.sort(rng.choice(len(frames), batch, replace=False))]))
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            guess = model(x[:, :3].contiguous(memory_format=torch.channels_last)).float()
+        loss = (guess - F.avg_pool2d(x[:, 3:], 2)).pow(2).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return model.eval()
+
+
+def predicted_depth(model: DepthNet, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The frames' predicted log-depth at 64x64 in every channel as uint8 (N, 64, 64, 3), what ``--view
+    depth-predicted`` shows the models, and each frame's mean squared error against its own (N,)."""
+    out, errors = [], []
+    with torch.no_grad():
+        for s in range(0, len(frames), 512):
+            x = ConvVAE.to_input(torch.from_numpy(frames[s:s + 512]))
+            guess = model(x[:, :3].contiguous(memory_format=torch.channels_last)).float().clamp(0, 1)
+            errors.append((guess - F.avg_pool2d(x[:, 3:], 2)).pow(2).mean((1, 2, 3)))
+            image = F.interpolate(guess, scale_factor=2, mode="bilinear", align_corners=False)
+            out.append((image * 255).round().to(torch.uint8)[:, 0, :, :, None].expand(-1, -1, -1, 3))
+    return torch.cat(out).numpy(), torch.cat(errors).numpy()
 
 
 def predict(model: nn.Module, frames: np.ndarray, view: View) -> np.ndarray:
@@ -224,7 +283,7 @@ def train(kind: str, frames: np.ndarray, labels: np.ndarray, steps: int, batch: 
                 depth_loss = (model.depth(mu).float() - y[:, 3:]).pow(2).sum(dim=1).mean()
                 loss = model.teacher_loss(mu, y[:, :3]) + depth * depth_loss
                 if step >= steps - 100:
-                    hits += float(depth_loss)
+                    hits += float(depth_loss.detach())
             elif adversary:
                 mu = model.encode(seen)[0].float()
                 scale = adversary * (2 / (1 + np.exp(-10 * step / steps)) - 1)
@@ -246,6 +305,7 @@ def train(kind: str, frames: np.ndarray, labels: np.ndarray, steps: int, batch: 
         model.adversary_accuracy = hits / (min(100, steps) * batch)
     if depth:
         model.depth_error = hits / min(100, steps)
+        model.depth_spread = float(np.nansum(labels[:, 3:].var(axis=0)))  # the error of always guessing the mean
     return model
 
 
@@ -275,7 +335,10 @@ def main() -> None:
     p.add_argument("--flip", type=float, default=0.0, help="share of training frames mirrored, steering negated")
     p.add_argument("--colour-jitter", type=float, default=0.0, help="train_vae --colour-jitter")
     p.add_argument("--shift", type=int, default=0, help="train_vae --shift")
-    p.add_argument("--view", default="rgb", choices=["rgb", "gray", "norm", "blur", "edges"], help="what the models see (View)")
+    p.add_argument("--view", default="rgb", choices=["rgb", "gray", "norm", "blur", "edges", "depth", "depth-predicted"],
+                   help="what the models see (View; depth: the log-depth instead of the frame, from collections recorded "
+                        "with `vmc.collect --depth`; depth-predicted: a DepthNet's from the frame, learnt first for "
+                        "--steps on the tracks learnt from)")
     p.add_argument("--mask-top", type=int, default=0, help="rows from the top the models do not see")
     p.add_argument("--temporal", default="none", choices=["none", "stack", "diff"],
                    help="the frame with the one --gap steps earlier (View; encoder model, rgb view, no random "
@@ -320,7 +383,8 @@ def main() -> None:
         raise SystemExit(f"--pool and --left-out share {', '.join(sorted(shared))}")
     if max(a.sizes) > len(pool):
         raise SystemExit(f"--sizes: at most {len(pool)} tracks are left to learn from")
-    out_frames, out_labels, out_names = load(Path(a.data), "all", a.left_out, gap)
+    see_depth = {"depth": "instead", "depth-predicted": "beside"}.get(a.view, "")
+    out_frames, out_labels, out_names = load(Path(a.data), "all", a.left_out, gap, see_depth=see_depth)
     sources = a.train_data or [a.data]
     orders = [pool] + ([pool[::-1]] if a.both_orders else [])
     rows = []
@@ -331,23 +395,37 @@ def main() -> None:
                 continue  # all of them: the same set either way
             # once per set of tracks, whatever the models
             x, y, names = (np.concatenate(parts) for parts in zip(*(
-                load(Path(f), "train", tracks, 1 if a.inverse else gap, taken=bool(a.inverse), depth=bool(a.depth))
+                load(Path(f), "train", tracks, 1 if a.inverse else gap, taken=bool(a.inverse), depth=bool(a.depth),
+                     see_depth=see_depth)
                 for f in sources)))
             track_index = np.searchsorted(np.array(sorted(tracks)), names)
-            xv, yv, _ = (np.concatenate(parts) for parts in zip(*(load(Path(f), "val", tracks, gap) for f in sources)))
+            xv, yv, _ = (np.concatenate(parts) for parts in zip(*(load(Path(f), "val", tracks, gap, see_depth=see_depth)
+                                                            for f in sources)))
+            seen_out = out_frames
+            if a.view == "depth-predicted":  # the frames' depth as a DepthNet learnt from these tracks sees it
+                t0 = time.perf_counter()
+                net = depth_net(x, a.steps, a.batch, a.seed)
+                cells = F.avg_pool2d(ConvVAE.to_input(torch.from_numpy(xv[..., 3:])), 2)
+                spread = float(cells.var(0).mean())  # the error of guessing each cell's mean
+                (x, train_err), (xv, val_err), (seen_out, out_err) = (predicted_depth(net, f) for f in (x, xv, out_frames))
+                print(f"depth net on {', '.join(tracks)}: {time.perf_counter() - t0:.0f} s, mean squared error of the "
+                      f"log-depth {train_err.mean():.4f} on the frames learnt from, {val_err.mean():.4f} held-in "
+                      f"(each cell's mean: {spread:.4f}), "
+                      + ", ".join(f"{out_err[out_names == t].mean():.4f} on {t}" for t in a.left_out), flush=True)
             for model_kind in a.models:
                 t0 = time.perf_counter()
                 model = train(model_kind, x, y, a.steps, a.batch, a.seed, augment, view, a.weight_decay, vae, a.inverse,
                               track_index, a.adversary, a.depth)
                 row = {"model": model_kind, "tracks": tracks, "frames": len(x),
                        "val": steering_agreement(predict(model, xv, view), yv[:, 0])}
-                pred = predict(model, out_frames, view)
+                pred = predict(model, seen_out, view)
                 for t in a.left_out:
                     m = out_names == t
                     row[t] = steering_agreement(pred[m], out_labels[m, 0])
                 rows.append(row)
                 told = (f", the adversary tells the track in {model.adversary_accuracy:.0%} of the last 100 batches' frames"
-                        if a.adversary else f", depth's squared error {model.depth_error:.3f} over the last 100 batches"
+                        if a.adversary else f", depth's squared error {model.depth_error:.3f} over the last 100 batches "
+                        f"(the mean's: {model.depth_spread:.3f})"
                         if a.depth else "")
                 print(f"{model_kind} on {', '.join(tracks)}: {time.perf_counter() - t0:.0f} s{told}", flush=True)
 
