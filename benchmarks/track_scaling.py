@@ -18,7 +18,7 @@ the driver turns (|steer| > 0.2) on which it steers to the same side. Models (``
 ``--random-conv F`` shows that share of the training frames to every model through a random convolution
 (``vmc.train_vae --random-conv``). Other options change what the models see (``--view``, ``--mask-top``; temporal
 inputs, ``--temporal stack|diff --gap K``: the frame beside the one K steps earlier or its change since), how they
-are augmented, regularised or sized, add a self-supervised objective (``--inverse W``: inverse dynamics), a
+are augmented, regularised or sized, add a self-supervised objective (``--inverse W``: inverse dynamics; ``--forward W``: forward dynamics), a
 domain-adversarial track classifier (``--adversary W``) or depth prediction (``--depth W``, from a collection
 recorded with ``vmc.collect --depth``), or take the frames learnt from from other collections of the same tracks
 (``--train-data``, e.g. recorded with other textures: ``benchmarks/texture_variants.py``). A screen for vision
@@ -230,14 +230,17 @@ def predict(model: nn.Module, frames: np.ndarray, view: View) -> np.ndarray:
 def train(kind: str, frames: np.ndarray, labels: np.ndarray, steps: int, batch: int, seed: int,
           augment: Augment, view: View, weight_decay: float = 0.0, vae: VAEConfig | None = None,
           inverse: float = 0.0, tracks: np.ndarray | None = None, adversary: float = 0.0,
-          depth: float = 0.0) -> nn.Module:
+          depth: float = 0.0, forward: float = 0.0) -> nn.Module:
     """``kind`` learnt for ``steps`` optimiser steps on the frames (N, 64, 64, C) and the driver's actions (N, 3),
     each batch through ``augment`` (``vmc.train_vae``'s; with ``random_conv`` the VAE still reconstructs the frame as
     it was) and ``view``; AdamW's ``weight_decay``; ``vae``: the ConvVAE's architecture (the preset's with a
     3-output read-out if None). ``inverse`` > 0 (the encoder): frames are pairs (N, 64, 64, 6, the frame and the one
     before) and labels (N, 6) add the action taken between them, which a linear head on both frames' mu (B, 2 z)
     learns at that weight beside the read-out (inverse dynamics, as in Pathak et al. 2017: features of what the
-    kart's own actions change); the model still reads one frame. ``adversary`` > 0 (the encoder): a classifier
+    kart's own actions change); the model still reads one frame. ``forward`` > 0 (the encoder, same pairs and
+    labels): an MLP learns the frame's mu from the one before's and the action taken between them (B, z + 3) → (B,
+    z) at that weight, the target's gradient stopped (forward dynamics in latent space, as the self-predictive
+    representations of Schwarzer et al. 2021: features that say where the kart goes next). ``adversary`` > 0 (the encoder): a classifier
     (B, z) → (B, tracks) learns which track each frame (``tracks``: its index, (N,)) comes from, through a gradient
     reversal layer that pays the encoder at that weight for making it fail (domain-adversarial training, Ganin et
     al. 2016: features that do not tell the tracks apart); the weight ramps up as 2 / (1 + exp(-10 p)) - 1 over
@@ -249,6 +252,9 @@ def train(kind: str, frames: np.ndarray, labels: np.ndarray, steps: int, batch: 
     model = Keypoints() if kind == "keypoints" else ConvVAE(vae or VAEConfig(teacher_outputs=3))
     if inverse:
         model.inverse = nn.Linear(2 * model.config.z_dim, 3)
+    elif forward:
+        z = model.config.z_dim
+        model.forward_model = nn.Sequential(nn.Linear(z + 3, 256), nn.ReLU(), nn.Linear(256, z))
     elif depth:
         model.depth = nn.Sequential(nn.Linear(model.config.z_dim, 256), nn.ReLU(), nn.Linear(256, DEPTH_CELLS ** 2))
     elif adversary:
@@ -272,12 +278,16 @@ def train(kind: str, frames: np.ndarray, labels: np.ndarray, steps: int, batch: 
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             if kind == "keypoints":
                 loss = (model(seen).float() - y).pow(2).sum(dim=1).mean()
-            elif inverse:
+            elif inverse or forward:
                 mu = model.encode(torch.cat([seen[:, :3], seen[:, 3:]]))[0].float()
                 now, before = mu[:len(y)], mu[len(y):]
                 known = ~torch.isnan(y[:, 3:]).any(dim=1)
-                guess = model.inverse(torch.cat([now, before], dim=1)[known])
-                loss = model.teacher_loss(now, y[:, :3]) + inverse * (guess - y[known, 3:]).pow(2).sum(dim=1).mean()
+                if inverse:
+                    aux = inverse * (model.inverse(torch.cat([now, before], dim=1)[known]) - y[known, 3:]).pow(2)
+                else:
+                    guess = model.forward_model(torch.cat([before[known], y[known, 3:]], dim=1)).float()
+                    aux = forward * (guess - now[known].detach()).pow(2)
+                loss = model.teacher_loss(now, y[:, :3]) + aux.sum(dim=1).mean()
             elif depth:
                 mu = model.encode(seen)[0].float()
                 depth_loss = (model.depth(mu).float() - y[:, 3:]).pow(2).sum(dim=1).mean()
@@ -347,6 +357,9 @@ def main() -> None:
     p.add_argument("--inverse", type=float, default=0.0,
                    help="weight of an inverse-dynamics loss beside the read-out (train's inverse; encoder model, "
                         "no augmentation)")
+    p.add_argument("--forward", type=float, default=0.0,
+                   help="weight of a forward-dynamics loss in latent space beside the read-out (train's forward; "
+                        "encoder model, no augmentation, not with --inverse)")
     p.add_argument("--adversary", type=float, default=0.0,
                    help="weight of a domain-adversarial track classifier on mu (train's adversary; encoder model, "
                         "without --inverse or --temporal, two tracks or more learnt from)")
@@ -363,15 +376,18 @@ def main() -> None:
     if a.temporal != "none" and a.gap < 1:
         raise SystemExit(f"--gap must be at least 1, got {a.gap}")
     gap = a.gap if a.temporal != "none" else 0
-    if a.inverse and (a.models != ["encoder"] or a.temporal != "none" or a.view != "rgb" or augment_asked(a)):
-        raise SystemExit("--inverse: the encoder model on single rgb frames, without augmentation")
-    if a.adversary and (a.models != ["encoder"] or a.inverse or a.temporal != "none"):
-        raise SystemExit("--adversary: the encoder model, without --inverse or --temporal")
+    if (a.inverse or a.forward) and (a.models != ["encoder"] or a.temporal != "none" or a.view != "rgb"
+                                     or augment_asked(a) or (a.inverse and a.forward)):
+        raise SystemExit("--inverse, --forward: one of them, the encoder model on single rgb frames, without augmentation")
+    pairs = bool(a.inverse or a.forward)
+    if a.adversary and (a.models != ["encoder"] or pairs or a.temporal != "none"):
+        raise SystemExit("--adversary: the encoder model, without --inverse, --forward or --temporal")
     if a.adversary < 0 or (a.adversary and min(a.sizes) < 2):
         raise SystemExit("--adversary: a weight of 0 or more, and two tracks or more to tell apart (--sizes)")
-    if a.depth and (a.models != ["encoder"] or a.inverse or a.adversary or a.temporal != "none" or a.view != "rgb"
+    if a.depth and (a.models != ["encoder"] or pairs or a.adversary or a.temporal != "none" or a.view != "rgb"
                     or augment_asked(a)):
-        raise SystemExit("--depth: the encoder model on single rgb frames, without augmentation, --inverse or --adversary")
+        raise SystemExit("--depth: the encoder model on single rgb frames, without augmentation, --inverse, --forward or "
+                         "--adversary")
     if a.depth < 0:
         raise SystemExit(f"--depth: a weight of 0 or more, got {a.depth}")
     vae = VAEConfig(z_dim=a.z_dim, channels=tuple(a.channels), teacher_outputs=3)
@@ -395,7 +411,7 @@ def main() -> None:
                 continue  # all of them: the same set either way
             # once per set of tracks, whatever the models
             x, y, names = (np.concatenate(parts) for parts in zip(*(
-                load(Path(f), "train", tracks, 1 if a.inverse else gap, taken=bool(a.inverse), depth=bool(a.depth),
+                load(Path(f), "train", tracks, 1 if pairs else gap, taken=pairs, depth=bool(a.depth),
                      see_depth=see_depth)
                 for f in sources)))
             track_index = np.searchsorted(np.array(sorted(tracks)), names)
@@ -415,7 +431,7 @@ def main() -> None:
             for model_kind in a.models:
                 t0 = time.perf_counter()
                 model = train(model_kind, x, y, a.steps, a.batch, a.seed, augment, view, a.weight_decay, vae, a.inverse,
-                              track_index, a.adversary, a.depth)
+                              track_index, a.adversary, a.depth, a.forward)
                 row = {"model": model_kind, "tracks": tracks, "frames": len(x),
                        "val": steering_agreement(predict(model, xv, view), yv[:, 0])}
                 pred = predict(model, seen_out, view)
@@ -431,7 +447,7 @@ def main() -> None:
 
     shown = {k: " ".join(map(str, v)) if isinstance(v := getattr(a, k), list) else v for k in vars(a)}
     changes = [f"{k.replace('_', '-')} {shown[k]}" for k in ("train_data", "random_conv", "flip", "colour_jitter", "shift",
-               "view", "mask_top", "temporal", "gap", "inverse", "adversary", "depth", "weight_decay", "channels", "z_dim")
+               "view", "mask_top", "temporal", "gap", "inverse", "forward", "adversary", "depth", "weight_decay", "channels", "z_dim")
                if getattr(a, k) != p.get_default(k) and (k != "gap" or a.temporal != "none")]
     print(f"\n**Steering read-out on tracks not learnt from** ({a.data}, {a.steps} steps of {a.batch} frames, seed "
           f"{a.seed}, {', '.join(changes) or 'frames as they are'}; r: "
