@@ -240,8 +240,8 @@ def train(kind: str, frames: np.ndarray, labels: np.ndarray, steps: int, batch: 
     kart's own actions change); the model still reads one frame. ``forward`` > 0 (the encoder, same pairs and
     labels): an MLP learns the frame's mu from the one before's and the action taken between them (B, z + 3) → (B,
     z) at that weight, the target's gradient stopped (forward dynamics in latent space, as the self-predictive
-    representations of Schwarzer et al. 2021: features that say where the kart goes next). ``adversary`` > 0 (the encoder): a classifier
-    (B, z) → (B, tracks) learns which track each frame (``tracks``: its index, (N,)) comes from, through a gradient
+    representations of Schwarzer et al. 2021: features that say where the kart goes next). ``adversary`` > 0 (the
+    encoder): a classifier (B, z) → (B, tracks) learns which track each frame (``tracks``: its index, (N,)) comes from, through a gradient
     reversal layer that pays the encoder at that weight for making it fail (domain-adversarial training, Ganin et
     al. 2016: features that do not tell the tracks apart); the weight ramps up as 2 / (1 + exp(-10 p)) - 1 over
     the fraction p of the steps, as there. ``depth`` > 0 (the encoder): labels (N, 3 + 256) add the frame's log-depth
@@ -267,7 +267,7 @@ def train(kind: str, frames: np.ndarray, labels: np.ndarray, steps: int, batch: 
     bf16 = use_bf16("auto", torch.device("cpu"))
     rng = np.random.default_rng(seed)
     order = np.empty(0, np.int64)
-    hits = 0
+    tally = 0.0  # over the last 100 steps: the adversary's right guesses, or depth's error
     for step in range(steps):
         if len(order) < batch:
             order = np.concatenate([order, rng.permutation(len(frames))])
@@ -293,7 +293,7 @@ def train(kind: str, frames: np.ndarray, labels: np.ndarray, steps: int, batch: 
                 depth_loss = (model.depth(mu).float() - y[:, 3:]).pow(2).sum(dim=1).mean()
                 loss = model.teacher_loss(mu, y[:, :3]) + depth * depth_loss
                 if step >= steps - 100:
-                    hits += float(depth_loss.detach())
+                    tally += float(depth_loss.detach())
             elif adversary:
                 mu = model.encode(seen)[0].float()
                 scale = adversary * (2 / (1 + np.exp(-10 * step / steps)) - 1)
@@ -301,7 +301,7 @@ def train(kind: str, frames: np.ndarray, labels: np.ndarray, steps: int, batch: 
                 target = torch.from_numpy(tracks[i]).long()
                 loss = model.teacher_loss(mu, y) + F.cross_entropy(guess, target)
                 if step >= steps - 100:  # how well the classifier still tells the tracks apart at the end
-                    hits += int((guess.argmax(1) == target).sum())
+                    tally += int((guess.argmax(1) == target).sum())
             elif kind == "encoder":
                 loss = model.teacher_loss(model.encode(seen)[0].float(), y)
             else:
@@ -312,9 +312,9 @@ def train(kind: str, frames: np.ndarray, labels: np.ndarray, steps: int, batch: 
         loss.backward()
         opt.step()
     if adversary:
-        model.adversary_accuracy = hits / (min(100, steps) * batch)
+        model.adversary_accuracy = tally / (min(100, steps) * batch)
     if depth:
-        model.depth_error = hits / min(100, steps)
+        model.depth_error = tally / min(100, steps)
         model.depth_spread = float(np.nansum(labels[:, 3:].var(axis=0)))  # the error of always guessing the mean
     return model
 
