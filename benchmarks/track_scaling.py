@@ -70,13 +70,17 @@ LOG_DEPTH_MAX = float(-np.log(1e-4))
 """-log(1 - z) is clipped here (9.2, beyond the far plane's sky) and the target divided by it, to [0, 1]."""
 
 
+def log_depth(depth: np.ndarray) -> np.ndarray:
+    """Depth buffers (N, 64, 64) uint16 (``EnvConfig.depth``: the z-buffer x 65,535) → -log(1 - z), which grows as
+    the log of the distance, divided by ``LOG_DEPTH_MAX``: (N, 64, 64) float32 in [0, 1]."""
+    return -np.log(np.clip(1 - depth.astype(np.float32) / 65535, 1e-4, 1)) / LOG_DEPTH_MAX
+
+
 def depth_target(depth: np.ndarray) -> np.ndarray:
-    """Depth buffers (N, 64, 64) uint16 (``EnvConfig.depth``) → the log-depth target (N, 256) in [0, 1]: -log(1 - z),
-    which grows as the log of the distance, averaged over 4x4 cells and divided by ``LOG_DEPTH_MAX``."""
-    z = depth.astype(np.float32) / 65535
-    log_depth = -np.log(np.clip(1 - z, 1e-4, 1)) / LOG_DEPTH_MAX
-    n, h, w = log_depth.shape
-    cells = log_depth.reshape(n, DEPTH_CELLS, h // DEPTH_CELLS, DEPTH_CELLS, w // DEPTH_CELLS).mean((2, 4))
+    """Depth buffers (N, 64, 64) uint16 → the target (N, 256): :func:`log_depth` averaged over 4x4 cells."""
+    scaled = log_depth(depth)
+    n, h, w = scaled.shape
+    cells = scaled.reshape(n, DEPTH_CELLS, h // DEPTH_CELLS, DEPTH_CELLS, w // DEPTH_CELLS).mean((2, 4))
     return cells.reshape(n, DEPTH_CELLS * DEPTH_CELLS)
 
 
@@ -92,8 +96,7 @@ def load(folder: Path, split: str, tracks: list[str], gap: int = 0,
     with RolloutDataset(folder, split, tracks=tracks) as ds:
         frames, labels = ds.load_frames(), ds.load_expert_actions()
         if see_depth:
-            log_depth = -np.log(np.clip(1 - ds.load_depth().astype(np.float32) / 65535, 1e-4, 1)) / LOG_DEPTH_MAX
-            image = np.round(log_depth * 255).astype(np.uint8)[..., None]
+            image = np.round(log_depth(ds.load_depth()) * 255).astype(np.uint8)[..., None]
             frames = np.concatenate([frames, image], -1) if see_depth == "beside" else np.repeat(image, 3, axis=-1)
         lengths = [r.length + 1 for r in ds.episodes]
         names = np.repeat([r.track for r in ds.episodes], lengths)
