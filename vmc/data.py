@@ -263,13 +263,21 @@ class RolloutDataset:
 
     def load_frames(self) -> np.ndarray:
         """Every frame of the split, (num_frames, H, W, 3) uint8, in the order :meth:`frame` counts them."""
+        return self._load_per_frame("observations", np.uint8, (64, 64, 3))
+
+    def _load_per_frame(self, key: str, dtype: type, empty: tuple[int, ...], missing: str = "") -> np.ndarray:
+        """Every episode's per-frame dataset ``key`` in one array (num_frames, ...) of ``dtype``, read straight into
+        place; ``empty`` is a frame's shape where the split has no episode. An episode without it is a
+        ``ValueError`` naming it, ``missing`` added."""
         out = None
         for e, ref in enumerate(self.episodes):
-            obs = self.group(ref)["observations"]
+            g = self.group(ref)
+            if key not in g:
+                raise ValueError(f"{ref.shard}: episode {ref.name} has no {key}{missing}")
             if out is None:
-                out = np.empty((self.num_frames, *obs.shape[1:]), np.uint8)
-            obs.read_direct(out, dest_sel=np.s_[self._starts[e]:self._starts[e + 1]])
-        return out if out is not None else np.empty((0, 64, 64, 3), np.uint8)
+                out = np.empty((self.num_frames, *g[key].shape[1:]), dtype)
+            g[key].read_direct(out, dest_sel=np.s_[self._starts[e]:self._starts[e + 1]])
+        return out if out is not None else np.empty((0, *empty), dtype)
 
     def load_expert_actions(self, road: bool = False) -> np.ndarray:
         """The teacher's action for every frame of the split (num_frames, 3) float32, aligned with
@@ -287,15 +295,7 @@ class RolloutDataset:
     def load_depth(self) -> np.ndarray:
         """Every frame's depth buffer (num_frames, H, W) uint16, aligned with :meth:`load_frames`; a
         ``ValueError`` naming the first episode recorded without it (``collect --depth``)."""
-        out = None
-        for e, ref in enumerate(self.episodes):
-            g = self.group(ref)
-            if "depth" not in g:
-                raise ValueError(f"{ref.shard}: episode {ref.name} has no depth (collect it with --depth)")
-            if out is None:
-                out = np.empty((self.num_frames, *g["depth"].shape[1:]), np.uint16)
-            g["depth"].read_direct(out, dest_sel=np.s_[self._starts[e]:self._starts[e + 1]])
-        return out if out is not None else np.empty((0, 64, 64), np.uint16)
+        return self._load_per_frame("depth", np.uint16, (64, 64), " (collect it with --depth)")
 
     def iter_frames(self, batch_size: int, shuffle: bool = True, seed: int = 0) -> Iterator[np.ndarray]:
         """Batches (B, H, W, 3) uint8 over every frame once. Shuffling is by chunk and within the
