@@ -95,6 +95,10 @@ class IterateConfig(Config):
     """CMA-ES generations per round."""
     dream_steps: int = 500
     """Steps of a dream rollout."""
+    race_start: float = 0.5
+    """Share of CMA-ES's dream rollouts that start at a race start, the rest anywhere in the recorded episodes
+    (``vmc.evolve --race-start``); 0 with a short ``--dream-steps``: fitness from short rollouts from the states the
+    real races visited. The round's evaluation stays whole dream races from the start."""
     sigma0: float = 0.1
     """Initial CMA-ES step size of each round."""
     dream_pick_steps: int = 0
@@ -235,7 +239,8 @@ def run_round(cfg: IterateConfig, k: int, previous: Optional[dict]) -> dict:
                                controller_hidden=cfg.controller_hidden, keep=cfg.keep,
                                dream_pick_steps=cfg.dream_pick_steps,
                                eval_every=cfg.generations, eval_rollouts=cfg.eval_seeds, seed=cfg.seed + k, dream=True,
-                               temperature=cfg.temperature, dream_steps=cfg.dream_steps, action_noise=cfg.explore_noise,
+                               temperature=cfg.temperature, dream_steps=cfg.dream_steps, race_start=cfg.race_start,
+                               action_noise=cfg.explore_noise,
                                dream_stuck_steps=cfg.dream_stuck_steps, dream_min_progress=cfg.dream_min_progress,
                                eval_population=cfg.eval_population, dream_eval_rollouts=cfg.dream_eval_rollouts,
                                resume=(rd / "controller" / "evolve.pt").exists())
