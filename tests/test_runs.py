@@ -317,3 +317,23 @@ def test_dream_vs_real_separates_the_rounds_level_from_the_ranking_within_a_roun
     assert len(list(csv.DictReader(open(tmp_path / "dream_vs_real.csv")))) == 7
     assert (tmp_path / "dream_vs_real.png").stat().st_size > 0
     assert dream_vs_real([{"points": points(1, [1, 2], [3, 4])}], tmp_path) == (None, None)
+
+
+def test_a_rounds_cma_es_dreams_with_the_iterate_configs_sizes(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    """Round k's ``vmc.evolve`` config takes the run's dream sizes (short rollouts from recorded states with
+    ``--dream-steps 50 --race-start 0``), scores in the dream only, evaluates at its end and seeds by round; a share
+    outside [0, 1] is refused in one line."""
+    from vmc import cli
+    from vmc.iterate import IterateConfig
+
+    cfg = cli.parse(IterateConfig, ["--data", str(tmp_path), "--dream-steps", "50", "--race-start", "0",
+                                    "--generations", "7", "--keep", "mean", "--seed", "3"], "vmc.iterate")
+    rd = tmp_path / "round-2"
+    ecfg = cfg.evolve_config(2, rd, rd / "vae.pt", rd / "mdn.pt", rd / "latents.h5", "zeros")
+    assert (ecfg.dream, ecfg.dream_steps, ecfg.race_start, ecfg.generations) == (True, 50, 0.0, 7)
+    assert (ecfg.eval_every, ecfg.keep, ecfg.seed, ecfg.init, ecfg.run) == (7, "mean", 5, "zeros", str(rd))
+    assert not ecfg.resume
+    with pytest.raises(SystemExit) as exit_:
+        cli.parse(IterateConfig, ["--data", str(tmp_path), "--race-start", "1.5"], "vmc.iterate")
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "--race-start must be between 0 and 1, got 1.5" in err

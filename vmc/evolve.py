@@ -33,7 +33,7 @@ import numpy as np
 
 from vmc import cli, records
 from vmc.checkpoints import WorldModels, load_checkpoint, load_controller, save_checkpoint, save_controller
-from vmc.cli import Config, check_non_negative, check_positive, plain
+from vmc.cli import Config, check_non_negative, check_positive, check_share, plain
 from vmc.cluster import check_cluster
 from vmc.errors import CheckpointError, VmcError
 from vmc.evaluate import score_candidates
@@ -187,6 +187,7 @@ class EvolveConfig(Config):
                            dream_eval_rollouts=self.dream_eval_rollouts, dream_check_rollouts=self.dream_check_rollouts,
                            dream_pick_steps=self.dream_pick_steps)
         check_positive(dagger_recover_weight=self.dagger_recover_weight, dream_pick_rollouts=self.dream_pick_rollouts)
+        check_share(race_start=self.race_start)
         if self.dream_pick_steps and not (self.dream and self.eval_every):
             raise ValueError("--dream-pick-steps picks among evaluated candidates by the dream: it needs --dream and "
                              "--eval-every above 0")

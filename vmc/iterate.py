@@ -21,14 +21,17 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, Literal, Optional
+from typing import TYPE_CHECKING, ClassVar, Literal, Optional
 
 from vmc import cli, records
 from vmc.checkpoints import load_checkpoint, vae_from
-from vmc.cli import Config, check_non_negative, check_positive
+from vmc.cli import Config, check_non_negative, check_positive, check_share
 from vmc.cluster import check_cluster
 from vmc.runs import RUNS, SEED_STRIDE, write_config
 from vmc.sim.env import REWARDS
+
+if TYPE_CHECKING:
+    from vmc.evolve import EvolveConfig
 
 log = logging.getLogger("vmc.iterate")
 
@@ -133,6 +136,7 @@ class IterateConfig(Config):
                            dream_eval_rollouts=self.dream_eval_rollouts, dream_stuck_steps=self.dream_stuck_steps,
                            dream_pick_steps=self.dream_pick_steps,
                            dream_min_progress=self.dream_min_progress)
+        check_share(race_start=self.race_start)
         check_cluster(self.cluster)
         if self.reward not in REWARDS:
             raise ValueError(f"unknown --reward {self.reward!r}; choose one of {', '.join(REWARDS)}")
@@ -157,6 +161,22 @@ class IterateConfig(Config):
                                  "(vmc.main --teacher-free --reward) or use its reward")
         if self.keep not in ("best", "mean"):
             raise ValueError(f"--keep must be best or mean, got {self.keep!r}")
+
+    def evolve_config(self, k: int, rd: Path, vae: Path, mdn: Path, latents: Path, init: str) -> EvolveConfig:
+        """Round ``k``'s CMA-ES in the dream of ``mdn`` over ``latents``, from controller ``init``, in folder ``rd``:
+        its fitness from this config's dream sizes, its evaluations (real seeds and the dream's pick) at its end."""
+        from vmc.evolve import EvolveConfig
+
+        return EvolveConfig(
+            run=str(rd), vae=str(vae), mdn=str(mdn), latents=str(latents), tracks=list(self.tracks), workers=self.workers,
+            cluster=self.cluster, popsize=self.popsize, rollouts=self.rollouts, generations=self.generations,
+            sigma0=self.sigma0, init=init, max_steps=self.max_steps, controller_hidden=self.controller_hidden,
+            keep=self.keep, dream_pick_steps=self.dream_pick_steps, eval_every=self.generations,
+            eval_rollouts=self.eval_seeds, seed=self.seed + k, dream=True, temperature=self.temperature,
+            dream_steps=self.dream_steps, race_start=self.race_start, action_noise=self.explore_noise,
+            dream_stuck_steps=self.dream_stuck_steps, dream_min_progress=self.dream_min_progress,
+            eval_population=self.eval_population, dream_eval_rollouts=self.dream_eval_rollouts,
+            resume=(rd / "controller" / "evolve.pt").exists())
 
     @property
     def out(self) -> Path:
@@ -233,17 +253,7 @@ def run_round(cfg: IterateConfig, k: int, previous: Optional[dict]) -> dict:
         if cfg.carry:
             old_latents = Path(previous["latents"]) if cfg.vae_epochs else latents  # the old z, where it changed
             init = str(carry_controller(Path(previous["controller"]), vae, mdn, old_latents, latents, rd / "carried.pt"))
-    ecfg = evolve.EvolveConfig(run=str(rd), vae=str(vae), mdn=str(mdn), latents=str(latents),
-                               tracks=list(cfg.tracks), workers=cfg.workers, cluster=cfg.cluster, popsize=cfg.popsize, rollouts=cfg.rollouts,
-                               generations=cfg.generations, sigma0=cfg.sigma0, init=init, max_steps=cfg.max_steps,
-                               controller_hidden=cfg.controller_hidden, keep=cfg.keep,
-                               dream_pick_steps=cfg.dream_pick_steps,
-                               eval_every=cfg.generations, eval_rollouts=cfg.eval_seeds, seed=cfg.seed + k, dream=True,
-                               temperature=cfg.temperature, dream_steps=cfg.dream_steps, race_start=cfg.race_start,
-                               action_noise=cfg.explore_noise,
-                               dream_stuck_steps=cfg.dream_stuck_steps, dream_min_progress=cfg.dream_min_progress,
-                               eval_population=cfg.eval_population, dream_eval_rollouts=cfg.dream_eval_rollouts,
-                               resume=(rd / "controller" / "evolve.pt").exists())
+    ecfg = cfg.evolve_config(k, rd, vae, mdn, latents, init)
     summary = evolve.evolve(ecfg)
     # The evaluation whose pick is best.pt: the last one evolve saved from (runs from before that flag: the last
     # under --keep mean, else the highest dream score, the earliest on a tie, as evolve kept it then).

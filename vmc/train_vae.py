@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from vmc import cli, records
 from vmc.checkpoints import load_checkpoint, vae_from
-from vmc.cli import Config, check_positive
+from vmc.cli import Config, check_positive, check_share
 from vmc.data import RolloutDataset
 from vmc.errors import VmcError
 from vmc.latents import latents_info, write_latents
@@ -104,14 +104,11 @@ class TrainVAEConfig(Config):
             raise ValueError(f"--lr must be positive, got {self.lr}")
         if self.teacher_weight < 0:
             raise ValueError(f"--teacher-weight must be at least 0, got {self.teacher_weight}")
-        if not 0 <= self.flip <= 1:
-            raise ValueError(f"--flip must be between 0 and 1, got {self.flip}")
+        check_share(flip=self.flip, random_conv=self.random_conv)
         if not 0 <= self.colour_jitter < 1:
             raise ValueError(f"--colour-jitter must be at least 0 and below 1, got {self.colour_jitter}")
         if self.shift < 0:
             raise ValueError(f"--shift must be at least 0, got {self.shift}")
-        if not 0 <= self.random_conv <= 1:
-            raise ValueError(f"--random-conv must be between 0 and 1, got {self.random_conv}")
         if self.teacher_weight and (self.model.teacher_outputs not in (3, 7) or not self.in_memory):
             raise ValueError("--teacher-weight needs --model.teacher-outputs 3 (or 7) and --in-memory")
 
