@@ -107,6 +107,24 @@ def test_signed_reward_is_the_teacher_free_recipes_and_names_its_run(capsys: pyt
     assert exit_.value.code == 2 and "signed" in capsys.readouterr().err
 
 
+def test_short_fitness_reaches_iterate_and_names_its_run(capsys: pytest.CaptureFixture[str]):
+    """``vmc.main --fitness short`` gives the rounds' CMA-ES short dream rollouts from recorded states, in a run
+    folder of its own; the preset's whole races otherwise; without ``--teacher-free`` it is one clear line."""
+    from vmc import cli
+    from vmc.main import MainConfig
+
+    cfg = cli.parse(MainConfig, ["--teacher-free", "--keep", "mean", "--fitness", "short"], "vmc.main")
+    it = cfg.iterate_config(workers=1)
+    assert (it.rollouts, it.dream_steps, it.race_start, it.keep) == (64, 50, 0.0, "mean")
+    assert cfg.run.name == "lighthouse-small-teacher-free-short" and it.data == "data/lighthouse-small-teacher-free-short"
+    races = MainConfig(teacher_free=True, rounds=6).iterate_config(workers=2)
+    assert (races.rollouts, races.dream_steps, races.race_start, races.rounds, races.workers) == (16, 400, 0.5, 6, 2)
+    assert races.evolve_config(1, Path("r"), Path("v"), Path("m"), Path("l"), "zeros").dream_steps == 400
+    with pytest.raises(SystemExit) as exit_:
+        cli.parse(MainConfig, ["--fitness", "short"], "vmc.main")
+    assert exit_.value.code == 2 and "use it with --teacher-free" in capsys.readouterr().err
+
+
 def test_iterate_refuses_a_base_collection_of_the_other_reward(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
     from vmc import cli
     from vmc.iterate import IterateConfig

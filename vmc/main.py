@@ -25,7 +25,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, Literal, Optional
+from typing import TYPE_CHECKING, ClassVar, Literal, Optional
 
 import numpy as np
 
@@ -35,6 +35,9 @@ from vmc.cluster import check_cluster
 from vmc.pool import default_workers
 from vmc.runs import RUNS, SEED_STRIDE, run_name, write_config
 from vmc.sim.env import REVERSE, check_track
+
+if TYPE_CHECKING:
+    from vmc.iterate import IterateConfig
 
 log = logging.getLogger("vmc.main")
 
@@ -71,6 +74,10 @@ class DreamSizes:
     """Weight of episode endings in the MDN-RNN's done loss."""
     vae_epochs: int = 0
     """VAE epochs per round from round 2 on the grown collection (``vmc.iterate --vae-epochs``)."""
+    short_rollouts: int = 64
+    """Dream rollouts per candidate with ``--fitness short``."""
+    short_steps: int = 50
+    """Steps of those rollouts, each from a recorded state."""
 
 
 @dataclass(frozen=True)
@@ -131,7 +138,8 @@ PRESETS = {
     "debug": Preset(episodes=6, max_steps=60, vae_epochs=1, mdn_epochs=1, mdn_steps=10, popsize=4, rollouts=1,
                     generations=2, race_steps=60, dagger_rounds=2, dagger_episodes=2,
                     dream=DreamSizes(rounds=2, episodes=2, generations=1, popsize=4, rollouts=2, dream_steps=20,
-                                     mdn_epochs=1, mdn_steps=5, eval_seeds=1, vae_epochs=1)),
+                                     mdn_epochs=1, mdn_steps=5, eval_seeds=1, vae_epochs=1, short_rollouts=4,
+                                     short_steps=10)),
     "tracks": Preset(episodes=160, max_steps=600, vae_epochs=8, mdn_epochs=10, mdn_steps=150, popsize=16, rollouts=1,
                      generations=6, race_steps=1000, dagger_rounds=8, dagger_episodes=16, tracks=tuple(TRAIN_TRACKS),
                      held_out=tuple(HELD_OUT_TRACKS), tracks_per_generation=4, teacher_weight=500.0,
@@ -167,6 +175,11 @@ class MainConfig(Config):
     where a rescue puts the kart back, so that the dream does not pay again for road driven twice. Real scores and
     laps are the best progress's under both; dream scores are then the progress where the dream ended, the same as
     the real score for a lap and below it for a race that ends behind its best (the run folder gets ``-signed``)."""
+    fitness: Literal["races", "short"] = "races"
+    """With ``--teacher-free``: CMA-ES's fitness in the dream: ``races``, the preset's whole dream races, half of them
+    from race starts; ``short``, 64 dream rollouts of 50 steps from states anywhere in the recorded episodes
+    (``vmc.iterate --dream-steps 50 --race-start 0 --rollouts 64``: less of the MDN-RNN's compounding error to
+    exploit; the run folder gets ``-short``). Each round's evaluation is whole dream races and real races either way."""
     rounds: int = 0
     """With ``--teacher-free``: rounds of ``vmc.iterate`` in all (0: the preset's). A finished run started again with
     more rounds goes on from its last round; the rest of its config must be the same."""
@@ -201,6 +214,10 @@ class MainConfig(Config):
             raise ValueError("--keep is the teacher-free recipe's (vmc.iterate --keep): use it with --teacher-free")
         if self.reward != "best" and not self.teacher_free:
             raise ValueError("--reward is the teacher-free recipe's (what its MDN-RNN learns): use it with --teacher-free")
+        if self.fitness not in ("races", "short"):
+            raise ValueError(f"--fitness must be races or short, got {self.fitness!r}")
+        if self.fitness != "races" and not self.teacher_free:
+            raise ValueError("--fitness is the teacher-free recipe's (its CMA-ES in the dream): use it with --teacher-free")
         if self.rounds and not self.teacher_free:
             raise ValueError("--rounds is the teacher-free recipe's (vmc.iterate --rounds): use it with --teacher-free")
         check_cluster(self.cluster)
@@ -225,11 +242,28 @@ class MainConfig(Config):
     def run(self) -> Path:
         return Path(self.runs) / (self.name or run_name(self.training_tracks, self.preset)
                                   + ("-teacher-free" if self.teacher_free else "") + ("-signed" if self.reward == "signed" else "")
+                                  + ("-short" if self.fitness == "short" else "")
                                   + (f"-seed{self.seed}" if self.seed else ""))
 
     @property
     def data_path(self) -> Path:
         return Path(self.data) if self.data else Path("data") / self.run.name
+
+    def iterate_config(self, workers: int) -> IterateConfig:
+        """The teacher-free recipe's rounds (``vmc.iterate``) on this config's preset, run and data folders."""
+        from vmc.iterate import IterateConfig
+
+        p, short = self.sizes, self.fitness == "short"
+        d = p.dream
+        return IterateConfig(
+            run=str(self.run), rounds=self.rounds or d.rounds, data=str(self.data_path), start="zeros",
+            tracks=self.courses, workers=workers, cluster=self.cluster, episodes=d.episodes, episode_steps=p.race_steps,
+            mdn_epochs=d.mdn_epochs, mdn_steps=d.mdn_steps, mdn_seq_len=min(32, p.max_steps // 2),
+            done_weight=d.done_weight, popsize=d.popsize, vae_epochs=d.vae_epochs,
+            rollouts=d.short_rollouts if short else d.rollouts, generations=d.generations,
+            dream_steps=d.short_steps if short else d.dream_steps, race_start=0.0 if short else 0.5,
+            eval_seeds=d.eval_seeds, max_steps=p.race_steps, keep=self.keep, reward=self.reward, seed=self.seed,
+            force=self.force)
 
 
 def stage(name: str) -> None:
@@ -318,14 +352,7 @@ def run_main(cfg: MainConfig) -> dict:
     t0 = time.perf_counter()
     if cfg.teacher_free:
         stage("5/6 iterate (teacher-free: CMA-ES in the dream, rounds of the controller's own races)")
-        d = p.dream
-        rounds = iterate.iterate(iterate.IterateConfig(
-            run=str(run), rounds=cfg.rounds or d.rounds, data=str(data), start="zeros", tracks=courses, workers=workers,
-            cluster=cfg.cluster, episodes=d.episodes, episode_steps=p.race_steps, mdn_epochs=d.mdn_epochs,
-            mdn_steps=d.mdn_steps, mdn_seq_len=min(32, p.max_steps // 2), done_weight=d.done_weight, popsize=d.popsize,
-            vae_epochs=d.vae_epochs,
-            rollouts=d.rollouts, generations=d.generations, dream_steps=d.dream_steps, eval_seeds=d.eval_seeds,
-            max_steps=p.race_steps, keep=cfg.keep, reward=cfg.reward, seed=cfg.seed, force=cfg.force))
+        rounds = iterate.iterate(cfg.iterate_config(workers))
         iterate.print_table(rounds)
         best, fitness = Path(rounds[-1]["controller"]), rounds[-1]["dream"]
     else:
