@@ -106,7 +106,10 @@ def test_mdn_loss_falls_on_a_small_batch():
         terms["loss"].backward()
         opt.step()
         losses.append(terms["nll"].item())
-    assert losses[-1] < losses[0] - 1.0
+    # The median of the last steps, not the last one: once the mixture's variances have shrunk, Adam's steps make
+    # the NLL spike now and then (on a CPU without AVX-512 the last of the 150 steps was such a spike: 0.54 after
+    # -2.84), and the test is about the loss falling, not about where a spike lands.
+    assert float(np.median(losses[-30:])) < losses[0] - 1.0
 
 
 def test_checkpoint_round_trip_and_errors(tmp_path: Path):
