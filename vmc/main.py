@@ -261,7 +261,7 @@ class MainConfig(Config):
             mdn_epochs=d.mdn_epochs, mdn_steps=d.mdn_steps, mdn_seq_len=min(32, p.max_steps // 2),
             done_weight=d.done_weight, popsize=d.popsize, vae_epochs=d.vae_epochs,
             rollouts=d.short_rollouts if short else d.rollouts, generations=d.generations,
-            dream_steps=d.short_steps if short else d.dream_steps, race_start=0.0 if short else 0.5,
+            dream_steps=d.short_steps if short else d.dream_steps, race_start=0.0 if short else IterateConfig.race_start,
             eval_seeds=d.eval_seeds, max_steps=p.race_steps, keep=self.keep, reward=self.reward, seed=self.seed,
             force=self.force)
 
