@@ -242,6 +242,26 @@ def test_dream_evolve_resumes_exactly(tmp_path: Path):
     assert (out2 / "best.pt").is_file() and (out2 / "log.csv").is_file()
 
 
+def test_dream_noise_sets_only_the_fitness_noise(tmp_path: Path):
+    """``DreamEnv.run(action_noise=)`` overrides the env's noise for one call; ``vmc.evolve --dream-noise`` makes
+    CMA-ES's dream rollouts noisier (other fitness) while its default is ``--action-noise``, and needs ``--dream``."""
+    mdn = tiny_mdn()
+    env = DreamEnv(mdn, DreamStarts.from_latents(tiny_latents(tmp_path / "lat.h5"), mdn), max_steps=12, action_noise=0.1)
+    params = np.random.default_rng(2).normal(0, 0.3, (2, (Z + H) * 3 + 3))
+    noise = env.noise(seed=3, rollouts=4)
+    quiet = DreamEnv(mdn, env.starts, max_steps=12, action_noise=0.0).run(params, noise)
+    torch.testing.assert_close(env.run(params, noise, action_noise=0.0).scores, quiet.scores)
+    torch.testing.assert_close(env.run(params, noise, action_noise=0.1).scores, env.run(params, noise).scores)
+    assert not torch.equal(env.run(params, noise, action_noise=0.5).scores, env.run(params, noise).scores)
+
+    cfg = replace(tiny_checkpoints(tmp_path / "m"), generations=2)
+    runs = {name: evolve.evolve(replace(cfg, run=str(tmp_path / name), dream_noise=sd), progress=False)["best_fitness"]
+            for name, sd in (("default", None), ("same", cfg.action_noise), ("noisier", 0.5))}
+    assert runs["default"] == runs["same"] != runs["noisier"]
+    with pytest.raises(ValueError, match="--dream-noise .* needs --dream"):
+        replace(cfg, dream=False, dream_noise=0.2).validate()
+
+
 def test_keep_and_dream_pick_steps_need_evaluations(tmp_path: Path):
     cfg = tiny_checkpoints(tmp_path)  # eval_every 0: no evaluation whose mean --keep mean could keep
     with pytest.raises(ValueError, match="--keep mean .* needs --eval-every"):

@@ -125,6 +125,22 @@ def test_short_fitness_reaches_iterate_and_names_its_run(capsys: pytest.CaptureF
     assert exit_.value.code == 2 and "use it with --teacher-free" in capsys.readouterr().err
 
 
+def test_dream_noise_reaches_the_rounds_evolve_and_names_its_run(capsys: pytest.CaptureFixture[str]):
+    """``vmc.main --dream-noise`` is CMA-ES's noise in the dream of every round, in a run folder of its own; the
+    real races' noise stays the exploration noise; without ``--teacher-free`` it is one clear line."""
+    from vmc import cli
+    from vmc.main import MainConfig
+
+    cfg = cli.parse(MainConfig, ["--teacher-free", "--keep", "mean", "--dream-noise", "0.2"], "vmc.main")
+    ev = cfg.iterate_config(workers=1).evolve_config(2, Path("r"), Path("v"), Path("m"), Path("l"), "zeros")
+    assert (ev.dream_noise, ev.action_noise) == (0.2, 0.1)
+    assert cfg.run.name == "lighthouse-small-teacher-free-dream-noise0.2"
+    assert MainConfig(teacher_free=True).iterate_config(workers=1).dream_noise is None
+    with pytest.raises(SystemExit) as exit_:
+        cli.parse(MainConfig, ["--dream-noise", "0.2"], "vmc.main")
+    assert exit_.value.code == 2 and "use it with --teacher-free" in capsys.readouterr().err
+
+
 def test_iterate_refuses_a_base_collection_of_the_other_reward(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
     from vmc import cli
     from vmc.iterate import IterateConfig

@@ -145,13 +145,16 @@ class DreamEnv:
                            self.race_start if race_start is None else race_start, self.starts)
 
     @torch.no_grad()
-    def run(self, params: np.ndarray | torch.Tensor, noise: dict[str, torch.Tensor]) -> DreamResult:
-        """Dream every candidate of ``params`` (P, n_params) on every rollout of ``noise`` (R rollouts of T steps).
+    def run(self, params: np.ndarray | torch.Tensor, noise: dict[str, torch.Tensor],
+            action_noise: Optional[float] = None) -> DreamResult:
+        """Dream every candidate of ``params`` (P, n_params) on every rollout of ``noise`` (R rollouts of T steps),
+        the action noise's std ``action_noise`` (None: the env's).
 
         A rollout's score is the sum of the reward head over its steps until the done head's probability
         passes ``done_threshold`` or the stuck rule ends it (that step's reward counts, as a real ``terminated``
         step's does)."""
         dev = self.device
+        sd = self.action_noise if action_noise is None else action_noise
         params = torch.as_tensor(np.asarray(params), dtype=torch.float32).to(dev)
         p, r = params.shape[0], noise["start"].shape[0]
         idx = noise["start"]
@@ -171,8 +174,8 @@ class DreamEnv:
         since = torch.zeros(p * r, dtype=torch.long, device=dev)
         for t in range(noise["u"].shape[0]):
             a = batched_actions(params, z.view(p, r, -1), state[0][0].view(p, r, -1)).reshape(p * r, -1)
-            if self.action_noise > 0:
-                a[:, :2] += self.action_noise * act[t].repeat(p, 1)
+            if sd > 0:
+                a[:, :2] += sd * act[t].repeat(p, 1)
                 a = torch.maximum(torch.minimum(a, high), low)
             heads, state = self.mdn.step(z, a, state)
             scores += torch.where(alive, heads["reward"], torch.zeros_like(scores))

@@ -107,6 +107,11 @@ class EvolveConfig(Config):
     """Times each step labelled with backing up counts in DAgger's fits (1: once, like every other step)."""
     action_noise: float = 0.1
     """Std of the Gaussian noise on steering and throttle in seeded rollouts."""
+    dream_noise: Optional[float] = None
+    """In a ``--dream`` run, the std of that noise in the dream rollouts that score CMA-ES's candidates (None:
+    ``--action-noise``). Above it, a candidate scores only if it stays on the road through larger slips than the
+    real races' ``--action-noise``: where most candidates lap in the dream, robustness is what sets them apart.
+    Evaluations' dream races keep ``--action-noise``, to be compared with the real ones."""
     max_steps: int = 1000
     """Step limit of a race."""
     eval_every: int = 10
@@ -181,13 +186,16 @@ class EvolveConfig(Config):
                        dream_starts_every=self.dream_starts_every)
         check_non_negative(workers=self.workers, controller_hidden=self.controller_hidden, eval_every=self.eval_every,
                            dagger_rounds=self.dagger_rounds,
-                           action_noise=self.action_noise, tracks_per_generation=self.tracks_per_generation,
+                           action_noise=self.action_noise, dream_noise=self.dream_noise or 0.0,
+                           tracks_per_generation=self.tracks_per_generation,
                            dream_stuck_steps=self.dream_stuck_steps, dream_min_progress=self.dream_min_progress,
                            eval_population=self.eval_population, dagger_perturb=self.dagger_perturb,
                            dream_eval_rollouts=self.dream_eval_rollouts, dream_check_rollouts=self.dream_check_rollouts,
                            dream_pick_steps=self.dream_pick_steps)
         check_positive(dagger_recover_weight=self.dagger_recover_weight, dream_pick_rollouts=self.dream_pick_rollouts)
         check_share(race_start=self.race_start)
+        if self.dream_noise is not None and not self.dream:
+            raise ValueError("--dream-noise is the dream's fitness noise: it needs --dream")
         if self.dream_pick_steps and not (self.dream and self.eval_every):
             raise ValueError("--dream-pick-steps picks among evaluated candidates by the dream: it needs --dream and "
                              "--eval-every above 0")
@@ -274,7 +282,7 @@ def score_generation(cfg: EvolveConfig, solutions: np.ndarray, gen: int, pool, d
     real races on the pool; also total steps, rollouts that ended early, and laps driven (real races only)."""
     seeds = rollout_seeds(cfg, gen)
     if dream is not None:
-        res = dream.run(solutions, dream.noise(seeds[0], len(seeds)))
+        res = dream.run(solutions, dream.noise(seeds[0], len(seeds)), action_noise=cfg.dream_noise)
         return res.scores.double().numpy(), int(res.steps.sum()), int(res.done.sum()), None
     tracks = generation_tracks(cfg, gen)
     results = pool.map([AgentRace(x, t, s) for x in solutions for t in tracks for s in seeds])

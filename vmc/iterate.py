@@ -62,7 +62,10 @@ class IterateConfig(Config):
     """Step limit of a collected episode (0: the races' ``--max-steps``, so that the collection holds whole laps: a
     limit below a lap leaves the rest of the track out of the VAE's, the MDN-RNN's and the dream's data)."""
     explore_noise: float = 0.1
-    """Exploration noise on steering and throttle while collecting."""
+    """Exploration noise on steering and throttle while collecting (and in real and dream evaluations)."""
+    dream_noise: Optional[float] = None
+    """That noise's std in the dream rollouts that score CMA-ES's candidates (None: ``--explore-noise``; see
+    ``vmc.evolve --dream-noise``)."""
     reward: str = "best"
     """The reward the rounds' collections record, that the MDN-RNN learns to predict (``vmc.collect --reward``):
     ``best`` or ``signed``; the base collection's must be the same. Real scores stay the best progress's; under
@@ -132,6 +135,7 @@ class IterateConfig(Config):
                        popsize=self.popsize, rollouts=self.rollouts, generations=self.generations,
                        dream_steps=self.dream_steps, eval_seeds=self.eval_seeds, max_steps=self.max_steps)
         check_non_negative(workers=self.workers, episode_steps=self.episode_steps, explore_noise=self.explore_noise,
+                           dream_noise=self.dream_noise or 0.0,
                            eval_population=self.eval_population, controller_hidden=self.controller_hidden,
                            dream_eval_rollouts=self.dream_eval_rollouts, dream_stuck_steps=self.dream_stuck_steps,
                            dream_pick_steps=self.dream_pick_steps,
@@ -174,6 +178,7 @@ class IterateConfig(Config):
             keep=self.keep, dream_pick_steps=self.dream_pick_steps, eval_every=self.generations,
             eval_rollouts=self.eval_seeds, seed=self.seed + k, dream=True, temperature=self.temperature,
             dream_steps=self.dream_steps, race_start=self.race_start, action_noise=self.explore_noise,
+            dream_noise=self.dream_noise,
             dream_stuck_steps=self.dream_stuck_steps, dream_min_progress=self.dream_min_progress,
             eval_population=self.eval_population, dream_eval_rollouts=self.dream_eval_rollouts,
             resume=(rd / "controller" / "evolve.pt").exists())

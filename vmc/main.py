@@ -180,6 +180,11 @@ class MainConfig(Config):
     from race starts; ``short``, 64 dream rollouts of 50 steps from states anywhere in the recorded episodes
     (``vmc.iterate --dream-steps 50 --race-start 0 --rollouts 64``: less of the MDN-RNN's compounding error to
     exploit; the run folder gets ``-short``). Each round's evaluation is whole dream races and real races either way."""
+    dream_noise: Optional[float] = None
+    """With ``--teacher-free``: the std of the action noise in the dream rollouts that score CMA-ES's candidates
+    (None: the real races' exploration noise, 0.1; ``vmc.iterate --dream-noise``). Above it, a candidate scores in
+    the dream only if it keeps to the road through larger slips than the real races': where most candidates lap in
+    the dream, that is what sets them apart (the run folder gets ``-dream-noise<X>``)."""
     rounds: int = 0
     """With ``--teacher-free``: rounds of ``vmc.iterate`` in all (0: the preset's). A finished run started again with
     more rounds goes on from its last round; the rest of its config must be the same."""
@@ -218,6 +223,9 @@ class MainConfig(Config):
             raise ValueError(f"--fitness must be races or short, got {self.fitness!r}")
         if self.fitness != "races" and not self.teacher_free:
             raise ValueError("--fitness is the teacher-free recipe's (its CMA-ES in the dream): use it with --teacher-free")
+        if self.dream_noise is not None and not self.teacher_free:
+            raise ValueError("--dream-noise is the teacher-free recipe's (its CMA-ES in the dream): use it with --teacher-free")
+        check_non_negative(dream_noise=self.dream_noise or 0.0)
         if self.rounds and not self.teacher_free:
             raise ValueError("--rounds is the teacher-free recipe's (vmc.iterate --rounds): use it with --teacher-free")
         check_cluster(self.cluster)
@@ -243,6 +251,7 @@ class MainConfig(Config):
         return Path(self.runs) / (self.name or run_name(self.training_tracks, self.preset)
                                   + ("-teacher-free" if self.teacher_free else "") + ("-signed" if self.reward == "signed" else "")
                                   + ("-short" if self.fitness == "short" else "")
+                                  + (f"-dream-noise{self.dream_noise:g}" if self.dream_noise is not None else "")
                                   + (f"-seed{self.seed}" if self.seed else ""))
 
     @property
@@ -263,7 +272,7 @@ class MainConfig(Config):
             rollouts=d.short_rollouts if short else d.rollouts, generations=d.generations,
             dream_steps=d.short_steps if short else d.dream_steps, race_start=0.0 if short else IterateConfig.race_start,
             eval_seeds=d.eval_seeds, max_steps=p.race_steps, keep=self.keep, reward=self.reward, seed=self.seed,
-            force=self.force)
+            dream_noise=self.dream_noise, force=self.force)
 
 
 def stage(name: str) -> None:
