@@ -60,9 +60,9 @@ def busy_cores(interval: float = 0.2) -> Optional[float]:
 def use_all_cores(threads: int = 0, warn: bool = True) -> int:
     """Intra-op threads for CPU training (0: one per core this process may run on, :func:`vmc.pool.usable_cores`);
     returns the number set. With 0 and ``warn``, warns when other processes hold those cores: torch's threads wait on
-    each other at every operation, and one descheduled thread stalls them all (README, Training speed: the ConvVAE
-    beside two game workers on 2 cores trained at 62-135 frames/s with 2 threads, 347 with 1). The count itself is
-    left alone, so that a run's arithmetic does not depend on what else the machine was doing."""
+    each other at every operation, and one descheduled thread stalls them all (docs/performance.md, Training speed:
+    the ConvVAE beside two game workers on 2 cores trained at 62-135 frames/s with 2 threads, 347 with 1). The count
+    itself is left alone, so that a run's arithmetic does not depend on what else the machine was doing."""
     n = threads or usable_cores()
     torch.set_num_threads(n)
     busy = busy_cores() if warn and not threads and n > 1 else None
@@ -77,13 +77,13 @@ def adam(params: Iterable[torch.nn.Parameter], lr: float, device: torch.device) 
     """Adam with its fused kernel on CPUs and CUDA: one pass over all weights instead of a loop of tensor ops per
     parameter (the same update up to float rounding). The ConvVAE's optimiser step alone took 30-43 ms with the
     loop and 5-11 ms fused on 2 busy CPU cores; whole training epochs measured no faster within one run's noise
-    (README, Training speed)."""
+    (docs/performance.md, Training speed)."""
     return torch.optim.Adam(params, lr=lr, fused=device.type in ("cpu", "cuda"))
 
 
 def use_bf16(precision: str, device: torch.device) -> bool:
     """Whether ``precision`` means bfloat16 autocast on ``device`` (``auto``: on CPUs with bfloat16 units; not
-    on CUDA, where float32 with TF32 measured faster on an H100 for both models: README, Training speed)."""
+    on CUDA, where float32 with TF32 measured faster on an H100 for both models: docs/performance.md, Training speed)."""
     if precision == "auto":
         if device.type == "cuda":
             return False

@@ -2,7 +2,7 @@
 
 Why not torch: a driving agent runs one frame right after the game's llvmpipe render, which evicts the
 encoder's weights and torch's own dispatch code from the caches, and each of torch's many small calls pays for
-it. Measured on this project's 2-core machine (``benchmarks/race_speed.py``, README, Performance): the agent's
+it. Measured on this project's 2-core machine (``benchmarks/race_speed.py``, docs/performance.md): the agent's
 whole step 0.49 ms in a race on ONNX Runtime against 1.79 ms in torch with a traced, frozen encoder (run alone,
 in a loop, torch's takes about 0.5 ms), the same outputs to 1e-5.
 """
