@@ -262,6 +262,34 @@ def test_dream_noise_sets_only_the_fitness_noise(tmp_path: Path):
         replace(cfg, dream=False, dream_noise=0.2).validate()
 
 
+def test_dream_done_stuck_leaves_the_done_head_out(tmp_path: Path):
+    """``load_dream(done_head=False)`` (``vmc.evolve --dream-done stuck``): a done head that fires at every step
+    ends every rollout after one step with it, none without it (the stuck rule and the lap still can); and
+    CMA-ES's fitness changes with it."""
+    from vmc.dream import load_dream
+
+    mdn = tiny_mdn()
+    with torch.no_grad():
+        mdn.done.bias.fill_(20.0)  # the head's probability about 1 everywhere
+    lat = tiny_latents(tmp_path / "lat.h5")
+    params = np.random.default_rng(2).normal(0, 0.3, (2, (Z + H) * 3 + 3))
+    with_head, without = (load_dream(mdn, lat, 1.15, 12, 0.1, done_head=h) for h in (True, False))
+    noise = with_head.noise(seed=3, rollouts=4)
+    ended = with_head.run(params, noise)
+    assert ended.done.all() and (ended.steps == 1).all()
+    free = without.run(params, noise)
+    assert (free.steps > 1).all() and not (free.done & ~free.stuck & ~free.lap).any()
+
+    cfg = replace(tiny_checkpoints(tmp_path / "m"), generations=2)
+    firing = MDNRNN(MDNRNNConfig(z_dim=Z, hidden=H, gaussians=3))
+    with torch.no_grad():
+        firing.done.bias.fill_(20.0)
+    save_checkpoint(Path(cfg.mdn), "mdn", {"model": firing.state_dict()}, {"model": firing.config})
+    fit = {d: evolve.evolve(replace(cfg, run=str(tmp_path / d), dream_done=d), progress=False)["best_fitness"]
+           for d in ("head", "stuck")}
+    assert fit["head"] != fit["stuck"]
+
+
 def test_keep_and_dream_pick_steps_need_evaluations(tmp_path: Path):
     cfg = tiny_checkpoints(tmp_path)  # eval_every 0: no evaluation whose mean --keep mean could keep
     with pytest.raises(ValueError, match="--keep mean .* needs --eval-every"):

@@ -136,6 +136,11 @@ def test_dream_noise_reaches_the_rounds_evolve_and_names_its_run(capsys: pytest.
     assert (ev.dream_noise, ev.action_noise) == (0.2, 0.1)
     assert cfg.run.name == "lighthouse-small-teacher-free-dream-noise0.2"
     assert MainConfig(teacher_free=True).iterate_config(workers=1).dream_noise is None
+    stuck = cli.parse(MainConfig, ["--teacher-free", "--dream-noise", "0.2", "--dream-done", "stuck"], "vmc.main")
+    assert stuck.iterate_config(workers=1).evolve_config(2, Path("r"), Path("v"), Path("m"), Path("l"),
+                                                         "zeros").dream_done == "stuck"
+    assert stuck.run.name == "lighthouse-small-teacher-free-dream-noise0.2-dream-done-stuck"
+    assert ev.dream_done == "head"
     with pytest.raises(SystemExit) as exit_:
         cli.parse(MainConfig, ["--dream-noise", "0.2"], "vmc.main")
     assert exit_.value.code == 2 and "use it with --teacher-free" in capsys.readouterr().err

@@ -13,6 +13,7 @@ rollouts stepped one at a time.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -203,14 +204,15 @@ class DreamEnv:
 
 def load_dream(mdn: MDNRNN, latents: Path, temperature: float, max_steps: int, action_noise: float,
                split: str = "train", every: int = 10, race_start: float = 0.5, device: str = "cpu",
-               stuck_steps: int = 0, min_progress: float = 2.0) -> DreamEnv:
+               stuck_steps: int = 0, min_progress: float = 2.0, done_head: bool = True) -> DreamEnv:
     """A dream env over an MDN-RNN, started from a latent file's states; ``device`` as
-    :func:`vmc.training.pick_device` takes it (``auto``: CUDA when present)."""
+    :func:`vmc.training.pick_device` takes it (``auto``: CUDA when present); without ``done_head`` the done head
+    ends no rollout (the stuck rule and the lap still do)."""
     from vmc.training import pick_device
 
     return DreamEnv(mdn, DreamStarts.from_latents(Path(latents), mdn, split, every), temperature, max_steps, action_noise,
-                    race_start=race_start, device=pick_device(device), stuck_steps=stuck_steps,
-                    min_progress=min_progress)
+                    done_threshold=0.5 if done_head else math.inf, race_start=race_start, device=pick_device(device),
+                    stuck_steps=stuck_steps, min_progress=min_progress)
 
 
 @torch.no_grad()

@@ -140,6 +140,11 @@ class EvolveConfig(Config):
     rollouts)."""
     dream_min_progress: float = 2.0
     """Predicted progress (score points, 1000 a lap) a dream rollout must make every ``--dream-stuck-steps``."""
+    dream_done: Literal["head", "stuck"] = "head"
+    """What ends a dream race before its lap: ``head``, the MDN-RNN's done head (its probability above 0.5) or the
+    stuck rule; ``stuck``, the stuck rule alone. Trained with ``--done-weight`` 10, the head fires wherever about
+    one recorded step in eleven ended an episode, and over the rounds that is where earlier controllers failed:
+    it ended half the dream races of controllers that lap in the game (docs/teacher-free.md)."""
     dream_eval_rollouts: int = 0
     """Dream races per candidate at each evaluation of a ``--dream`` run, whose best dream score picks ``best.pt``
     under ``--keep best`` without ``--dream-pick-steps`` (0: ``--eval-rollouts``); dream races are cheap where real
@@ -147,7 +152,7 @@ class EvolveConfig(Config):
     dream_check_rollouts: int = 100
     """Dream races on fresh draws for the picked candidate's reported dream score (``dream_check`` in ``evolve.pt``'s
     evaluations; 0: none): the draws that picked it among the candidates flatter it, by 119-140 points a round on
-    average in two teacher-free runs (README, Without a teacher)."""
+    average in two teacher-free runs (docs/teacher-free.md)."""
     dream_pick_steps: int = 0
     """Under ``--keep best`` in a ``--dream`` run, pick ``best.pt`` by ``--dream-pick-rollouts`` dream rollouts of
     this many steps from anywhere in the recorded episodes, scored by their mean summed reward head (progress less
@@ -155,7 +160,7 @@ class EvolveConfig(Config):
     ``dream_pick`` in the evaluations), instead of by whole dream races from the start (0). Short rollouts carry
     less of the MDN-RNN's compounding error: over two teacher-free runs' rounds, 20-step ones ranked a round's
     candidates at r 0.29 and 0.11 against 0.07 and 0.06 for the recorded whole races (10 a candidate; 60 ranked no
-    better, r 0.10) (``benchmarks/dream_ranking.py``; README, Without a teacher); yet a run picking by 20-step ones
+    better, r 0.10) (``benchmarks/dream_ranking.py``; docs/teacher-free.md); yet a run picking by 20-step ones
     drove no lap in 12 rounds where the default lapped in 4 (one seed). Needs ``--dream`` and
     ``--eval-every``; under ``--keep mean`` it is only reported."""
     dream_pick_rollouts: int = 300
@@ -164,7 +169,7 @@ class EvolveConfig(Config):
     """What ``best.pt`` holds: ``best``, the evaluated candidate with the highest score at any evaluation (the
     dream's score in a ``--dream`` run: ``dream_pick`` with ``--dream-pick-steps``); ``mean``, the CMA-ES mean of
     the latest evaluation, whatever the scores say. In the dream the scores rank a round's candidates no better than
-    chance (README, Without a teacher), so a pick among them is a draw, while the mean is the weighted average of
+    chance (docs/teacher-free.md), so a pick among them is a draw, while the mean is the weighted average of
     the last generation's better half, which no single dream score picked. Needs ``--eval-every``."""
     eval_population: int = 0
     """At each evaluation, also score this many candidates of the last generation (spread over its ranks) in the
@@ -466,9 +471,11 @@ def evolve(cfg: EvolveConfig, progress: bool = True) -> dict:
         use_all_cores(0, warn=False)  # the dream is tensor work here while the game workers idle; no --threads to advise
         dream = load_dream(models.mdn(), cfg.path("latents"), cfg.temperature, cfg.dream_steps, cfg.action_noise,
                            every=cfg.dream_starts_every, race_start=cfg.race_start, device=cfg.dream_device,
-                           stuck_steps=cfg.dream_stuck_steps, min_progress=cfg.dream_min_progress)
-        log.info("dream: %d start states from %s, temperature %.2f, %d steps, on %s", len(dream.starts),
-                 cfg.path("latents"), cfg.temperature, cfg.dream_steps, dream.device)
+                           stuck_steps=cfg.dream_stuck_steps, min_progress=cfg.dream_min_progress,
+                           done_head=cfg.dream_done == "head")
+        log.info("dream: %d start states from %s, temperature %.2f, %d steps, ended by %s, on %s", len(dream.starts),
+                 cfg.path("latents"), cfg.temperature, cfg.dream_steps,
+                 "the done head or the stuck rule" if cfg.dream_done == "head" else "the stuck rule", dream.device)
     # Real races are needed to score candidates, to evaluate them and for DAgger; a dream run without
     # evaluations from a non-DAgger start never starts a game.
     needs_game = not cfg.dream or cfg.eval_every > 0 or (cfg.init == "dagger" and not resume)

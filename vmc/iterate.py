@@ -87,6 +87,9 @@ class IterateConfig(Config):
     """The real env's ``stuck`` rule in the dream (see ``vmc.evolve --dream-stuck-steps``; 0: off)."""
     dream_min_progress: float = 2.0
     """Predicted progress a dream rollout must make every ``--dream-stuck-steps`` steps."""
+    dream_done: Literal["head", "stuck"] = "head"
+    """What ends a dream race before its lap: the done head or the stuck rule (``head``), or the stuck rule alone
+    (``stuck``); in CMA-ES's fitness and the evaluations' dream races alike (see ``vmc.evolve --dream-done``)."""
     dream_eval_rollouts: int = 0
     """Dream races per candidate at a round's evaluation, whose best dream score picks the round's controller
     under ``--keep best`` without ``--dream-pick-steps`` (0: ``--eval-seeds``; see ``vmc.evolve --dream-eval-rollouts``)."""
@@ -179,6 +182,7 @@ class IterateConfig(Config):
             eval_rollouts=self.eval_seeds, seed=self.seed + k, dream=True, temperature=self.temperature,
             dream_steps=self.dream_steps, race_start=self.race_start, action_noise=self.explore_noise,
             dream_noise=self.dream_noise,
+            dream_done=self.dream_done,
             dream_stuck_steps=self.dream_stuck_steps, dream_min_progress=self.dream_min_progress,
             eval_population=self.eval_population, dream_eval_rollouts=self.dream_eval_rollouts,
             resume=(rd / "controller" / "evolve.pt").exists())

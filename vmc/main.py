@@ -185,6 +185,10 @@ class MainConfig(Config):
     (None: the real races' exploration noise, 0.1; ``vmc.iterate --dream-noise``). Above it, a candidate scores in
     the dream only if it keeps to the road through larger slips than the real races': where most candidates lap in
     the dream, that is what sets them apart (the run folder gets ``-dream-noise<X>``)."""
+    dream_done: Literal["head", "stuck"] = "head"
+    """With ``--teacher-free``: what ends a dream race before its lap, in CMA-ES's fitness and the evaluations'
+    dream races: ``head``, the MDN-RNN's done head or the stuck rule; ``stuck``, the stuck rule alone
+    (``vmc.iterate --dream-done``; the run folder gets ``-dream-done-stuck``)."""
     rounds: int = 0
     """With ``--teacher-free``: rounds of ``vmc.iterate`` in all (0: the preset's). A finished run started again with
     more rounds goes on from its last round; the rest of its config must be the same."""
@@ -226,6 +230,8 @@ class MainConfig(Config):
         if self.dream_noise is not None and not self.teacher_free:
             raise ValueError("--dream-noise is the teacher-free recipe's (its CMA-ES in the dream): use it with --teacher-free")
         check_non_negative(dream_noise=self.dream_noise or 0.0)
+        if self.dream_done != "head" and not self.teacher_free:
+            raise ValueError("--dream-done is the teacher-free recipe's (its CMA-ES in the dream): use it with --teacher-free")
         if self.rounds and not self.teacher_free:
             raise ValueError("--rounds is the teacher-free recipe's (vmc.iterate --rounds): use it with --teacher-free")
         check_cluster(self.cluster)
@@ -252,6 +258,7 @@ class MainConfig(Config):
                                   + ("-teacher-free" if self.teacher_free else "") + ("-signed" if self.reward == "signed" else "")
                                   + ("-short" if self.fitness == "short" else "")
                                   + (f"-dream-noise{self.dream_noise:g}" if self.dream_noise is not None else "")
+                                  + (f"-dream-done-{self.dream_done}" if self.dream_done != "head" else "")
                                   + (f"-seed{self.seed}" if self.seed else ""))
 
     @property
@@ -272,7 +279,7 @@ class MainConfig(Config):
             rollouts=d.short_rollouts if short else d.rollouts, generations=d.generations,
             dream_steps=d.short_steps if short else d.dream_steps, race_start=0.0 if short else IterateConfig.race_start,
             eval_seeds=d.eval_seeds, max_steps=p.race_steps, keep=self.keep, reward=self.reward, seed=self.seed,
-            dream_noise=self.dream_noise, force=self.force)
+            dream_noise=self.dream_noise, dream_done=self.dream_done, force=self.force)
 
 
 def stage(name: str) -> None:
