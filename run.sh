@@ -5,7 +5,7 @@
 #   ./run.sh [OPTIONS] the main job on the small built-in default (see `python -m vmc.main --help`), e.g.
 #                      ./run.sh --preset debug, ./run.sh --tracks zengarden; `./run.sh main OPTIONS` is the same
 #   ./run.sh test      ruff, then the test suite (what CI runs)
-#   ./run.sh bench     the benchmarks (prints the tables that are in the README); ./run.sh bench NAME [ARGS]
+#   ./run.sh bench     the benchmarks (prints the README's tables; their history: docs/performance.md); ./run.sh bench NAME [ARGS]
 #                      runs one of benchmarks/NAME.py (env_speed, cpu_scaling, collect_speed, dream_speed,
 #                      dream_temperatures, dream_ends, race_speed, train_speed, cluster_overhead, readout_probe,
 #                      track_scaling)
