@@ -288,6 +288,8 @@ def test_dream_done_stuck_leaves_the_done_head_out(tmp_path: Path):
     fit = {d: evolve.evolve(replace(cfg, run=str(tmp_path / d), dream_done=d), progress=False)["best_fitness"]
            for d in ("head", "stuck")}
     assert fit["head"] != fit["stuck"]
+    with pytest.raises(ValueError, match="--dream-done stuck .* needs --dream and --dream-stuck-steps"):
+        replace(cfg, dream_done="stuck", dream_stuck_steps=0).validate()
 
 
 def test_keep_and_dream_pick_steps_need_evaluations(tmp_path: Path):

@@ -201,6 +201,9 @@ class EvolveConfig(Config):
         check_share(race_start=self.race_start)
         if self.dream_noise is not None and not self.dream:
             raise ValueError("--dream-noise is the dream's fitness noise: it needs --dream")
+        if self.dream_done != "head" and not (self.dream and self.dream_stuck_steps):
+            raise ValueError("--dream-done stuck ends dream races by the stuck rule alone: it needs --dream and "
+                             "--dream-stuck-steps above 0")
         if self.dream_pick_steps and not (self.dream and self.eval_every):
             raise ValueError("--dream-pick-steps picks among evaluated candidates by the dream: it needs --dream and "
                              "--eval-every above 0")

@@ -145,6 +145,8 @@ class IterateConfig(Config):
                            dream_min_progress=self.dream_min_progress)
         check_share(race_start=self.race_start)
         check_cluster(self.cluster)
+        if self.dream_done != "head" and not self.dream_stuck_steps:
+            raise ValueError("--dream-done stuck ends dream races by the stuck rule alone: it needs --dream-stuck-steps above 0")
         if self.reward not in REWARDS:
             raise ValueError(f"unknown --reward {self.reward!r}; choose one of {', '.join(REWARDS)}")
         recorded = recorded_reward(Path(self.data))
