@@ -4,7 +4,8 @@ The previous way (``before``): frames read and decompressed from the shards ever
 decoder's first transposed convolution run as a convolution, and Adam as torch's loop over the parameters.
 Today's defaults (``after``): the training frames decompressed into memory once, bfloat16 autocast where the CPU
 has bfloat16 units, channels-last tensors, that first layer as the matrix product it is, and Adam's fused kernel
-(``vmc.training.adam``); ``after, Adam loop`` is today's defaults with the unfused Adam. All train from the same
+(``vmc.training.adam``); ``after, Adam loop`` is today's defaults with the unfused Adam, and ``after, weight copy``
+with the decoder's first weight flattened by a copy every step (as until 2026-12-07). All train from the same
 seed for the same epochs on the same frames; the table gives frames/s per epoch and the validation loss after
 each, with the ratios to ``before``.
 ``--batch BATCH:LR`` adds today's defaults with another batch size and learning rate (repeatable).
@@ -28,6 +29,14 @@ def _decode_as_convolution(self, z: torch.Tensor) -> torch.Tensor:
     return self.decoder(self.fc_decode(z).unsqueeze(-1).unsqueeze(-1))
 
 
+def _decode_copying_weight(self, z: torch.Tensor) -> torch.Tensor:
+    """ConvVAE.decode before 2026-12-07: the first layer's channels-last weight flattened, a copy, every step."""
+    first = self.decoder[0]
+    h = self.fc_decode(z) @ first.weight.flatten(1)
+    h = h.view(-1, first.out_channels, *first.kernel_size) + first.bias.view(1, -1, 1, 1)
+    return self.decoder[1:](h.contiguous(memory_format=torch.channels_last))
+
+
 def _adam_loop(params, lr: float, device: torch.device) -> torch.optim.Adam:
     """Adam as it was: torch's default on the CPU, a loop of tensor operations per parameter."""
     return torch.optim.Adam(params, lr=lr)
@@ -42,7 +51,8 @@ def main() -> None:
     p.add_argument("--batch", action="append", default=[], metavar="BATCH:LR",
                    help="also today's defaults with this batch size and learning rate (repeatable)")
     a = p.parse_args()
-    variants = [("before", {"in_memory": False, "precision": "fp32"}), ("after", {}), ("after, Adam loop", {})]
+    variants = [("before", {"in_memory": False, "precision": "fp32"}), ("after", {}), ("after, Adam loop", {}),
+                ("after, weight copy", {})]
     for spec in a.batch:
         size, lr = spec.split(":")
         variants.append((f"b{size} lr {lr}", {"batch_size": int(size), "lr": float(lr)}))
@@ -59,6 +69,8 @@ def main() -> None:
             original, fused = ConvVAE.decode, train_vae.adam
             if name == "before":
                 ConvVAE.decode = _decode_as_convolution
+            if name == "after, weight copy":
+                ConvVAE.decode = _decode_copying_weight
             if name in ("before", "after, Adam loop"):
                 train_vae.adam = _adam_loop
             try:
@@ -88,17 +100,17 @@ def main() -> None:
 
     print(f"\ntrain_speed: {a.data}, {a.epochs} epochs, {torch.get_num_threads()} threads, {os.cpu_count()} cores, "
           f"device {a.device}, bf16 autocast in 'after': {use_bf16('auto', pick_device(a.device))}")
-    print(f"{'variant':>16} {'epoch':>5} {'frames/s':>9} {'ratio':>6} {'val loss':>9} {'ratio':>6}")
+    print(f"{'variant':>18} {'epoch':>5} {'frames/s':>9} {'ratio':>6} {'val loss':>9} {'ratio':>6}")
     before, wb = rows["before"]
     for name, (hist, wall) in rows.items():
         for b, f in zip(before, hist):
-            print(f"{name:>16} {f['epoch']:>5} {f['frames_per_s']:9.1f} {f['frames_per_s'] / b['frames_per_s']:6.2f} "
+            print(f"{name:>18} {f['epoch']:>5} {f['frames_per_s']:9.1f} {f['frames_per_s'] / b['frames_per_s']:6.2f} "
                   f"{f['val_loss']:9.2f} {f['val_loss'] / b['val_loss']:6.3f}")
-        print(f"{name:>16} {'all':>5} {'wall ' + format(wall, '.0f') + ' s':>9} {wb / wall:6.2f}")
+        print(f"{name:>18} {'all':>5} {'wall ' + format(wall, '.0f') + ' s':>9} {wb / wall:6.2f}")
     ref = mdn_rows["fp32, Adam loop"]
     print(f"\nMDN-RNN, {a.mdn_steps} steps:")
     for name, r in mdn_rows.items():
-        print(f"{name:>16} {r['steps_per_s']:9.0f} sequence steps/s ({r['steps_per_s'] / ref['steps_per_s']:.2f}x the "
+        print(f"{name:>18} {r['steps_per_s']:9.0f} sequence steps/s ({r['steps_per_s'] / ref['steps_per_s']:.2f}x the "
               f"Adam loop), val loss {r['val_loss']:.3f}")
 
 

@@ -261,13 +261,21 @@ def test_stillness_input_rises_while_the_picture_stands_still(runtime, tmp_path)
         load_dream_controller(tmp_path / "best.pt")
 
 
-def test_decoder_first_layer_as_a_matrix_product_equals_the_convolution():
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_decoder_first_layer_as_a_matrix_product_equals_the_convolution(layout):
+    """In both weight layouts (training converts the model to channels-last), outputs and gradients."""
     torch.manual_seed(0)
-    vae = ConvVAE().eval()
+    vae = ConvVAE().eval().to(memory_format=layout)
     z = torch.randn(5, 32)
-    with torch.no_grad():
-        as_convolution = vae.decoder(vae.fc_decode(z)[..., None, None])
-        np.testing.assert_allclose(vae.decode(z).numpy(), as_convolution.numpy(), atol=1e-5)
+    as_convolution = vae.decoder(vae.fc_decode(z)[..., None, None])
+    as_convolution.square().sum().backward()
+    grad = vae.decoder[0].weight.grad.clone()
+    vae.zero_grad()
+    out = vae.decode(z)
+    out.square().sum().backward()
+    np.testing.assert_allclose(out.detach().numpy(), as_convolution.detach().numpy(), atol=1e-5)
+    np.testing.assert_allclose(vae.decoder[0].weight.grad.numpy(), grad.numpy(), atol=1e-4)
+    assert vae.decoder[0].weight.is_contiguous() == (layout == torch.contiguous_format)
 
 
 def test_repeated_rows_weigh_a_rare_label_in_the_least_squares_fit():
