@@ -5,7 +5,8 @@ decoder's first transposed convolution run as a convolution, and Adam as torch's
 Today's defaults (``after``): the training frames decompressed into memory once, bfloat16 autocast where the CPU
 has bfloat16 units, channels-last tensors, that first layer as the matrix product it is, and Adam's fused kernel
 (``vmc.training.adam``); ``after, Adam loop`` is today's defaults with the unfused Adam, and ``after, weight copy``
-with the decoder's first weight flattened by a copy every step (as until 2026-12-07). All train from the same
+with the weights channels-last and the decoder's first weight flattened by a copy every step (as until 2026-12-07;
+``before`` has channels-last weights too). All train from the same
 seed for the same epochs on the same frames; the table gives frames/s per epoch and the validation loss after
 each, with the ratios to ``before``.
 ``--batch BATCH:LR`` adds today's defaults with another batch size and learning rate (repeatable).
@@ -24,13 +25,27 @@ from pathlib import Path
 import torch
 
 
+def _channels_last_weights(decode):
+    """ConvVAE as train_vae built it until 2026-12-07, weights channels-last (the fused Adam then copies them every
+    step), with ``decode`` in place of today's."""
+    from vmc.models import ConvVAE
+
+    class Before(ConvVAE):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            self.to(memory_format=torch.channels_last)
+
+    Before.decode = decode
+    return Before
+
+
 def _decode_as_convolution(self, z: torch.Tensor) -> torch.Tensor:
-    """ConvVAE.decode as it was: the 1x1 map through the first transposed convolution."""
+    """ConvVAE.decode as it was first: the 1x1 map through the first transposed convolution."""
     return self.decoder(self.fc_decode(z).unsqueeze(-1).unsqueeze(-1))
 
 
 def _decode_copying_weight(self, z: torch.Tensor) -> torch.Tensor:
-    """ConvVAE.decode before 2026-12-07: the first layer's channels-last weight flattened, a copy, every step."""
+    """ConvVAE.decode until 2026-12-07: the first layer's channels-last weight flattened, a copy, every step."""
     first = self.decoder[0]
     h = self.fc_decode(z) @ first.weight.flatten(1)
     h = h.view(-1, first.out_channels, *first.kernel_size) + first.bias.view(1, -1, 1, 1)
@@ -58,7 +73,6 @@ def main() -> None:
         variants.append((f"b{size} lr {lr}", {"batch_size": int(size), "lr": float(lr)}))
 
     from vmc import train_mdn, train_vae
-    from vmc.models import ConvVAE
     from vmc.training import pick_device, use_bf16
 
     rows = {}
@@ -66,11 +80,11 @@ def main() -> None:
         for name, overrides in variants:
             cfg = train_vae.TrainVAEConfig(data=a.data, run=str(Path(tmp) / name), epochs=a.epochs, device=a.device,
                                            **overrides)
-            original, fused = ConvVAE.decode, train_vae.adam
+            original, fused = train_vae.ConvVAE, train_vae.adam
             if name == "before":
-                ConvVAE.decode = _decode_as_convolution
+                train_vae.ConvVAE = _channels_last_weights(_decode_as_convolution)
             if name == "after, weight copy":
-                ConvVAE.decode = _decode_copying_weight
+                train_vae.ConvVAE = _channels_last_weights(_decode_copying_weight)
             if name in ("before", "after, Adam loop"):
                 train_vae.adam = _adam_loop
             try:
@@ -78,7 +92,7 @@ def main() -> None:
                 train_vae.train(cfg, progress=False)
                 wall = time.perf_counter() - t0
             finally:
-                ConvVAE.decode, train_vae.adam = original, fused
+                train_vae.ConvVAE, train_vae.adam = original, fused
             from vmc.checkpoints import load_checkpoint
 
             rows[name] = (load_checkpoint(cfg.out.with_name("vae.last.pt"), "vae")["history"], wall)

@@ -228,7 +228,9 @@ def train(cfg: TrainVAEConfig, progress: bool = True) -> dict:
                            f"val {len(val_ds.episodes)}): collect more episodes or change --val-fraction")
         built_on = data_identity(train_ds, val_ds)
         start = resume_point(last_checkpoint(out), "vae", cfg, built_on, cfg.resume, cfg.force)
-        model = ConvVAE(cfg.model).to(device).to(memory_format=torch.channels_last)
+        # Frames go in channels-last (oneDNN's fast layout); the weights stay contiguous: the fused Adam copies every
+        # non-contiguous parameter at each step, and the decoder's first weight is used as a matrix.
+        model = ConvVAE(cfg.model).to(device)
         opt = adam(model.parameters(), cfg.lr, device)
         bf16 = use_bf16(cfg.precision, device)
         history, epoch0 = restore(start, model, opt)

@@ -81,8 +81,8 @@ class ConvVAE(nn.Module):
         """(B, z_dim) → (B, 3, 64, 64) in [0, 1]."""
         # The first transposed convolution sees a 1x1 map, so it is exactly a matrix product; as one it runs several
         # times faster on CPUs than the convolution kernel does (same weights, same outputs to float rounding).
-        # Its weight (in, out, kh, kw) is multiplied in the order it lies in memory: flattening a channels-last weight
-        # as (in, out * kh * kw) copied 3.3 M values (and their gradient) every training step, a tenth of the step.
+        # Its weight (in, out, kh, kw) is multiplied in the order it lies in memory: flattening a channels-last one
+        # as (in, out * kh * kw) would copy its 3.3 M values (and their gradient) at every training step.
         first = self.decoder[0]
         w, fc = first.weight, self.fc_decode(z)
         if w.is_contiguous():
