@@ -197,7 +197,7 @@ def evaluate(model: ConvVAE, ds: RolloutDataset, batch_size: int, device: torch.
     g = torch.Generator(device="cpu").manual_seed(seed)
     with torch.no_grad():
         for frames in ds.iter_frames(batch_size, shuffle=False):
-            x = ConvVAE.to_input(torch.from_numpy(frames)).to(device)
+            x = ConvVAE.to_input(torch.from_numpy(frames)).to(device).contiguous(memory_format=torch.channels_last)
             mu, logvar = model.encode(x)
             z = mu + torch.randn(mu.shape, generator=g).to(device) * torch.exp(0.5 * logvar)
             terms = model.loss(x, model.decode(z), mu, logvar)
