@@ -25,9 +25,9 @@ from pathlib import Path
 import torch
 
 
-def _channels_last_weights(decode):
+def _channels_last_weights(decode=None):
     """ConvVAE as train_vae built it until 2026-12-07, weights channels-last (the fused Adam then copies them every
-    step), with ``decode`` in place of today's."""
+    step, and ``decode`` flattens the first one by a copy), with ``decode`` in place of today's when given."""
     from vmc.models import ConvVAE
 
     class Before(ConvVAE):
@@ -35,21 +35,14 @@ def _channels_last_weights(decode):
             super().__init__(*args, **kwargs)
             self.to(memory_format=torch.channels_last)
 
-    Before.decode = decode
+    if decode is not None:
+        Before.decode = decode
     return Before
 
 
 def _decode_as_convolution(self, z: torch.Tensor) -> torch.Tensor:
     """ConvVAE.decode as it was first: the 1x1 map through the first transposed convolution."""
     return self.decoder(self.fc_decode(z).unsqueeze(-1).unsqueeze(-1))
-
-
-def _decode_copying_weight(self, z: torch.Tensor) -> torch.Tensor:
-    """ConvVAE.decode until 2026-12-07: the first layer's channels-last weight flattened, a copy, every step."""
-    first = self.decoder[0]
-    h = self.fc_decode(z) @ first.weight.flatten(1)
-    h = h.view(-1, first.out_channels, *first.kernel_size) + first.bias.view(1, -1, 1, 1)
-    return self.decoder[1:](h.contiguous(memory_format=torch.channels_last))
 
 
 def _adam_loop(params, lr: float, device: torch.device) -> torch.optim.Adam:
@@ -84,7 +77,7 @@ def main() -> None:
             if name == "before":
                 train_vae.ConvVAE = _channels_last_weights(_decode_as_convolution)
             if name == "after, weight copy":
-                train_vae.ConvVAE = _channels_last_weights(_decode_copying_weight)
+                train_vae.ConvVAE = _channels_last_weights()
             if name in ("before", "after, Adam loop"):
                 train_vae.adam = _adam_loop
             try:

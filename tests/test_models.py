@@ -263,7 +263,7 @@ def test_stillness_input_rises_while_the_picture_stands_still(runtime, tmp_path)
 
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
 def test_decoder_first_layer_as_a_matrix_product_equals_the_convolution(layout):
-    """In both weight layouts (training converts the model to channels-last), outputs and gradients."""
+    """In both weight layouts (training keeps them contiguous; a channels-last model copies), outputs and gradients."""
     torch.manual_seed(0)
     vae = ConvVAE().eval().to(memory_format=layout)
     z = torch.randn(5, 32)

@@ -81,16 +81,9 @@ class ConvVAE(nn.Module):
         """(B, z_dim) → (B, 3, 64, 64) in [0, 1]."""
         # The first transposed convolution sees a 1x1 map, so it is exactly a matrix product; as one it runs several
         # times faster on CPUs than the convolution kernel does (same weights, same outputs to float rounding).
-        # Its weight (in, out, kh, kw) is multiplied in the order it lies in memory: flattening a channels-last one
-        # as (in, out * kh * kw) would copy its 3.3 M values (and their gradient) at every training step.
         first = self.decoder[0]
-        w, fc = first.weight, self.fc_decode(z)
-        if w.is_contiguous():
-            h = (fc @ w.flatten(1)).view(-1, first.out_channels, *first.kernel_size)
-        else:  # channels-last: stored as (in, kh, kw, out)
-            h = (fc @ w.permute(0, 2, 3, 1).flatten(1)).view(-1, *first.kernel_size, first.out_channels)
-            h = h.permute(0, 3, 1, 2)
-        h = h + first.bias.view(1, -1, 1, 1)
+        h = self.fc_decode(z) @ first.weight.flatten(1)
+        h = h.view(-1, first.out_channels, *first.kernel_size) + first.bias.view(1, -1, 1, 1)
         return self.decoder[1:](h.contiguous(memory_format=torch.channels_last))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
