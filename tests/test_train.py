@@ -28,8 +28,11 @@ def test_train_vae_writes_checkpoints_pictures_and_latents(tmp_path: Path):
     assert last["epoch"] == 2 and last["val_loss"] > 0
     for name in ("vae.pt", "vae.last.pt", "vae.json", "vae_loss.png", "vae_recon_epoch001.png", "vae_recon_epoch002.png"):
         assert (ck / name).is_file(), name
-    hist = load_checkpoint(ck / "vae.last.pt", "vae")["history"]
+    last_ckpt = load_checkpoint(ck / "vae.last.pt", "vae")
+    hist = last_ckpt["history"]
     assert hist[1]["train_loss"] < hist[0]["train_loss"]
+    # trained with contiguous weights: a channels-last one is copied by the fused Adam at every step
+    assert all(w.is_contiguous() for w in last_ckpt["model"].values())
     latents = train_vae.encode(cfg)
     assert latents == ck / "latents.h5"
     with h5py.File(latents) as f:
