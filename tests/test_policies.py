@@ -54,3 +54,21 @@ def test_unknown_policy_is_named():
         make_policy("wander")
     with pytest.raises(ValueError, match="checkpoint"):
         make_policy("controller")
+
+
+def test_exploration_noise_independent_or_correlated():
+    """Independent noise is the evaluations' (the same draws as ever for a seed); correlated noise keeps its std and
+    holds each deviation for several steps; a correlation of 1 or more is refused."""
+    from vmc.racing import Exploration
+
+    own = np.array([0.0, 0.5, 0.0], np.float32)
+    drawn = np.random.default_rng(3).normal(0.0, 0.1, 2).astype(np.float32)
+    np.testing.assert_array_equal(Exploration(0.1, 3)(0, own)[:2], own[:2] + drawn)
+    runs = [np.stack([e(t, own)[0] for t in range(4000)]) for e in (Exploration(0.1, 3), Exploration(0.1, 3, correlation=0.9))]
+    lag1 = [np.corrcoef(r[:-1], r[1:])[0, 1] for r in runs]
+    assert abs(lag1[0]) < 0.1 and lag1[1] > 0.8
+    assert 0.085 < runs[1].std() < 0.115
+    again = Exploration(0.1, 3, correlation=0.9)
+    np.testing.assert_array_equal(runs[1][:50], [again(t, own)[0] for t in range(50)])
+    with pytest.raises(ValueError, match="correlation"):
+        Exploration(0.1, 3, correlation=1.0)

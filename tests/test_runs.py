@@ -146,6 +146,31 @@ def test_dream_noise_reaches_the_rounds_evolve_and_names_its_run(capsys: pytest.
     assert exit_.value.code == 2 and "use it with --teacher-free" in capsys.readouterr().err
 
 
+def test_collect_noise_reaches_only_the_rounds_collections(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    """``vmc.main --collect-noise/--collect-correlation`` set the noise of the rounds' own races in a run folder of
+    its own; the real and dream evaluations keep the exploration noise; without ``--teacher-free``: one clear line."""
+    from vmc import cli
+    from vmc.main import MainConfig
+
+    cfg = cli.parse(MainConfig, ["--teacher-free", "--collect-noise", "0.2", "--collect-correlation", "0.9"], "vmc.main")
+    assert cfg.run.name == "lighthouse-small-teacher-free-collect-noise0.2-corr0.9"
+    it = cfg.iterate_config(workers=1)
+    controller = tmp_path / "best.pt"
+    controller.write_bytes(b"")
+    collect = it.collect_config(tmp_path / "data", 56, str(controller))
+    assert (collect.controller_noise, collect.controller_correlation, collect.episodes) == (0.2, 0.9, 56)
+    ev = it.evolve_config(2, Path("r"), Path("v"), Path("m"), Path("l"), "zeros")
+    assert (ev.action_noise, ev.dream_noise) == (0.1, None)
+    plain = MainConfig(teacher_free=True).iterate_config(workers=1).collect_config(tmp_path, 56, str(controller))
+    assert (plain.controller_noise, plain.controller_correlation) == (0.1, 0.0)
+    with pytest.raises(SystemExit) as exit_:
+        cli.parse(MainConfig, ["--collect-noise", "0.2"], "vmc.main")
+    assert exit_.value.code == 2 and "use them with --teacher-free" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        cli.parse(MainConfig, ["--teacher-free", "--collect-correlation", "1"], "vmc.main")
+    assert exit_.value.code == 2 and "[0, 1)" in capsys.readouterr().err
+
+
 def test_iterate_refuses_a_base_collection_of_the_other_reward(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
     from vmc import cli
     from vmc.iterate import IterateConfig

@@ -61,6 +61,9 @@ class CollectConfig(Config):
     """Controller checkpoint of the ``controller`` policy."""
     controller_noise: float = 0.1
     """Exploration noise (std on steering and throttle) of the ``controller`` policy."""
+    controller_correlation: float = 0.0
+    """That noise's correlation from one step to the next, in [0, 1): an AR(1) process with the same std (0.9 holds a
+    deviation for about 10 steps, long enough to move the kart, where independent draws average out; 0: independent)."""
     seed: int = 0
     """Episode i is driven with seed ``seed + i``."""
     max_steps: int = 1000
@@ -84,7 +87,9 @@ class CollectConfig(Config):
 
     def validate(self) -> None:
         check_positive(episodes=self.episodes, max_steps=self.max_steps)
-        cli.check_non_negative(workers=self.workers)
+        cli.check_non_negative(workers=self.workers, controller_noise=self.controller_noise)
+        if not 0.0 <= self.controller_correlation < 1.0:
+            raise ValueError(f"--controller-correlation must be in [0, 1), got {self.controller_correlation}")
         check_cluster(self.cluster)
         if not self.tracks:
             raise ValueError("--tracks needs at least one track")
@@ -103,9 +108,10 @@ def env_config_for(cfg: CollectConfig, track: str) -> EnvConfig:
                      controller="ai" if cfg.policy == "ai" else "player", reward=cfg.reward, depth=cfg.depth)
 
 
-def record_episode(env, policy_name: str, seed: int, index: int, controller: str = "", noise: float = 0.1) -> Episode:
+def record_episode(env, policy_name: str, seed: int, index: int, controller: str = "", noise: float = 0.1,
+                   correlation: float = 0.0) -> Episode:
     """Drive one episode and return it in memory."""
-    policy = make_policy(policy_name, controller, noise)
+    policy = make_policy(policy_name, controller, noise, correlation)
     obs, info = env.reset(seed=seed)
     policy.reset(env.track, seed)
     frames, actions, rewards, terms, truncs, experts, roads = [obs], [], [], [], [], [], []
@@ -164,7 +170,8 @@ def _setup_collector(cfg: CollectConfig, shard_prefix: Optional[str], controller
         nonlocal env
         index, track, seed = task
         env = env_for(env, env_config_for(cfg, track))
-        episode = record_episode(env, cfg.policy, seed, index, cfg.controller, cfg.controller_noise)
+        episode = record_episode(env, cfg.policy, seed, index, cfg.controller, cfg.controller_noise,
+                                 cfg.controller_correlation)
         if shard is None:
             return index, episode.length, float(episode.attrs["score"]), episode
         write_episode(shard, episode)

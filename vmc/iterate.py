@@ -31,6 +31,7 @@ from vmc.runs import RUNS, SEED_STRIDE, write_config
 from vmc.sim.env import REWARDS
 
 if TYPE_CHECKING:
+    from vmc.collect import CollectConfig
     from vmc.evolve import EvolveConfig
 
 log = logging.getLogger("vmc.iterate")
@@ -63,6 +64,12 @@ class IterateConfig(Config):
     limit below a lap leaves the rest of the track out of the VAE's, the MDN-RNN's and the dream's data)."""
     explore_noise: float = 0.1
     """Exploration noise on steering and throttle while collecting (and in real and dream evaluations)."""
+    collect_noise: Optional[float] = None
+    """The exploration noise's std in the rounds' collections only (None: ``--explore-noise``); the real and dream
+    evaluations keep ``--explore-noise``."""
+    collect_correlation: float = 0.0
+    """The collections' noise correlated from step to step (``vmc.collect --controller-correlation``: 0.9 holds a
+    deviation for about 10 steps), so that the controller's races also try other lines where it always fails."""
     dream_noise: Optional[float] = None
     """That noise's std in the dream rollouts that score CMA-ES's candidates (None: ``--explore-noise``; see
     ``vmc.evolve --dream-noise``)."""
@@ -138,13 +145,15 @@ class IterateConfig(Config):
                        popsize=self.popsize, rollouts=self.rollouts, generations=self.generations,
                        dream_steps=self.dream_steps, eval_seeds=self.eval_seeds, max_steps=self.max_steps)
         check_non_negative(workers=self.workers, episode_steps=self.episode_steps, explore_noise=self.explore_noise,
-                           dream_noise=self.dream_noise or 0.0,
+                           dream_noise=self.dream_noise or 0.0, collect_noise=self.collect_noise or 0.0,
                            eval_population=self.eval_population, controller_hidden=self.controller_hidden,
                            dream_eval_rollouts=self.dream_eval_rollouts, dream_stuck_steps=self.dream_stuck_steps,
                            dream_pick_steps=self.dream_pick_steps,
                            dream_min_progress=self.dream_min_progress)
         check_share(race_start=self.race_start)
         check_cluster(self.cluster)
+        if not 0.0 <= self.collect_correlation < 1.0:
+            raise ValueError(f"--collect-correlation must be in [0, 1), got {self.collect_correlation}")
         if self.dream_done != "head" and not self.dream_stuck_steps:
             raise ValueError("--dream-done stuck ends dream races by the stuck rule alone: it needs --dream-stuck-steps above 0")
         if self.reward not in REWARDS:
@@ -170,6 +179,17 @@ class IterateConfig(Config):
                                  "(vmc.main --teacher-free --reward) or use its reward")
         if self.keep not in ("best", "mean"):
             raise ValueError(f"--keep must be best or mean, got {self.keep!r}")
+
+    def collect_config(self, data: Path, episodes: int, controller: str) -> CollectConfig:
+        """The collection in ``data`` grown to ``episodes`` episodes, the new ones raced by ``controller`` with the
+        collections' exploration noise."""
+        from vmc.collect import CollectConfig
+
+        return CollectConfig(out=str(data), tracks=list(self.tracks), episodes=episodes, workers=self.workers,
+                             cluster=self.cluster, policy="controller", controller=controller,
+                             controller_noise=self.explore_noise if self.collect_noise is None else self.collect_noise,
+                             controller_correlation=self.collect_correlation, seed=self.seed * SEED_STRIDE + 1_000_000,
+                             max_steps=self.episode_steps or self.max_steps, reward=self.reward)
 
     def evolve_config(self, k: int, rd: Path, vae: Path, mdn: Path, latents: Path, init: str) -> EvolveConfig:
         """Round ``k``'s CMA-ES in the dream of ``mdn`` over ``latents``, from controller ``init``, in folder ``rd``:
@@ -221,7 +241,7 @@ def run_round(cfg: IterateConfig, k: int, previous: Optional[dict]) -> dict:
     """Round ``k`` (1-based); ``previous`` is round k-1's result (its controller, MDN-RNN and latents). A finished
     round's row is kept in ``round-<k>/round.json`` and returned from there."""
     from vmc import evolve, train_mdn, train_vae
-    from vmc.collect import CollectConfig, Collector
+    from vmc.collect import Collector
     from vmc.latents import latents_info, write_latents
     from vmc.models import MDNRNNConfig, VAEConfig
 
@@ -238,10 +258,7 @@ def run_round(cfg: IterateConfig, k: int, previous: Optional[dict]) -> dict:
         data = cfg.out / "data"
         link_collection(Path(cfg.data), data)
         base = len(_episodes(Path(cfg.data)))
-        Collector(CollectConfig(out=str(data), tracks=list(cfg.tracks), episodes=base + (k - 1) * cfg.episodes,
-                                workers=cfg.workers, cluster=cfg.cluster, policy="controller", controller=previous["controller"],
-                                controller_noise=cfg.explore_noise, seed=cfg.seed * SEED_STRIDE + 1_000_000,
-                                max_steps=cfg.episode_steps or cfg.max_steps, reward=cfg.reward)).run()
+        Collector(cfg.collect_config(data, base + (k - 1) * cfg.episodes, previous["controller"])).run()
         episodes = _episodes(data)
         latents, vae = rd / "latents.h5", Path(previous.get("vae", run / "vae.pt"))
         if cfg.vae_epochs:

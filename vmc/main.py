@@ -189,6 +189,13 @@ class MainConfig(Config):
     """With ``--teacher-free``: what ends a dream race before its lap, in CMA-ES's fitness and the evaluations'
     dream races: ``head``, the MDN-RNN's done head or the stuck rule; ``stuck``, the stuck rule alone
     (``vmc.iterate --dream-done``; the run folder gets ``-dream-done-stuck``)."""
+    collect_noise: Optional[float] = None
+    """With ``--teacher-free``: the exploration noise's std in the rounds' collections of the controller's own races
+    (None: 0.1, the evaluations' noise; ``vmc.iterate --collect-noise``; the run folder gets ``-collect-noise<X>``)."""
+    collect_correlation: float = 0.0
+    """With ``--teacher-free``: that noise correlated from step to step (``vmc.iterate --collect-correlation``; 0.9
+    holds a deviation for about 10 steps, so that the races try other lines through a bend where the controller
+    always fails; the run folder gets ``-corr<X>``)."""
     rounds: int = 0
     """With ``--teacher-free``: rounds of ``vmc.iterate`` in all (0: the preset's). A finished run started again with
     more rounds goes on from its last round; the rest of its config must be the same."""
@@ -232,6 +239,12 @@ class MainConfig(Config):
         check_non_negative(dream_noise=self.dream_noise or 0.0)
         if self.dream_done != "head" and not self.teacher_free:
             raise ValueError("--dream-done is the teacher-free recipe's (its CMA-ES in the dream): use it with --teacher-free")
+        if (self.collect_noise is not None or self.collect_correlation) and not self.teacher_free:
+            raise ValueError("--collect-noise and --collect-correlation are the teacher-free recipe's (its rounds' "
+                             "collections): use them with --teacher-free")
+        check_non_negative(collect_noise=self.collect_noise or 0.0)
+        if not 0.0 <= self.collect_correlation < 1.0:
+            raise ValueError(f"--collect-correlation must be in [0, 1), got {self.collect_correlation}")
         if self.rounds and not self.teacher_free:
             raise ValueError("--rounds is the teacher-free recipe's (vmc.iterate --rounds): use it with --teacher-free")
         check_cluster(self.cluster)
@@ -259,6 +272,8 @@ class MainConfig(Config):
                                   + ("-short" if self.fitness == "short" else "")
                                   + (f"-dream-noise{self.dream_noise:g}" if self.dream_noise is not None else "")
                                   + (f"-dream-done-{self.dream_done}" if self.dream_done != "head" else "")
+                                  + (f"-collect-noise{self.collect_noise:g}" if self.collect_noise is not None else "")
+                                  + (f"-corr{self.collect_correlation:g}" if self.collect_correlation else "")
                                   + (f"-seed{self.seed}" if self.seed else ""))
 
     @property
@@ -279,7 +294,8 @@ class MainConfig(Config):
             rollouts=d.short_rollouts if short else d.rollouts, generations=d.generations,
             dream_steps=d.short_steps if short else d.dream_steps, race_start=0.0 if short else IterateConfig.race_start,
             eval_seeds=d.eval_seeds, max_steps=p.race_steps, keep=self.keep, reward=self.reward, seed=self.seed,
-            dream_noise=self.dream_noise, dream_done=self.dream_done, force=self.force)
+            dream_noise=self.dream_noise, dream_done=self.dream_done, collect_noise=self.collect_noise,
+            collect_correlation=self.collect_correlation, force=self.force)
 
 
 def stage(name: str) -> None:

@@ -130,22 +130,24 @@ class ControllerPolicy:
     """Controller checkpoint (``best.pt``); its VAE and MDN-RNN are loaded once per process."""
     noise: float = 0.1
     """Std of the Gaussian noise on steering and throttle."""
+    correlation: float = 0.0
+    """The noise's correlation from one step to the next (:class:`vmc.racing.Exploration`; 0: independent)."""
 
     def reset(self, track: Optional[TrackGeometry], seed: int) -> None:
         from vmc.racing import AgentDriver  # the evaluation races' driver: the same noise for the same seed
 
-        self.driver = AgentDriver(_agent(self.path), self.noise, seed)
+        self.driver = AgentDriver(_agent(self.path), self.noise, seed, correlation=self.correlation)
         self.driver.reset(track)
 
     def act(self, obs: np.ndarray, info: dict) -> np.ndarray:
         return self.driver.act(obs, info)
 
 
-def make_policy(name: str, controller: str = "", noise: float = 0.1):
-    """A fresh policy by name (one of :data:`POLICIES`); ``controller`` and ``noise`` are the checkpoint and
-    exploration noise of the ``controller`` policy."""
+def make_policy(name: str, controller: str = "", noise: float = 0.1, correlation: float = 0.0):
+    """A fresh policy by name (one of :data:`POLICIES`); ``controller``, ``noise`` and ``correlation`` are the
+    checkpoint and the exploration noise of the ``controller`` policy."""
     table = {"mix": MixPolicy, "brownian": BrownianPolicy, "centreline": NoisyCentreLinePolicy, "ai": AIPolicy,
-             "controller": lambda: ControllerPolicy(controller, noise)}
+             "controller": lambda: ControllerPolicy(controller, noise, correlation)}
     if name not in table:
         raise ValueError(f"unknown policy {name!r}; choose one of {', '.join(POLICIES)}")
     if name == "controller" and not controller:

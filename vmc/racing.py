@@ -157,14 +157,29 @@ class Perturbation:
 
 
 class Exploration:
-    """What an evaluation race adds to a driver's actions: seeded Gaussian noise on steering and throttle and an
-    optional :class:`Perturbation` spell that replaces them (no noise is drawn during the spell). The agent and the
-    centre-line driver share it, so that with the same seed both meet the same spell."""
+    """What an evaluation race adds to a driver's actions: seeded Gaussian noise on steering and throttle (independent
+    per step, or correlated from step to step for exploring: ``correlation``) and an optional :class:`Perturbation`
+    spell that replaces them (no noise is drawn during the spell). The agent and the centre-line driver share it, so
+    that with the same seed both meet the same spell."""
 
-    def __init__(self, noise: float, seed: Optional[int], perturb: int = 0, perturb_window: int = 300) -> None:
-        self.noise = noise
+    def __init__(self, noise: float, seed: Optional[int], perturb: int = 0, perturb_window: int = 300,
+                 correlation: float = 0.0) -> None:
+        if not 0.0 <= correlation < 1.0:
+            raise ValueError(f"the noise's correlation must be in [0, 1), got {correlation}")
+        self.noise, self.correlation = noise, correlation
         self.rng = np.random.default_rng(seed) if seed is not None else None
         self.perturb = Perturbation(seed, perturb, perturb_window)
+        self.drift: Optional[np.ndarray] = None
+
+    def _draw(self) -> np.ndarray:
+        """This step's noise on steering and throttle (2,): independent draws, or with ``correlation`` an AR(1)
+        process of the same std, ``n_t = c n_(t-1) + sqrt(1 - c^2) e_t``, started from its stationary spread."""
+        e = self.rng.normal(0.0, self.noise, 2)
+        if self.correlation:
+            c = self.correlation
+            self.drift = e if self.drift is None else c * self.drift + np.sqrt(1.0 - c * c) * e
+            return self.drift
+        return e
 
     def __call__(self, t: int, action: np.ndarray) -> np.ndarray:
         """Step ``t``'s action (3,): the spell's, or the driver's ``action`` (3,) with noise."""
@@ -173,7 +188,7 @@ class Exploration:
             a = action
             if self.rng is not None and self.noise > 0:
                 a = a.copy()
-                a[:2] += self.rng.normal(0.0, self.noise, 2).astype(np.float32)
+                a[:2] += self._draw().astype(np.float32)
                 a = np.clip(a, LOW, HIGH).astype(np.float32)
         return a
 
@@ -183,9 +198,9 @@ class AgentDriver:
     steering and throttle and an optional spell of random actions (:class:`Exploration`)."""
 
     def __init__(self, agent: WorldModelAgent, noise: float, seed: Optional[int], perturb: int = 0,
-                 perturb_window: int = 300) -> None:
+                 perturb_window: int = 300, correlation: float = 0.0) -> None:
         self.agent = agent
-        self.explore = Exploration(noise, seed, perturb, perturb_window)
+        self.explore = Exploration(noise, seed, perturb, perturb_window, correlation)
         self.t = 0
 
     def reset(self, track, seed=None) -> None:
