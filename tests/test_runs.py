@@ -171,6 +171,39 @@ def test_collect_noise_reaches_only_the_rounds_collections(tmp_path: Path, capsy
     assert exit_.value.code == 2 and "[0, 1)" in capsys.readouterr().err
 
 
+def test_until_laps_stops_the_rounds_at_the_first_that_laps(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                             capsys: pytest.CaptureFixture[str]):
+    """``--until-laps K``: the rounds stop after the first whose noisy races lap at least K times per track and whose
+    noise-free races all lap; rows of an older version (no noise-free count) never stop them."""
+    from vmc import cli, iterate
+    from vmc.main import MainConfig
+
+    def row(k: int, laps: int, clean: int | None) -> dict:
+        return {"round": k, "episodes": 40, "steps": 1000, "dream": 900.0, "dream_std": 1.0, "real": 900.0,
+                "real_std": 1.0, "noise_free": 950.0, "laps": laps, "races": 11, "noise_free_laps": clean,
+                "seconds": 1.0, "points": []}
+
+    assert iterate.lapped(row(1, 10, 1), 9, 1) and iterate.lapped(row(1, 11, 1), 10, 1)
+    assert not iterate.lapped(row(1, 9, 1), 9, 1)        # 8 noisy laps
+    assert not iterate.lapped(row(1, 10, 0), 9, 1)       # the noise-free race did not lap
+    assert not iterate.lapped(row(1, 11, None), 9, 1)    # a round from before the count
+    assert iterate.lapped({"laps": 20, "noise_free_laps": 2}, 9, 2) and not iterate.lapped({"laps": 19, "noise_free_laps": 2}, 9, 2)
+    made = {1: row(1, 3, 0), 2: row(2, 11, None), 3: row(3, 10, 1), 4: row(4, 11, 1)}
+    monkeypatch.setattr(iterate, "run_round", lambda cfg, k, previous: made[k])
+    (tmp_path / "data").mkdir()
+    cfg = iterate.IterateConfig(run=str(tmp_path / "run"), data=str(tmp_path / "data"), rounds=4, until_laps=9)
+    assert [r["round"] for r in iterate.iterate(cfg)] == [1, 2, 3]
+    assert (tmp_path / "run" / "iterate" / "rounds.csv").read_text().count("\n") == 4  # header and three rounds
+    assert len(iterate.iterate(iterate.IterateConfig(run=cfg.run, data=cfg.data, rounds=4))) == 4  # resumed, no rule
+    main = MainConfig(teacher_free=True, until_laps=9)
+    assert main.iterate_config(workers=1).until_laps == 9 and main.run.name == MainConfig(teacher_free=True).run.name
+    with pytest.raises(SystemExit) as exit_:
+        cli.parse(MainConfig, ["--until-laps", "9"], "vmc.main")
+    assert exit_.value.code == 2 and "use it with --teacher-free" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="until-laps"):
+        iterate.IterateConfig(run=cfg.run, data=cfg.data, until_laps=11)
+
+
 def test_iterate_refuses_a_base_collection_of_the_other_reward(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
     from vmc import cli
     from vmc.iterate import IterateConfig

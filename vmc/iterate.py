@@ -130,6 +130,10 @@ class IterateConfig(Config):
     least squares of its own actions); off: from the previous controller as it is, whose weights read the old h."""
     eval_seeds: int = 10
     """Real-game seeds of each round's final score."""
+    until_laps: int = 0
+    """Stop after the first round whose controller laps in at least this many of its ``--eval-seeds`` noisy races on
+    every track on average and in every noise-free race: the rounds go on "until the real game laps", at most
+    ``--rounds`` (0: all ``--rounds``). Those races are the round's evaluation, never CMA-ES's fitness."""
     max_steps: int = 1000
     """Step limit of a real-game race."""
     seed: int = 0
@@ -137,7 +141,7 @@ class IterateConfig(Config):
     force: bool = False
     """Start over even if ``iterate/`` holds rounds made with another config."""
 
-    RESUME_FREE: ClassVar[frozenset[str]] = frozenset({"run", "rounds", "workers", "cluster"})
+    RESUME_FREE: ClassVar[frozenset[str]] = frozenset({"run", "rounds", "workers", "cluster", "until_laps"})
 
     def validate(self) -> None:
         check_positive(rounds=self.rounds, episodes=self.episodes,
@@ -152,6 +156,8 @@ class IterateConfig(Config):
                            dream_min_progress=self.dream_min_progress)
         check_share(race_start=self.race_start)
         check_cluster(self.cluster)
+        if not 0 <= self.until_laps <= self.eval_seeds:
+            raise ValueError(f"--until-laps must be between 0 and --eval-seeds ({self.eval_seeds}), got {self.until_laps}")
         if not 0.0 <= self.collect_correlation < 1.0:
             raise ValueError(f"--collect-correlation must be in [0, 1), got {self.collect_correlation}")
         if self.dream_done != "head" and not self.dream_stuck_steps:
@@ -296,7 +302,7 @@ def run_round(cfg: IterateConfig, k: int, previous: Optional[dict]) -> dict:
            "dream_check": ev.get("dream_check"), "dream_check_std": ev.get("dream_check_std"),
            "dream_pick": ev.get("dream_pick"),
            "real": ev["mean"], "real_std": ev["std"], "noise_free": ev["noise_free"], "laps": ev["laps"],
-           "races": ev["races"], "kept": ev["which"], "seconds": time.perf_counter() - t0,
+           "races": ev["races"], "noise_free_laps": ev.get("noise_free_laps"), "kept": ev["which"], "seconds": time.perf_counter() - t0,
            "points": [{"round": k, "generation": e["generation"], "candidate": name, "dream": c["dream_mean"],
                        "dream_pick": c.get("dream_pick"), "real": c["mean"]}
                       for e in evals for name, c in e.get("candidates", {}).items()]}
@@ -398,7 +404,19 @@ def iterate(cfg: IterateConfig) -> list[dict]:
         log.info("dream vs real over %d evaluated candidates: r = %s, within a round %s",
                  sum(len(x["points"]) for x in rows), "n/a" if corr is None else f"{corr:.2f}",
                  "n/a" if within is None else f"{within:.2f} (mean)")
+        if cfg.until_laps and lapped(r, cfg.until_laps, len(cfg.tracks)):
+            log.info("round %d lapped in %d of %d noisy races and every noise-free one (--until-laps %d): done",
+                     k, r["laps"] - r["noise_free_laps"], r["races"] - len(cfg.tracks), cfg.until_laps)
+            break
     return rows
+
+
+def lapped(row: dict, laps: int, tracks: int) -> bool:
+    """Whether a round's controller lapped in at least ``laps`` noisy races per track (of ``row['laps']``, which
+    counts the noise-free races too) and in all ``tracks`` noise-free races. False for rounds of a vmc version that
+    did not count the noise-free laps apart."""
+    clean = row.get("noise_free_laps")
+    return clean is not None and clean == tracks and row["laps"] - clean >= laps * tracks
 
 
 def print_table(rows: list[dict]) -> None:

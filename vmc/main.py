@@ -196,6 +196,10 @@ class MainConfig(Config):
     """With ``--teacher-free``: that noise correlated from step to step (``vmc.iterate --collect-correlation``; 0.9
     holds a deviation for about 10 steps, so that the races try other lines through a bend where the controller
     always fails; the run folder gets ``-corr<X>``)."""
+    until_laps: int = 0
+    """With ``--teacher-free``: stop after the first round whose controller laps in at least this many of its noisy
+    evaluation races (10 on the ``small`` preset, 1 on ``debug``) and in the noise-free one (``vmc.iterate
+    --until-laps``; 0: all the rounds). A stopped run started again with another value goes on from its last round."""
     rounds: int = 0
     """With ``--teacher-free``: rounds of ``vmc.iterate`` in all (0: the preset's). A finished run started again with
     more rounds goes on from its last round; the rest of its config must be the same."""
@@ -220,7 +224,7 @@ class MainConfig(Config):
     force: bool = False
     """Start every stage over even if the run folder holds work made with another config."""
 
-    RESUME_FREE: ClassVar[frozenset[str]] = frozenset({"workers", "runs", "cluster", "rounds"})
+    RESUME_FREE: ClassVar[frozenset[str]] = frozenset({"workers", "runs", "cluster", "rounds", "until_laps"})
 
     def validate(self) -> None:
         check_non_negative(workers=self.workers, rounds=self.rounds)
@@ -245,6 +249,8 @@ class MainConfig(Config):
         check_non_negative(collect_noise=self.collect_noise or 0.0)
         if not 0.0 <= self.collect_correlation < 1.0:
             raise ValueError(f"--collect-correlation must be in [0, 1), got {self.collect_correlation}")
+        if self.until_laps and not self.teacher_free:
+            raise ValueError("--until-laps is the teacher-free recipe's (when its rounds stop): use it with --teacher-free")
         if self.rounds and not self.teacher_free:
             raise ValueError("--rounds is the teacher-free recipe's (vmc.iterate --rounds): use it with --teacher-free")
         check_cluster(self.cluster)
@@ -295,7 +301,7 @@ class MainConfig(Config):
             dream_steps=d.short_steps if short else d.dream_steps, race_start=0.0 if short else IterateConfig.race_start,
             eval_seeds=d.eval_seeds, max_steps=p.race_steps, keep=self.keep, reward=self.reward, seed=self.seed,
             dream_noise=self.dream_noise, dream_done=self.dream_done, collect_noise=self.collect_noise,
-            collect_correlation=self.collect_correlation, force=self.force)
+            collect_correlation=self.collect_correlation, until_laps=self.until_laps, force=self.force)
 
 
 def stage(name: str) -> None:
