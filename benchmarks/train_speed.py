@@ -6,7 +6,7 @@ Today's defaults (``after``): the training frames decompressed into memory once,
 has bfloat16 units, channels-last tensors, that first layer as the matrix product it is, and Adam's fused kernel
 (``vmc.training.adam``); ``after, Adam loop`` is today's defaults with the unfused Adam, and ``after, weight copy``
 with the weights channels-last and the decoder's first weight flattened by a copy every step (as until 2026-12-07;
-``before`` has channels-last weights too). All train from the same
+``before`` has channels-last weights too); ``after, decoder 2 fp32`` runs the decoder's second layer in float32. All train from the same
 seed for the same epochs on the same frames; the table gives frames/s per epoch and the validation loss after
 each, with the ratios to ``before``.
 ``--batch BATCH:LR`` adds today's defaults with another batch size and learning rate (repeatable).
@@ -45,6 +45,23 @@ def _decode_as_convolution(self, z: torch.Tensor) -> torch.Tensor:
     return self.decoder(self.fc_decode(z).unsqueeze(-1).unsqueeze(-1))
 
 
+def _fp32_decoder_2():
+    """ConvVAE with the decoder's second layer (the transposed convolution 128 → 64, 5x5 → 13x13) in float32 outside
+    bf16 autocast, where this layer measured faster on an AVX-512 CPU (NEXT_STEPS 3; not adopted)."""
+    from vmc.models import ConvVAE
+
+    class Fp32Decoder2(ConvVAE):
+        def decode(self, z: torch.Tensor) -> torch.Tensor:
+            first = self.decoder[0]
+            h = self.fc_decode(z) @ first.weight.flatten(1)
+            h = h.view(-1, first.out_channels, *first.kernel_size) + first.bias.view(1, -1, 1, 1)
+            with torch.autocast(z.device.type, enabled=False):
+                h = self.decoder[2](self.decoder[1](h.float().contiguous(memory_format=torch.channels_last)))
+            return self.decoder[3:](h)
+
+    return Fp32Decoder2
+
+
 def _adam_loop(params, lr: float, device: torch.device) -> torch.optim.Adam:
     """Adam as it was: torch's default on the CPU, a loop of tensor operations per parameter."""
     return torch.optim.Adam(params, lr=lr)
@@ -60,7 +77,7 @@ def main() -> None:
                    help="also today's defaults with this batch size and learning rate (repeatable)")
     a = p.parse_args()
     variants = [("before", {"in_memory": False, "precision": "fp32"}), ("after", {}), ("after, Adam loop", {}),
-                ("after, weight copy", {})]
+                ("after, weight copy", {}), ("after, decoder 2 fp32", {})]
     for spec in a.batch:
         size, lr = spec.split(":")
         variants.append((f"b{size} lr {lr}", {"batch_size": int(size), "lr": float(lr)}))
@@ -78,6 +95,8 @@ def main() -> None:
                 train_vae.ConvVAE = _channels_last_weights(_decode_as_convolution)
             if name == "after, weight copy":
                 train_vae.ConvVAE = _channels_last_weights()
+            if name == "after, decoder 2 fp32":
+                train_vae.ConvVAE = _fp32_decoder_2()
             if name in ("before", "after, Adam loop"):
                 train_vae.adam = _adam_loop
             try:

@@ -179,15 +179,17 @@ def test_until_laps_stops_the_rounds_at_the_first_that_laps(tmp_path: Path, monk
     from vmc.main import MainConfig
 
     def row(k: int, laps: int, clean: int | None) -> dict:
+        noisy = None if clean is None else {"lighthouse": laps - clean}
         return {"round": k, "episodes": 40, "steps": 1000, "dream": 900.0, "dream_std": 1.0, "real": 900.0,
                 "real_std": 1.0, "noise_free": 950.0, "laps": laps, "races": 11, "noise_free_laps": clean,
-                "seconds": 1.0, "points": []}
+                "noisy_laps_per_track": noisy, "seconds": 1.0, "points": []}
 
     assert iterate.lapped(row(1, 10, 1), 9, 1) and iterate.lapped(row(1, 11, 1), 10, 1)
     assert not iterate.lapped(row(1, 9, 1), 9, 1)        # 8 noisy laps
     assert not iterate.lapped(row(1, 10, 0), 9, 1)       # the noise-free race did not lap
     assert not iterate.lapped(row(1, 11, None), 9, 1)    # a round from before the count
-    assert iterate.lapped({"laps": 20, "noise_free_laps": 2}, 9, 2) and not iterate.lapped({"laps": 19, "noise_free_laps": 2}, 9, 2)
+    two = {"noise_free_laps": 2, "noisy_laps_per_track": {"a": 10, "b": 9}}
+    assert iterate.lapped(two, 9, 2) and not iterate.lapped({**two, "noisy_laps_per_track": {"a": 10, "b": 8}}, 9, 2)
     made = {1: row(1, 3, 0), 2: row(2, 11, None), 3: row(3, 10, 1), 4: row(4, 11, 1)}
     monkeypatch.setattr(iterate, "run_round", lambda cfg, k, previous: made[k])
     (tmp_path / "data").mkdir()
@@ -202,6 +204,9 @@ def test_until_laps_stops_the_rounds_at_the_first_that_laps(tmp_path: Path, monk
     assert exit_.value.code == 2 and "use it with --teacher-free" in capsys.readouterr().err
     with pytest.raises(ValueError, match="until-laps"):
         iterate.IterateConfig(run=cfg.run, data=cfg.data, until_laps=11)
+    with pytest.raises(SystemExit) as exit_:  # refused before any stage runs, not at the rounds
+        cli.parse(MainConfig, ["--teacher-free", "--preset", "debug", "--until-laps", "2"], "vmc.main")
+    assert exit_.value.code == 2 and "debug preset's 1 evaluation races" in capsys.readouterr().err
 
 
 def test_iterate_refuses_a_base_collection_of_the_other_reward(tmp_path: Path, capsys: pytest.CaptureFixture[str]):

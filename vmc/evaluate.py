@@ -90,7 +90,7 @@ def reference_laps(pool, tracks: list[str], record: bool = False) -> dict[str, d
 def score_candidates(pool, candidates: dict[str, np.ndarray], tracks: list[str], seeds: list[Optional[int]]) -> dict[str, dict]:
     """Race each parameter vector on every track and seed; per name: ``mean``, ``std`` (over the noisy seeds),
     ``noise_free`` (mean of the ``None`` seeds), ``laps`` (of all ``races``), ``noise_free_laps`` (of the ``None``
-    seeds' races), ``per_track`` means and the ``params``."""
+    seeds' races), ``noisy_laps_per_track``, ``per_track`` means and the ``params``."""
     tasks = [AgentRace(p, t, s) for p in candidates.values() for t in tracks for s in seeds]
     res = pool.map(tasks)
     n = len(tracks) * len(seeds)
@@ -104,6 +104,8 @@ def score_candidates(pool, candidates: dict[str, np.ndarray], tracks: list[str],
                      "noise_free": float(np.mean(clean)) if clean else float("nan"),
                      "laps": int(sum(r.lap for _, r in rows)), "races": len(rows),
                      "noise_free_laps": int(sum(r.lap for t, r in rows if t.seed is None)),
+                     "noisy_laps_per_track": {tr: int(sum(r.lap for t, r in rows if t.track == tr and t.seed is not None))
+                                              for tr in tracks},
                      "per_track": {t: float(np.mean([r.score for tk, r in rows if tk.track == t])) for t in tracks},
                      "params": params}
     return out

@@ -63,7 +63,8 @@ class IterateConfig(Config):
     """Step limit of a collected episode (0: the races' ``--max-steps``, so that the collection holds whole laps: a
     limit below a lap leaves the rest of the track out of the VAE's, the MDN-RNN's and the dream's data)."""
     explore_noise: float = 0.1
-    """Exploration noise on steering and throttle while collecting (and in real and dream evaluations)."""
+    """Exploration noise on steering and throttle while collecting (unless ``--collect-noise``) and in the real and
+    dream evaluations."""
     collect_noise: Optional[float] = None
     """The exploration noise's std in the rounds' collections only (None: ``--explore-noise``); the real and dream
     evaluations keep ``--explore-noise``."""
@@ -132,8 +133,8 @@ class IterateConfig(Config):
     """Real-game seeds of each round's final score."""
     until_laps: int = 0
     """Stop after the first round whose controller laps in at least this many of its ``--eval-seeds`` noisy races on
-    every track on average and in every noise-free race: the rounds go on "until the real game laps", at most
-    ``--rounds`` (0: all ``--rounds``). Those races are the round's evaluation, never CMA-ES's fitness."""
+    every track and in every noise-free race: the rounds go on "until the real game laps", at most ``--rounds`` (0:
+    all ``--rounds``). Those races are the round's evaluation, never CMA-ES's fitness."""
     max_steps: int = 1000
     """Step limit of a real-game race."""
     seed: int = 0
@@ -302,7 +303,8 @@ def run_round(cfg: IterateConfig, k: int, previous: Optional[dict]) -> dict:
            "dream_check": ev.get("dream_check"), "dream_check_std": ev.get("dream_check_std"),
            "dream_pick": ev.get("dream_pick"),
            "real": ev["mean"], "real_std": ev["std"], "noise_free": ev["noise_free"], "laps": ev["laps"],
-           "races": ev["races"], "noise_free_laps": ev.get("noise_free_laps"), "kept": ev["which"], "seconds": time.perf_counter() - t0,
+           "races": ev["races"], "noise_free_laps": ev.get("noise_free_laps"),
+           "noisy_laps_per_track": ev.get("noisy_laps_per_track"), "kept": ev["which"], "seconds": time.perf_counter() - t0,
            "points": [{"round": k, "generation": e["generation"], "candidate": name, "dream": c["dream_mean"],
                        "dream_pick": c.get("dream_pick"), "real": c["mean"]}
                       for e in evals for name, c in e.get("candidates", {}).items()]}
@@ -378,7 +380,7 @@ def dream_vs_real(rows: list[dict], out: Path) -> tuple[Optional[float], Optiona
 
 
 TABLE = ["round", "episodes", "steps", "dream", "dream_std", "dream_check", "dream_check_std", "dream_pick", "real", "real_std",
-         "noise_free", "laps", "races", "kept", "seconds", "start_dream", "start_real"]
+         "noise_free", "laps", "races", "noise_free_laps", "kept", "seconds", "start_dream", "start_real"]
 """The columns of ``rounds.csv``."""
 
 
@@ -408,15 +410,18 @@ def iterate(cfg: IterateConfig) -> list[dict]:
             log.info("round %d lapped in %d of %d noisy races and every noise-free one (--until-laps %d): done",
                      k, r["laps"] - r["noise_free_laps"], r["races"] - len(cfg.tracks), cfg.until_laps)
             break
+    else:
+        if cfg.until_laps:
+            log.warning("no round of %d lapped %d of its noisy races on every track and every noise-free race "
+                        "(--until-laps %d)", cfg.rounds, cfg.until_laps, cfg.until_laps)
     return rows
 
 
 def lapped(row: dict, laps: int, tracks: int) -> bool:
-    """Whether a round's controller lapped in at least ``laps`` noisy races per track (of ``row['laps']``, which
-    counts the noise-free races too) and in all ``tracks`` noise-free races. False for rounds of a vmc version that
-    did not count the noise-free laps apart."""
-    clean = row.get("noise_free_laps")
-    return clean is not None and clean == tracks and row["laps"] - clean >= laps * tracks
+    """Whether a round's controller lapped in at least ``laps`` noisy races on each track (``noisy_laps_per_track``)
+    and in all ``tracks`` noise-free races. False for rounds of a vmc version that did not count them apart."""
+    clean, per_track = row.get("noise_free_laps"), row.get("noisy_laps_per_track")
+    return clean == tracks and bool(per_track) and min(per_track.values()) >= laps
 
 
 def print_table(rows: list[dict]) -> None:

@@ -198,8 +198,9 @@ class MainConfig(Config):
     always fails; the run folder gets ``-corr<X>``)."""
     until_laps: int = 0
     """With ``--teacher-free``: stop after the first round whose controller laps in at least this many of its noisy
-    evaluation races (10 on the ``small`` preset, 1 on ``debug``) and in the noise-free one (``vmc.iterate
-    --until-laps``; 0: all the rounds). A stopped run started again with another value goes on from its last round."""
+    evaluation races on every course (10 a course on the ``small`` preset, 1 on ``debug``) and in every noise-free one
+    (``vmc.iterate --until-laps``; 0: all the rounds). A stopped run started again with a higher value (or 0) goes on
+    from its last round."""
     rounds: int = 0
     """With ``--teacher-free``: rounds of ``vmc.iterate`` in all (0: the preset's). A finished run started again with
     more rounds goes on from its last round; the rest of its config must be the same."""
@@ -251,6 +252,9 @@ class MainConfig(Config):
             raise ValueError(f"--collect-correlation must be in [0, 1), got {self.collect_correlation}")
         if self.until_laps and not self.teacher_free:
             raise ValueError("--until-laps is the teacher-free recipe's (when its rounds stop): use it with --teacher-free")
+        if not 0 <= self.until_laps <= self.sizes.dream.eval_seeds:
+            raise ValueError(f"--until-laps must be between 0 and the {self.preset} preset's "
+                             f"{self.sizes.dream.eval_seeds} evaluation races a course, got {self.until_laps}")
         if self.rounds and not self.teacher_free:
             raise ValueError("--rounds is the teacher-free recipe's (vmc.iterate --rounds): use it with --teacher-free")
         check_cluster(self.cluster)
