@@ -15,6 +15,17 @@ from vmc.checkpoints import load_checkpoint, save_checkpoint
 from vmc.errors import CheckpointError, ConfigMismatch
 from vmc.runs import check_resume, differences, run_name, write_config
 
+
+def main_refused(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    """``vmc.main``'s parse of ``argv`` refused (exit 2); its one-line message."""
+    from vmc import cli
+    from vmc.main import MainConfig
+
+    with pytest.raises(SystemExit) as exit_:
+        cli.parse(MainConfig, argv, "vmc.main")
+    assert exit_.value.code == 2
+    return capsys.readouterr().err
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -85,9 +96,7 @@ def test_keep_mean_is_the_teacher_free_recipes(capsys: pytest.CaptureFixture[str
     from vmc.main import MainConfig
 
     assert cli.parse(MainConfig, ["--teacher-free", "--keep", "mean"], "vmc.main").keep == "mean"
-    with pytest.raises(SystemExit) as exit_:
-        cli.parse(MainConfig, ["--keep", "mean"], "vmc.main")
-    assert exit_.value.code == 2 and "use it with --teacher-free" in capsys.readouterr().err
+    assert "use it with --teacher-free" in main_refused(["--keep", "mean"], capsys)
 
 
 def test_signed_reward_is_the_teacher_free_recipes_and_names_its_run(capsys: pytest.CaptureFixture[str]):
@@ -99,12 +108,8 @@ def test_signed_reward_is_the_teacher_free_recipes_and_names_its_run(capsys: pyt
     cfg = cli.parse(MainConfig, ["--teacher-free", "--reward", "signed"], "vmc.main")
     assert cfg.reward == "signed" and cfg.run.name == "lighthouse-small-teacher-free-signed"
     assert cfg.data_path.name == "lighthouse-small-teacher-free-signed"
-    with pytest.raises(SystemExit) as exit_:
-        cli.parse(MainConfig, ["--reward", "signed"], "vmc.main")
-    assert exit_.value.code == 2 and "use it with --teacher-free" in capsys.readouterr().err
-    with pytest.raises(SystemExit) as exit_:
-        cli.parse(MainConfig, ["--teacher-free", "--reward", "max"], "vmc.main")
-    assert exit_.value.code == 2 and "signed" in capsys.readouterr().err
+    assert "use it with --teacher-free" in main_refused(["--reward", "signed"], capsys)
+    assert "signed" in main_refused(["--teacher-free", "--reward", "max"], capsys)
 
 
 def test_short_fitness_reaches_iterate_and_names_its_run(capsys: pytest.CaptureFixture[str]):
@@ -120,9 +125,7 @@ def test_short_fitness_reaches_iterate_and_names_its_run(capsys: pytest.CaptureF
     races = MainConfig(teacher_free=True, rounds=6).iterate_config(workers=2)
     assert (races.rollouts, races.dream_steps, races.race_start, races.rounds, races.workers) == (16, 400, 0.5, 6, 2)
     assert races.evolve_config(1, Path("r"), Path("v"), Path("m"), Path("l"), "zeros").dream_steps == 400
-    with pytest.raises(SystemExit) as exit_:
-        cli.parse(MainConfig, ["--fitness", "short"], "vmc.main")
-    assert exit_.value.code == 2 and "use it with --teacher-free" in capsys.readouterr().err
+    assert "use it with --teacher-free" in main_refused(["--fitness", "short"], capsys)
 
 
 def test_dream_noise_reaches_the_rounds_evolve_and_names_its_run(capsys: pytest.CaptureFixture[str]):
@@ -141,9 +144,7 @@ def test_dream_noise_reaches_the_rounds_evolve_and_names_its_run(capsys: pytest.
                                                          "zeros").dream_done == "stuck"
     assert stuck.run.name == "lighthouse-small-teacher-free-dream-noise0.2-dream-done-stuck"
     assert ev.dream_done == "head"
-    with pytest.raises(SystemExit) as exit_:
-        cli.parse(MainConfig, ["--dream-noise", "0.2"], "vmc.main")
-    assert exit_.value.code == 2 and "use it with --teacher-free" in capsys.readouterr().err
+    assert "use it with --teacher-free" in main_refused(["--dream-noise", "0.2"], capsys)
 
 
 def test_collect_noise_reaches_only_the_rounds_collections(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
@@ -163,19 +164,15 @@ def test_collect_noise_reaches_only_the_rounds_collections(tmp_path: Path, capsy
     assert (ev.action_noise, ev.dream_noise) == (0.1, None)
     plain = MainConfig(teacher_free=True).iterate_config(workers=1).collect_config(tmp_path, 56, str(controller))
     assert (plain.controller_noise, plain.controller_correlation) == (0.1, 0.0)
-    with pytest.raises(SystemExit) as exit_:
-        cli.parse(MainConfig, ["--collect-noise", "0.2"], "vmc.main")
-    assert exit_.value.code == 2 and "use them with --teacher-free" in capsys.readouterr().err
-    with pytest.raises(SystemExit) as exit_:
-        cli.parse(MainConfig, ["--teacher-free", "--collect-correlation", "1"], "vmc.main")
-    assert exit_.value.code == 2 and "[0, 1)" in capsys.readouterr().err
+    assert "use them with --teacher-free" in main_refused(["--collect-noise", "0.2"], capsys)
+    assert "[0, 1)" in main_refused(["--teacher-free", "--collect-correlation", "1"], capsys)
 
 
 def test_until_laps_stops_the_rounds_at_the_first_that_laps(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                              capsys: pytest.CaptureFixture[str]):
     """``--until-laps K``: the rounds stop after the first whose noisy races lap at least K times per track and whose
     noise-free races all lap; rows of an older version (no noise-free count) never stop them."""
-    from vmc import cli, iterate
+    from vmc import iterate
     from vmc.main import MainConfig
 
     def row(k: int, laps: int, clean: int | None) -> dict:
@@ -199,14 +196,10 @@ def test_until_laps_stops_the_rounds_at_the_first_that_laps(tmp_path: Path, monk
     assert len(iterate.iterate(iterate.IterateConfig(run=cfg.run, data=cfg.data, rounds=4))) == 4  # resumed, no rule
     main = MainConfig(teacher_free=True, until_laps=9)
     assert main.iterate_config(workers=1).until_laps == 9 and main.run.name == MainConfig(teacher_free=True).run.name
-    with pytest.raises(SystemExit) as exit_:
-        cli.parse(MainConfig, ["--until-laps", "9"], "vmc.main")
-    assert exit_.value.code == 2 and "use it with --teacher-free" in capsys.readouterr().err
+    assert "use it with --teacher-free" in main_refused(["--until-laps", "9"], capsys)
     with pytest.raises(ValueError, match="until-laps"):
         iterate.IterateConfig(run=cfg.run, data=cfg.data, until_laps=11)
-    with pytest.raises(SystemExit) as exit_:  # refused before any stage runs, not at the rounds
-        cli.parse(MainConfig, ["--teacher-free", "--preset", "debug", "--until-laps", "2"], "vmc.main")
-    assert exit_.value.code == 2 and "debug preset's 1 evaluation races" in capsys.readouterr().err
+    assert "debug preset's 1 evaluation races" in main_refused(["--teacher-free", "--preset", "debug", "--until-laps", "2"], capsys)
 
 
 def test_iterate_refuses_a_base_collection_of_the_other_reward(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
@@ -256,9 +249,7 @@ def test_rounds_are_the_teacher_free_recipes_and_free_on_resume(capsys: pytest.C
 
     assert cli.parse(MainConfig, ["--teacher-free", "--rounds", "16"], "vmc.main").rounds == 16
     assert "rounds" in MainConfig.RESUME_FREE
-    with pytest.raises(SystemExit) as exit_:
-        cli.parse(MainConfig, ["--rounds", "16"], "vmc.main")
-    assert exit_.value.code == 2 and "use it with --teacher-free" in capsys.readouterr().err
+    assert "use it with --teacher-free" in main_refused(["--rounds", "16"], capsys)
 
 
 def test_run_config_is_refused_when_changed(tmp_path: Path):
