@@ -45,19 +45,27 @@ def _decode_as_convolution(self, z: torch.Tensor) -> torch.Tensor:
     return self.decoder(self.fc_decode(z).unsqueeze(-1).unsqueeze(-1))
 
 
+class _Fp32(torch.nn.Module):
+    """``layer`` run in float32 outside autocast."""
+
+    def __init__(self, layer: torch.nn.Module) -> None:
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(x.device.type, enabled=False):
+            return self.layer(x.float())
+
+
 def _fp32_decoder_2():
     """ConvVAE with the decoder's second layer (the transposed convolution 128 → 64, 5x5 → 13x13) in float32 outside
     bf16 autocast, where this layer measured faster on an AVX-512 CPU (NEXT_STEPS 3; not adopted)."""
     from vmc.models import ConvVAE
 
     class Fp32Decoder2(ConvVAE):
-        def decode(self, z: torch.Tensor) -> torch.Tensor:
-            first = self.decoder[0]
-            h = self.fc_decode(z) @ first.weight.flatten(1)
-            h = h.view(-1, first.out_channels, *first.kernel_size) + first.bias.view(1, -1, 1, 1)
-            with torch.autocast(z.device.type, enabled=False):
-                h = self.decoder[2](self.decoder[1](h.float().contiguous(memory_format=torch.channels_last)))
-            return self.decoder[3:](h)
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            self.decoder[2] = _Fp32(self.decoder[2])  # after the first layer (a product) and its ReLU
 
     return Fp32Decoder2
 

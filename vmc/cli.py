@@ -88,6 +88,14 @@ def check_share(**values: float) -> None:
             raise ValueError(f"--{name.replace('_', '-')} must be between 0 and 1, got {v}")
 
 
+def check_correlation(**values: float) -> None:
+    """Raise ``ValueError`` for the first of ``values`` (option name → value) outside [0, 1): a step-to-step noise
+    correlation, below 1 so that the noise keeps moving."""
+    for name, v in values.items():
+        if not 0 <= v < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be in [0, 1), got {v}")
+
+
 def parse(cls: type[T], argv: Optional[list[str]], prog: str) -> T:
     """``cls`` filled from ``argv`` (its docstring is the description, its fields' docstrings the options' help);
     a value out of range exits 2 with one line (``prog: error: ...``)."""

@@ -88,8 +88,7 @@ class CollectConfig(Config):
     def validate(self) -> None:
         check_positive(episodes=self.episodes, max_steps=self.max_steps)
         cli.check_non_negative(workers=self.workers, controller_noise=self.controller_noise)
-        if not 0.0 <= self.controller_correlation < 1.0:
-            raise ValueError(f"--controller-correlation must be in [0, 1), got {self.controller_correlation}")
+        cli.check_correlation(controller_correlation=self.controller_correlation)
         check_cluster(self.cluster)
         if not self.tracks:
             raise ValueError("--tracks needs at least one track")

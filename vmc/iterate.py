@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, ClassVar, Literal, Optional
 
 from vmc import cli, records
 from vmc.checkpoints import load_checkpoint, vae_from
-from vmc.cli import Config, check_non_negative, check_positive, check_share
+from vmc.cli import Config, check_correlation, check_non_negative, check_positive, check_share
 from vmc.cluster import check_cluster
 from vmc.runs import RUNS, SEED_STRIDE, write_config
 from vmc.sim.env import REWARDS
@@ -159,8 +159,7 @@ class IterateConfig(Config):
         check_cluster(self.cluster)
         if not 0 <= self.until_laps <= self.eval_seeds:
             raise ValueError(f"--until-laps must be between 0 and --eval-seeds ({self.eval_seeds}), got {self.until_laps}")
-        if not 0.0 <= self.collect_correlation < 1.0:
-            raise ValueError(f"--collect-correlation must be in [0, 1), got {self.collect_correlation}")
+        check_correlation(collect_correlation=self.collect_correlation)
         if self.dream_done != "head" and not self.dream_stuck_steps:
             raise ValueError("--dream-done stuck ends dream races by the stuck rule alone: it needs --dream-stuck-steps above 0")
         if self.reward not in REWARDS:

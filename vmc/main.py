@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, ClassVar, Literal, Optional
 import numpy as np
 
 from vmc import cli, records
-from vmc.cli import Config, check_non_negative
+from vmc.cli import Config, check_correlation, check_non_negative
 from vmc.cluster import check_cluster
 from vmc.pool import default_workers
 from vmc.runs import RUNS, SEED_STRIDE, run_name, write_config
@@ -248,8 +248,7 @@ class MainConfig(Config):
             raise ValueError("--collect-noise and --collect-correlation are the teacher-free recipe's (its rounds' "
                              "collections): use them with --teacher-free")
         check_non_negative(collect_noise=self.collect_noise or 0.0)
-        if not 0.0 <= self.collect_correlation < 1.0:
-            raise ValueError(f"--collect-correlation must be in [0, 1), got {self.collect_correlation}")
+        check_correlation(collect_correlation=self.collect_correlation)
         if self.until_laps and not self.teacher_free:
             raise ValueError("--until-laps is the teacher-free recipe's (when its rounds stop): use it with --teacher-free")
         if not 0 <= self.until_laps <= self.sizes.dream.eval_seeds:
