@@ -72,3 +72,23 @@ def test_exploration_noise_independent_or_correlated():
     np.testing.assert_array_equal(runs[1][:50], [again(t, own)[0] for t in range(50)])
     with pytest.raises(ValueError, match="correlation"):
         Exploration(0.1, 3, correlation=1.0)
+
+
+def test_dagger_spells_one_per_slice_the_single_spell_unchanged():
+    """``spells`` 1 is the spell a seed always had (from [10, window)); more put one spell in each 150-step slice,
+    each ``steps`` long and at least 40 steps after the one before, the same for the same seed; evolve refuses 0."""
+    from vmc.evolve import EvolveConfig
+    from vmc.racing import Perturbation
+
+    start = int(np.random.default_rng([3, 7]).integers(10, 400))
+    assert Perturbation(3, 10, 400).at == range(start, start + 10)
+    many = Perturbation(3, 10, 400, spells=4)
+    assert len(many.spells) == 4 and all(len(s) == 10 for s in many.spells)
+    assert all(k * 150 + 10 <= s.start < (k + 1) * 150 - 40 for k, s in enumerate(many.spells))
+    assert all(b.start - a.stop >= 40 for a, b in zip(many.spells, many.spells[1:]))
+    acting = [t for t in range(700) if many.action(t) is not None]
+    assert acting == [t for s in many.spells for t in s]
+    assert Perturbation(3, 10, 400, spells=4).spells == many.spells and Perturbation(4, 10, 400, spells=4).spells != many.spells
+    assert Perturbation(None, 10, 400, spells=4).action(many.at.start) is None
+    with pytest.raises(ValueError, match="--dagger-spells must be at least 1"):
+        EvolveConfig(dagger_spells=0).validate()

@@ -153,10 +153,11 @@ def repeat_rows(x: np.ndarray, y: np.ndarray, chosen: np.ndarray, times: int) ->
 
 
 def dagger(pool, tracks: list[str], start: np.ndarray, rounds: int, episodes: int, seed: int, perturb: int = 0,
-           recover: bool = False, recover_weight: int = 1, crash: bool = False) -> np.ndarray:
+           recover: bool = False, recover_weight: int = 1, crash: bool = False, spells: int = 1) -> np.ndarray:
     """DAgger from the controller ``start``: ``rounds`` rounds of ``episodes`` races each (tracks in turn) on
     ``pool`` (a pool of :func:`vmc.racing.make_racer` workers), each race with ``perturb`` steps of random actions
-    from a random step (with ``crash`` one steering held at full throttle, :class:`vmc.racing.Perturbation`), and
+    from a random step (``spells`` of them, one per 150 steps, above 1; with ``crash`` one steering held at full
+    throttle, :class:`vmc.racing.Perturbation`), and
     with ``recover`` the driver taking the wheel to back up (:class:`vmc.racing.DaggerDriver`); each step labelled
     with backing up counts ``recover_weight`` times in the fit. Returns the last fit (as many hidden units as
     ``start`` has)."""
@@ -168,7 +169,7 @@ def dagger(pool, tracks: list[str], start: np.ndarray, rounds: int, episodes: in
         beta = 0.5 ** r
         seeds = [seed * SEED_STRIDE + 500_000 + r * episodes + k for k in range(episodes)]
         res = pool.map([DaggerRace(params, tracks[(r * episodes + k) % len(tracks)], s, beta, perturb, recover=recover,
-                                   crash=crash)
+                                   crash=crash, spells=spells)
                         for k, s in enumerate(seeds)])
         xs += [x.x for x in res]
         ys += [x.y for x in res]

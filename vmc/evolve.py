@@ -103,6 +103,10 @@ class EvolveConfig(Config):
     """DAgger's spells (``--dagger-perturb``) hold one random steering at full throttle instead of random actions:
     the kart ends against walls and off the road more often (1.8x the backing-up steps in one measurement), and
     the driver labels the way back."""
+    dagger_spells: int = 1
+    """Spells of ``--dagger-perturb`` steps in each DAgger race: 1, from a random step of the first 400; more, one in
+    each 150-step slice of the race (at least 40 steps apart), so that each race holds that many times the data on
+    the way back for the same races."""
     dagger_recover_weight: int = 1
     """Times each step labelled with backing up counts in DAgger's fits (1: once, like every other step)."""
     action_noise: float = 0.1
@@ -197,7 +201,8 @@ class EvolveConfig(Config):
                            eval_population=self.eval_population, dagger_perturb=self.dagger_perturb,
                            dream_eval_rollouts=self.dream_eval_rollouts, dream_check_rollouts=self.dream_check_rollouts,
                            dream_pick_steps=self.dream_pick_steps)
-        check_positive(dagger_recover_weight=self.dagger_recover_weight, dream_pick_rollouts=self.dream_pick_rollouts)
+        check_positive(dagger_recover_weight=self.dagger_recover_weight, dagger_spells=self.dagger_spells,
+                       dream_pick_rollouts=self.dream_pick_rollouts)
         check_share(race_start=self.race_start)
         if self.dream_noise is not None and not self.dream:
             raise ValueError("--dream-noise is the dream's fitness noise: it needs --dream")
@@ -281,7 +286,8 @@ def initial_mean(cfg: EvolveConfig, models: WorldModels, pool, start: Optional[d
     x0 = fit_initial_mean(cfg.path("latents"), models.mdn(), hidden=cfg.controller_hidden, still=models.still)
     if cfg.init == "dagger" and cfg.dagger_rounds:
         return dagger(pool, cfg.tracks, x0, cfg.dagger_rounds, cfg.dagger_episodes, cfg.seed, perturb=cfg.dagger_perturb,
-                      recover=cfg.dagger_recover, recover_weight=cfg.dagger_recover_weight, crash=cfg.dagger_crash)
+                      recover=cfg.dagger_recover, recover_weight=cfg.dagger_recover_weight, crash=cfg.dagger_crash,
+                      spells=cfg.dagger_spells)
     return x0
 
 

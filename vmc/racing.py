@@ -75,6 +75,8 @@ class DaggerRace:
     are labelled with its backing up (see :class:`DaggerDriver`)."""
     crash: bool = False
     """The spell is one steering held at full throttle (:class:`Perturbation`), not random actions."""
+    spells: int = 1
+    """Spells per race: above 1, one in each 150-step slice of the race (:class:`Perturbation`)."""
 
 
 @dataclass(frozen=True)
@@ -137,21 +139,37 @@ class Perturbation:
     """A seeded spell of ``steps`` uniformly random actions from a step drawn uniformly from [10, ``window``); no
     spell when ``seed`` is None or ``steps`` 0. The same seed gives the same spell (evaluations compare). With
     ``crash``, the spell is one steering drawn uniformly from [-1, 1] held at full throttle without brake: it drives
-    the kart into a wall or off the road more often than random actions, which mostly cancel out."""
+    the kart into a wall or off the road more often than random actions, which mostly cancel out.
 
-    def __init__(self, seed: Optional[int], steps: int, window: int, crash: bool = False) -> None:
-        self.at = range(0)
+    With ``spells`` above 1 (DAgger's ``--dagger-spells``), one spell in each :attr:`PERIOD`-step slice of the race
+    instead, from a step drawn uniformly from the slice's [10, ``PERIOD`` - ``steps`` - 30), so that at least 40 steps
+    of the way back separate two spells of 10 steps; ``window`` is then unused."""
+
+    PERIOD = 150
+
+    def __init__(self, seed: Optional[int], steps: int, window: int, crash: bool = False, spells: int = 1) -> None:
+        self.spells: list[range] = []
         self.held: Optional[np.ndarray] = None  # the crash spell's one action
         if steps and seed is not None:
-            start = int(np.random.default_rng([seed, 7]).integers(10, max(11, window)))
-            self.at = range(start, start + steps)
+            draw = np.random.default_rng([seed, 7])
+            if spells == 1:
+                starts = [int(draw.integers(10, max(11, window)))]
+            else:
+                offsets = draw.integers(10, max(11, self.PERIOD - steps - 30), size=spells)
+                starts = [k * self.PERIOD + int(o) for k, o in enumerate(offsets)]
+            self.spells = [range(s, s + steps) for s in starts]
             self.rng = np.random.default_rng([seed, 8])
             if crash:  # drawn only then, so that the random spells of a seed stay what they were
                 self.held = np.array([self.rng.uniform(-1.0, 1.0), 1.0, 0.0], np.float32)
 
+    @property
+    def at(self) -> range:
+        """The first spell's steps (empty without a spell)."""
+        return self.spells[0] if self.spells else range(0)
+
     def action(self, t: int) -> Optional[np.ndarray]:
-        """The random action (3,) replacing step ``t``'s, or None outside the spell."""
-        if t not in self.at:
+        """The random action (3,) replacing step ``t``'s, or None outside the spells."""
+        if not any(t in spell for spell in self.spells):
             return None
         return self.held.copy() if self.held is not None else self.rng.uniform(LOW, HIGH).astype(np.float32)
 
@@ -245,10 +263,10 @@ class DaggerDriver:
     picture, and the fit learns neither; with it, blocked means back up."""
 
     def __init__(self, agent: WorldModelAgent, noise: float, seed: int, beta: float, perturb: int = 0,
-                 perturb_window: int = 400, recover: bool = False, crash: bool = False) -> None:
+                 perturb_window: int = 400, recover: bool = False, crash: bool = False, spells: int = 1) -> None:
         self.agent, self.noise, self.beta, self.recover = agent, noise, beta, recover
         self.rng, self.expert = np.random.default_rng(seed), CentreLineDriver()
-        self.perturb = Perturbation(seed, perturb, perturb_window, crash)
+        self.perturb = Perturbation(seed, perturb, perturb_window, crash, spells)
         self.t = 0
         self.x: list[np.ndarray] = []
         self.y: list[np.ndarray] = []
@@ -323,7 +341,7 @@ def make_racer(models: Optional[WorldModels], env_config: dict, action_noise: fl
             race, seed = env_with(task.track), task.seed
             if isinstance(task, DaggerRace):
                 driver = DaggerDriver(agent, action_noise, task.seed, task.beta, task.perturb, task.perturb_window,
-                                      task.recover, task.crash)
+                                      task.recover, task.crash, task.spells)
             else:
                 driver = AgentDriver(agent, action_noise, task.seed, task.perturb, task.perturb_window)
         with torch.no_grad():
