@@ -92,3 +92,19 @@ def test_dagger_spells_one_per_slice_the_single_spell_unchanged():
     assert Perturbation(None, 10, 400, spells=4).action(many.at.start) is None
     with pytest.raises(ValueError, match="--dagger-spells must be at least 1"):
         EvolveConfig(dagger_spells=0).validate()
+
+
+def test_dagger_focus_sends_the_next_rounds_races_to_the_failed_tracks():
+    """Without focus (or without a failure) every track in turn, as before; with focus K, K races for each track whose
+    race failed, the rest in turn over the others; evolve refuses 0."""
+    from vmc.dagger import round_tracks
+    from vmc.evolve import EvolveConfig
+
+    tracks = ["a", "b", "c", "d"]
+    assert round_tracks(tracks, 6, 1, ["b"], 1) == ["c", "d", "a", "b", "c", "d"]
+    assert round_tracks(tracks, 6, 1, [], 3) == round_tracks(tracks, 6, 1, [], 1)
+    assert round_tracks(tracks, 6, 1, ["b", "d"], 2) == ["b", "b", "d", "d", "a", "c"]
+    assert round_tracks(tracks, 4, 0, ["c", "a", "b"], 3) == ["c", "c", "c", "a"]
+    assert round_tracks(tracks, 5, 2, tracks, 1) == round_tracks(tracks, 5, 2, [], 1)
+    with pytest.raises(ValueError, match="--dagger-focus must be at least 1"):
+        EvolveConfig(dagger_focus=0).validate()

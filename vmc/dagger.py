@@ -152,25 +152,39 @@ def repeat_rows(x: np.ndarray, y: np.ndarray, chosen: np.ndarray, times: int) ->
     return np.concatenate([x, x[extra]]), np.concatenate([y, y[extra]])
 
 
+def round_tracks(tracks: list[str], episodes: int, r: int, failed: list[str], focus: int) -> list[str]:
+    """The tracks of DAgger round ``r``'s ``episodes`` races: ``focus`` races for each track in ``failed`` (those
+    whose races did not lap in the round before), as many as fit, then the other tracks in turn (all of them, in
+    turn, when ``focus`` is 1 or nothing failed)."""
+    if focus <= 1 or not failed:
+        return [tracks[(r * episodes + k) % len(tracks)] for k in range(episodes)]
+    picks = [t for t in failed for _ in range(focus)][:episodes]
+    rest = [t for t in tracks if t not in failed] or tracks
+    return picks + [rest[(r * episodes + k) % len(rest)] for k in range(episodes - len(picks))]
+
+
 def dagger(pool, tracks: list[str], start: np.ndarray, rounds: int, episodes: int, seed: int, perturb: int = 0,
-           recover: bool = False, recover_weight: int = 1, crash: bool = False, spells: int = 1) -> np.ndarray:
+           recover: bool = False, recover_weight: int = 1, crash: bool = False, spells: int = 1,
+           focus: int = 1) -> np.ndarray:
     """DAgger from the controller ``start``: ``rounds`` rounds of ``episodes`` races each (tracks in turn) on
     ``pool`` (a pool of :func:`vmc.racing.make_racer` workers), each race with ``perturb`` steps of random actions
     from a random step (``spells`` of them, one per 150 steps, above 1; with ``crash`` one steering held at full
     throttle, :class:`vmc.racing.Perturbation`), and
     with ``recover`` the driver taking the wheel to back up (:class:`vmc.racing.DaggerDriver`); each step labelled
     with backing up counts ``recover_weight`` times in the fit. Returns the last fit (as many hidden units as
-    ``start`` has)."""
+    ``start`` has). With ``focus`` above 1, each track whose race failed in a round gets that many of the next
+    round's races (:func:`round_tracks`)."""
     xs: list[np.ndarray] = []
     ys: list[np.ndarray] = []
     backs: list[np.ndarray] = []
     params = start
+    failed: list[str] = []
     for r in range(rounds):
         beta = 0.5 ** r
         seeds = [seed * SEED_STRIDE + 500_000 + r * episodes + k for k in range(episodes)]
-        res = pool.map([DaggerRace(params, tracks[(r * episodes + k) % len(tracks)], s, beta, perturb, recover=recover,
-                                   crash=crash, spells=spells)
-                        for k, s in enumerate(seeds)])
+        res = pool.map([DaggerRace(params, track, s, beta, perturb, recover=recover, crash=crash, spells=spells)
+                        for track, s in zip(round_tracks(tracks, episodes, r, failed, focus), seeds)])
+        failed = list(dict.fromkeys(x.track for x in res if not x.lap))
         xs += [x.x for x in res]
         ys += [x.y for x in res]
         backs += [x.backing_up for x in res]

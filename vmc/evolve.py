@@ -107,6 +107,9 @@ class EvolveConfig(Config):
     """Spells of ``--dagger-perturb`` steps in each DAgger race: 1, from a random step of the first 400; more, one in
     each 150-step slice of the race (at least 40 steps apart), so that each race holds that many times the data on
     the way back for the same races."""
+    dagger_focus: int = 1
+    """Races in the next DAgger round for each track whose DAgger race did not lap in a round (the other tracks
+    share what is left, in turn); 1: every track in turn, one race each, as without it."""
     dagger_recover_weight: int = 1
     """Times each step labelled with backing up counts in DAgger's fits (1: once, like every other step)."""
     action_noise: float = 0.1
@@ -202,7 +205,7 @@ class EvolveConfig(Config):
                            dream_eval_rollouts=self.dream_eval_rollouts, dream_check_rollouts=self.dream_check_rollouts,
                            dream_pick_steps=self.dream_pick_steps)
         check_positive(dagger_recover_weight=self.dagger_recover_weight, dagger_spells=self.dagger_spells,
-                       dream_pick_rollouts=self.dream_pick_rollouts)
+                       dagger_focus=self.dagger_focus, dream_pick_rollouts=self.dream_pick_rollouts)
         check_share(race_start=self.race_start)
         if self.dream_noise is not None and not self.dream:
             raise ValueError("--dream-noise is the dream's fitness noise: it needs --dream")
@@ -287,7 +290,7 @@ def initial_mean(cfg: EvolveConfig, models: WorldModels, pool, start: Optional[d
     if cfg.init == "dagger" and cfg.dagger_rounds:
         return dagger(pool, cfg.tracks, x0, cfg.dagger_rounds, cfg.dagger_episodes, cfg.seed, perturb=cfg.dagger_perturb,
                       recover=cfg.dagger_recover, recover_weight=cfg.dagger_recover_weight, crash=cfg.dagger_crash,
-                      spells=cfg.dagger_spells)
+                      spells=cfg.dagger_spells, focus=cfg.dagger_focus)
     return x0
 
 
