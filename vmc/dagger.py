@@ -156,10 +156,8 @@ def round_tracks(tracks: list[str], episodes: int, r: int, failed: list[str], fo
     """The tracks of DAgger round ``r``'s ``episodes`` races: ``focus`` races for each track in ``failed`` (those
     whose races did not lap in the round before), as many as fit, then the other tracks in turn (all of them, in
     turn, when ``focus`` is 1 or nothing failed)."""
-    if focus <= 1 or not failed:
-        return [tracks[(r * episodes + k) % len(tracks)] for k in range(episodes)]
-    picks = [t for t in failed for _ in range(focus)][:episodes]
-    rest = [t for t in tracks if t not in failed] or tracks
+    picks = [t for t in failed for _ in range(focus)][:episodes] if focus > 1 else []
+    rest = [t for t in tracks if t not in picks] or tracks
     return picks + [rest[(r * episodes + k) % len(rest)] for k in range(episodes - len(picks))]
 
 
