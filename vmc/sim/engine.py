@@ -12,6 +12,11 @@
 * STK's maximum texture size (``UserConfigParams::m_max_texture_size``, default 512): textures are
   scaled down to it when loaded. 64x64 frames sample small mipmap levels anyway; smaller textures
   mean less memory traffic for the CPU rasteriser.
+* STK's random generator (``RandomGenerator::getGenerator()``, a thread-local ``std::mt19937``), from which a track
+  draws, while it loads, the hue of each object whose material allows recolouring (scotland's sheep). It is seeded
+  from ``std::random_device`` on its first use in a thread and re-seeded only when the static
+  ``RandomGenerator::m_random_value`` changes, so the same track came out in other colours in each process and after
+  each earlier load (a pixel of a sheep, then another lap). :class:`SceneDraws` re-seeds it before every load.
 
 Where a pystk2 build does not export these symbols, the setters do nothing and say so.
 """
@@ -28,6 +33,9 @@ _SPEED = "_ZN3irr2os5Timer17VirtualTimerSpeedE"  # irr::os::Timer::VirtualTimerS
 _LAST_TIME = "_ZN3irr2os5Timer15LastVirtualTimeE"  # irr::os::Timer::LastVirtualTime (ms)
 _ANISOTROPIC = "_ZN16UserConfigParams13m_anisotropicE"  # UserConfigParams::m_anisotropic
 _MAX_TEXTURE_SIZE = "_ZN16UserConfigParams18m_max_texture_sizeE"  # UserConfigParams::m_max_texture_size
+_RANDOM_VALUE = "_ZN15RandomGenerator14m_random_valueE"  # RandomGenerator::m_random_value (int)
+_GET_GENERATOR = "_ZN15RandomGenerator12getGeneratorEv"  # RandomGenerator::getGenerator(): this thread's mt19937
+_SCENE_SEED = 3141591  # the value m_random_value has when the library is loaded
 _INT_PARAM_VALUE_OFFSET = 0x50  # IntUserConfigParam::m_value (its constructor stores the value there)
 
 
@@ -101,3 +109,31 @@ class GameClock:
             return
         self._speed.value = 0.0
         self._time.value = int(ms) & 0xFFFFFFFF
+
+
+class SceneDraws:
+    """Re-seeds STK's random generator before a track loads, or does nothing (and says so) where the library does not
+    export it. Call from the thread that loads the track (the generator is thread-local)."""
+
+    def __init__(self, pystk2_module: Any) -> None:
+        self._value: Optional[ctypes.c_int32] = None
+        lib = _library(pystk2_module)
+        try:
+            self._value = ctypes.c_int32.in_dll(lib, _RANDOM_VALUE)
+            self._generator = getattr(lib, _GET_GENERATOR)
+        except (ValueError, TypeError, AttributeError):
+            log.warning("this pystk2 build hides STK's random generator: objects' colours differ from load to load")
+            self._value = None
+            return
+        self._generator.restype = ctypes.c_void_p
+
+    def reseed(self) -> None:
+        """Seed the calling thread's generator with the library's initial value, whatever it drew before."""
+        if self._value is None:
+            return
+        # getGenerator() re-seeds only when m_random_value differs from the value it last saw: passing through
+        # another value first forces the seed even where it was already _SCENE_SEED.
+        self._value.value = _SCENE_SEED + 1
+        self._generator()
+        self._value.value = _SCENE_SEED
+        self._generator()

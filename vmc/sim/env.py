@@ -29,7 +29,7 @@ import numpy as np
 
 from vmc.sim import game
 from vmc.sim.assets import ensure_assets
-from vmc.sim.engine import GameClock
+from vmc.sim.engine import GameClock, SceneDraws
 from vmc.sim.restart import NOT_REPRODUCIBLE, restart_fix
 from vmc.sim.track import LapProgress, TrackGeometry, race_tracks, reversible_tracks
 
@@ -147,6 +147,7 @@ def check_track(name: str) -> None:
 
 
 _LIBC = ctypes.CDLL(None)
+_LOADED_BEFORE = False  # whether this process has loaded a track with the renderer on
 _GO_PHASES = ("GO_PHASE", "MUSIC_PHASE", "RACE_PHASE")
 _COUNTDOWN_LIMIT = 300  # steps; the countdown takes about 51
 
@@ -173,6 +174,7 @@ class SuperTuxKartEnv(gym.Env):
 
         self._pystk2 = game.init_game(cfg.graphics_spec())
         self._clock = GameClock(self._pystk2)
+        self._draws = SceneDraws(self._pystk2)
         # Physics only has no scene to put back (and reloads are cheap without textures): a new race each episode.
         reusable = self.config.reuse_race and self.config.renderer != "none" and split_track(self.config.track)[0] not in NOT_REPRODUCIBLE
         self._restart = restart_fix(self._pystk2) if reusable else None
@@ -208,12 +210,14 @@ class SuperTuxKartEnv(gym.Env):
         )
         if self.config.kart:
             player.kart = self.config.kart
-        _LIBC.srand(0)  # the scene draws from C rand() while loading (wind): same draws every race
-        # Scene animators take their start time from the renderer's clock when the track loads (the
-        # lighthouse's rotating beams): at the previous race's end time they would start out of phase.
-        self._clock.set_ms(0)
-        self._race = pystk2.Race(rc)
-        self._race.start()
+        global _LOADED_BEFORE
+        if not _LOADED_BEFORE and self.config.renderer != "none":
+            # A process's first load also draws, from STK's generator, for what the game loads only once (the
+            # kart), so its objects' colours differ from every later load's: that load is thrown away.
+            self._load(rc)
+            self._stop_race()
+        _LOADED_BEFORE = True
+        self._load(rc)
         track = pystk2.Track()
         track.update()
         self.track = TrackGeometry.from_pystk(self.config.track, track)
@@ -235,6 +239,16 @@ class SuperTuxKartEnv(gym.Env):
         self._stop_race()
         self.progress = None
         self._taken = True
+
+    def _load(self, rc: Any) -> None:
+        """Load and start the race ``rc`` with the same draws from every random source the scene uses."""
+        _LIBC.srand(0)  # the scene draws from C rand() while loading (wind): same draws every race
+        self._draws.reseed()  # and from STK's generator (objects' colours): vmc.sim.engine
+        # Scene animators take their start time from the renderer's clock when the track loads (the
+        # lighthouse's rotating beams): at the previous race's end time they would start out of phase.
+        self._clock.set_ms(0)
+        self._race = self._pystk2.Race(rc)
+        self._race.start()
 
     def _stop_race(self) -> None:
         if self._race is not None:
