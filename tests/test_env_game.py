@@ -130,6 +130,38 @@ def test_frames_do_not_depend_on_what_c_rand_drew_before_the_race(monkeypatch):
     np.testing.assert_array_equal(frames(777), frames(0))
 
 
+def test_objects_colours_do_not_depend_on_the_process_or_what_it_loaded_before():
+    """Loading scotland draws each sheep's hue from STK's generator, which each process seeded from
+    ``std::random_device`` and which went on from wherever earlier loads left it: the sheep 41 steps into the
+    centre-line driver's race came out in another colour in each process, and the agent drove another lap. Same
+    frames now whether scotland is a process's first track or comes after two others."""
+    code = """
+        import hashlib, sys
+        from vmc.sim.drivers import CentreLineDriver
+        from vmc.sim.env import EnvConfig, env_for
+        env = None
+        for track in sys.argv[1:]:
+            env = env_for(env, EnvConfig(track=track))
+            obs, info = env.reset(seed=0)  # loads the track
+        driver = CentreLineDriver()
+        driver.reset(env.track, seed=0)
+        digest = hashlib.md5(obs.tobytes())
+        for _ in range(45):
+            obs, _, terminated, truncated, info = env.step(driver.act(obs, info))
+            digest.update(obs.tobytes())
+        print(digest.hexdigest())
+    """
+
+    def frames(*tracks: str) -> str:
+        proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code), *tracks], capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return proc.stdout.split()[-1]
+
+    first = frames("scotland")
+    assert frames("scotland") == first
+    assert frames("lighthouse", "zengarden", "scotland") == first
+
+
 def test_stuck_and_step_limit_end_episodes():
     env = SuperTuxKartEnv(track="lighthouse", stuck_steps=15)
     try:
