@@ -213,7 +213,7 @@ class SuperTuxKartEnv(gym.Env):
         global _LOADED_BEFORE
         if not _LOADED_BEFORE and self.config.renderer != "none":
             # A process's first load also draws, from STK's generator, for what the game loads only once (the
-            # kart), so its objects' colours differ from every later load's: that load is thrown away.
+            # kart, probably), so its objects' colours differ from every later load's: that load is thrown away.
             self._load(rc)
             self._stop_race()
         _LOADED_BEFORE = True
