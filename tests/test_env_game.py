@@ -136,11 +136,11 @@ def test_objects_colours_do_not_depend_on_the_process_or_what_it_loaded_before()
     centre-line driver's race came out in another colour in each process, and the agent drove another lap. Same
     frames now whether scotland is a process's first track or comes after two others."""
     code = """
-        import hashlib, sys
+        import hashlib, os
         from vmc.sim.drivers import CentreLineDriver
         from vmc.sim.env import EnvConfig, env_for
         env = None
-        for track in sys.argv[1:]:
+        for track in os.environ["VMC_TEST_TRACKS"].split():
             env = env_for(env, EnvConfig(track=track))
             obs, info = env.reset(seed=0)  # loads the track
         driver = CentreLineDriver()
@@ -153,9 +153,7 @@ def test_objects_colours_do_not_depend_on_the_process_or_what_it_loaded_before()
     """
 
     def frames(*tracks: str) -> str:
-        proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code), *tracks], capture_output=True, text=True)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        return proc.stdout.split()[-1]
+        return run_python(code, env={"VMC_TEST_TRACKS": " ".join(tracks)}).stdout.split()[-1]
 
     first = frames("scotland")
     assert frames("scotland") == first
