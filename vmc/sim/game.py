@@ -61,6 +61,7 @@ class GraphicsSpec:
 
 _spec: Optional[GraphicsSpec] = None
 _race_owner: Optional[object] = None
+_loaded = False
 
 
 def _configure_renderer(spec: GraphicsSpec) -> None:
@@ -148,6 +149,13 @@ def claim_race(owner: object) -> None:
     if previous is not None and previous is not owner:
         previous._race_taken()
     _race_owner = owner
+
+
+def first_load() -> bool:
+    """True at this process's first call (its first track load), False after."""
+    global _loaded
+    first, _loaded = not _loaded, True
+    return first
 
 
 def release_race(owner: object) -> None:
