@@ -147,6 +147,19 @@ def test_dream_noise_reaches_the_rounds_evolve_and_names_its_run(capsys: pytest.
     assert "use it with --teacher-free" in main_refused(["--dream-noise", "0.2"], capsys)
 
 
+def test_episodes_sizes_the_first_collection_and_names_its_run(capsys: pytest.CaptureFixture[str]):
+    """``vmc.main --episodes N`` replaces the preset's collection size (the teacher-free recipe's random data) in run and
+    data folders of their own; the rest of the preset stays; below 0 it is one clear line."""
+    from vmc import cli
+    from vmc.main import PRESETS, MainConfig
+
+    cfg = cli.parse(MainConfig, ["--teacher-free", "--episodes", "120"], "vmc.main")
+    assert cfg.sizes.episodes == 120 and cfg.sizes.max_steps == PRESETS["small"].max_steps
+    assert cfg.run.name == "lighthouse-small-teacher-free-episodes120" == cfg.data_path.name
+    assert MainConfig().sizes == PRESETS["small"] and MainConfig().run.name == "lighthouse-small"
+    assert "at least 0" in main_refused(["--episodes", "-1"], capsys)
+
+
 def test_collect_noise_reaches_only_the_rounds_collections(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
     """``vmc.main --collect-noise/--collect-correlation`` set the noise of the rounds' own races in a run folder of
     its own; the real and dream evaluations keep the exploration noise; without ``--teacher-free``: one clear line."""

@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Literal, Optional
 
@@ -204,6 +204,9 @@ class MainConfig(Config):
     rounds: int = 0
     """With ``--teacher-free``: rounds of ``vmc.iterate`` in all (0: the preset's). A finished run started again with
     more rounds goes on from its last round; the rest of its config must be the same."""
+    episodes: int = 0
+    """Episodes of stage 2's collection (0: the preset's; the teacher-free recipe's first, random data); the run and
+    data folders get ``-episodes<N>``."""
     name: str = ""
     """Run folder name under ``--runs`` (default: the track(s) and the preset, e.g. ``lighthouse-small``, with
     ``-teacher-free`` for that recipe)."""
@@ -256,13 +259,15 @@ class MainConfig(Config):
                              f"{self.sizes.dream.eval_seeds} evaluation races a course, got {self.until_laps}")
         if self.rounds and not self.teacher_free:
             raise ValueError("--rounds is the teacher-free recipe's (vmc.iterate --rounds): use it with --teacher-free")
+        check_non_negative(episodes=self.episodes)
         check_cluster(self.cluster)
         for t in self.training_tracks:
             check_track(t)
 
     @property
     def sizes(self) -> Preset:
-        return PRESETS[self.preset]
+        p = PRESETS[self.preset]
+        return replace(p, episodes=self.episodes) if self.episodes else p
 
     @property
     def training_tracks(self) -> list[str]:
@@ -283,6 +288,7 @@ class MainConfig(Config):
                                   + (f"-dream-done-{self.dream_done}" if self.dream_done != "head" else "")
                                   + (f"-collect-noise{self.collect_noise:g}" if self.collect_noise is not None else "")
                                   + (f"-corr{self.collect_correlation:g}" if self.collect_correlation else "")
+                                  + (f"-episodes{self.episodes}" if self.episodes else "")
                                   + (f"-seed{self.seed}" if self.seed else ""))
 
     @property
