@@ -218,7 +218,7 @@ class SuperTuxKartEnv(gym.Env):
             self._load(rc)
             idle = self._pystk2.Action()
             for _ in range(_THROWAWAY_STEPS):
-                self._race.step(idle)
+                self._step_race(idle)
             self._stop_race()
         self._load(rc)
         track = pystk2.Track()
@@ -271,8 +271,11 @@ class SuperTuxKartEnv(gym.Env):
     def _game_step(self, action: Optional[Any]) -> None:
         self._game_steps += 1
         self._clock.set_ms(100 * self.config.action_repeat * self._game_steps)  # the frame shows game time
+        self._step_race(action)
+
+    def _step_race(self, action: Any) -> None:
         if self.config.controller == "ai":
-            self._race.step()
+            self._race.step()  # the game's AI drives: the race takes no actions
         else:
             self._race.step(action)
 
