@@ -212,9 +212,9 @@ class SuperTuxKartEnv(gym.Env):
             player.kart = self.config.kart
         if game.first_load() and self.config.renderer != "none":
             # A process's first rendered race showed some tracks' scenery (cocoa_temple's, cornfield_crossing's)
-            # otherwise than later loads do, whatever was loaded before: that race is thrown away, after frames
-            # rendered with the clock held at 0: stopped at once, or after its countdown on the game clock, it
-            # corrupted the heap in 3-9 % of processes with max_texture_size 64.
+            # otherwise than later loads do, whatever was loaded before: that race is thrown away, after 60 game steps
+            # with the renderer's clock held at 0 (why that matters is not known): stopped at once, or after its
+            # countdown on the game clock, it corrupted the heap in 3-9 % of processes with max_texture_size 64.
             self._load(rc)
             idle = self._pystk2.Action()
             for _ in range(_THROWAWAY_STEPS):
