@@ -390,3 +390,44 @@ def test_action_repeat_holds_the_action_for_longer_steps():
         assert info["steps"] == 10 and info["speed"] > 10 and obs.std() > 20
     finally:
         env.close()
+
+
+def test_race_started_mid_track_counts_from_there_and_leaves_later_races_as_they_were(lighthouse_env):
+    env = lighthouse_env.unwrapped
+    first, _ = env.reset(seed=0)
+    line_frames = [first] + [env.step(np.array([0.0, 1.0, 0.0], np.float32))[0] for _ in range(20)]
+    starts = []
+    result = run_episode(env, CentreLineDriver(), seed=0, options={"start": 0.75},
+                         on_reset=lambda obs, info: starts.append((obs, info)))
+    (obs, info), length = starts[0], env.track.length
+    assert info["lap_fraction"] == pytest.approx(0.75, abs=0.01) and abs(info["distance"] - 0.75 * length) < 16
+    assert info["score"] == 0.0 and info["lateral"] < 2.0
+    assert np.abs(obs.astype(int) - first).mean() > 10, "the first frame is the start line's"
+    assert result.end == "lap" and result.steps < 200  # the line is a quarter of the lap ahead (a lap: about 390)
+    assert result.score == pytest.approx(250 - 0.1 * result.steps, abs=10)
+    first_again, _ = env.reset(seed=0)
+    again = [first_again] + [env.step(np.array([0.0, 1.0, 0.0], np.float32))[0] for _ in range(20)]
+    assert all(np.array_equal(a, b) for a, b in zip(line_frames, again)), "a race from the line changed after a mid-track one"
+    mid = [[env.reset(seed=0, options={"start": 0.4})[0]] + [env.step(np.array([0.3, 1.0, 0.0], np.float32))[0]
+                                                             for _ in range(10)] for _ in range(2)]
+    assert all(np.array_equal(a, b) for a, b in zip(*mid)), "two races from the same place differ"
+
+
+def test_mid_track_starts_refuse_what_they_cannot_do(lighthouse_env):
+    env = lighthouse_env.unwrapped
+    for options, message in (({"start": 1.2}, "lap fraction"), ({"begin": 0.5}, "unknown reset options")):
+        with pytest.raises(ValueError, match=message):
+            env.reset(seed=0, options=options)
+    code = """
+        import pytest
+        from vmc.sim.env import StartError, SuperTuxKartEnv
+        env = SuperTuxKartEnv(track="cocoa_temple", renderer="none")
+        with pytest.raises(StartError, match="cannot start 434 m down the track"):
+            env.reset(options={"start": 0.3})  # the hops there pass the cannon, which flies the kart on
+        with pytest.raises(RuntimeError, match="call reset"):
+            env.step([0.0, 1.0, 0.0])
+        _, info = env.reset(options={"start": 0.75})
+        assert abs(info["distance"] - 0.75 * env.track.length) < 16
+        print("ok")
+    """
+    assert run_python(code).stdout.strip().endswith("ok")

@@ -82,3 +82,21 @@ def test_same_seeds_same_table_and_perturb_changes_actions(tiny_run: Path, tmp_p
     assert all(e["centreline_end"] in ("lap", "stuck", "off_track", "max_steps") for e in episodes)
     assert rows[0]["centreline_spelled_laps"] == 0  # 25 steps are no lap
     assert "centre-line driver, same spells" in (tmp_path / "p" / "table.md").read_text()
+
+
+def test_dagger_race_starts_where_it_is_sent_or_at_the_line(tiny_run: Path):
+    """``DaggerRace(start=f)`` (``vmc.evolve --dagger-focus-before``) drives from lap fraction f; a place the game
+    cannot start at (cocoa_temple's hops pass its cannon) gives a race from the line, not an error."""
+    from vmc.checkpoints import load_controller
+    from vmc.racing import DaggerRace, racing_pool
+    from vmc.sim.env import EnvConfig
+
+    ck, models = load_controller(tiny_run / "run" / "controller" / "best.pt")
+    with racing_pool(1, models, EnvConfig(max_steps=25), action_noise=0.0) as pool:
+        line, ahead, refused = pool.map([DaggerRace(ck["params"], "lighthouse", 3, beta=1.0),
+                                         DaggerRace(ck["params"], "lighthouse", 3, beta=1.0, start=0.75),
+                                         DaggerRace(ck["params"], "cocoa_temple", 3, beta=1.0, start=0.3)])
+    assert line.start == 0.0 and line.lap_fraction < 0.1
+    assert ahead.start == 0.75 and 0.75 < ahead.lap_fraction < 0.9 and len(ahead.y) == ahead.steps == 25
+    assert not np.array_equal(ahead.x[0], line.x[0])  # another picture, so other latents
+    assert refused.start == 0.0 and refused.lap_fraction < 0.1 and len(refused.y) == refused.steps

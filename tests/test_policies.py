@@ -108,3 +108,22 @@ def test_dagger_focus_sends_the_next_rounds_races_to_the_failed_tracks():
     assert round_tracks(tracks, 5, 2, tracks, 1) == round_tracks(tracks, 5, 2, [], 1)
     with pytest.raises(ValueError, match="--dagger-focus must be at least 1"):
         EvolveConfig(dagger_focus=0).validate()
+
+
+def test_dagger_focus_before_starts_the_focus_races_ahead_of_where_their_track_failed():
+    """Focus races start ``before`` ahead of the failure (not below the line); the other races, and every race without
+    ``before`` or without focus, start at the line; evolve checks the option."""
+    from vmc.dagger import focus_starts, round_tracks
+    from vmc.evolve import EvolveConfig
+
+    tracks, failed_at = ["a", "b", "c", "d"], {"b": 0.86, "d": 0.03}
+    picks = round_tracks(tracks, 6, 1, list(failed_at), 2)
+    assert picks == ["b", "b", "d", "d", "a", "c"]
+    assert focus_starts(picks, failed_at, 2, 0.05) == pytest.approx([0.81, 0.81, 0.0, 0.0, 0.0, 0.0])
+    assert focus_starts(picks, failed_at, 2, 0.0) == [0.0] * 6
+    assert focus_starts(round_tracks(tracks, 3, 1, list(failed_at), 3), failed_at, 3, 0.1) == pytest.approx([0.76] * 3)
+    assert focus_starts(["a", "b"], {}, 3, 0.1) == [0.0, 0.0]
+    with pytest.raises(ValueError, match="needs --dagger-focus 2 or more"):
+        EvolveConfig(dagger_focus_before=0.05).validate()
+    with pytest.raises(ValueError, match="--dagger-focus-before must be between 0 and 1"):
+        EvolveConfig(dagger_focus=3, dagger_focus_before=1.5).validate()

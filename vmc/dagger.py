@@ -161,9 +161,17 @@ def round_tracks(tracks: list[str], episodes: int, r: int, failed: list[str], fo
     return picks + [rest[(r * episodes + k) % len(rest)] for k in range(episodes - len(picks))]
 
 
+def focus_starts(picks: list[str], failed_at: dict[str, float], focus: int, before: float) -> list[float]:
+    """The lap fraction each of a round's races (``picks``, as :func:`round_tracks` gives them) starts at: ``before``
+    ahead of where its track's race failed (``failed_at``: track → lap fraction reached) for the focus races at the
+    head of ``picks``, the line (0) for the others and without ``before``."""
+    n_focus = min(len(failed_at) * focus, len(picks)) if focus > 1 and before > 0 else 0
+    return [max(0.0, failed_at[t] - before) if k < n_focus else 0.0 for k, t in enumerate(picks)]
+
+
 def dagger(pool, tracks: list[str], start: np.ndarray, rounds: int, episodes: int, seed: int, perturb: int = 0,
            recover: bool = False, recover_weight: int = 1, crash: bool = False, spells: int = 1,
-           focus: int = 1) -> np.ndarray:
+           focus: int = 1, focus_before: float = 0.0) -> np.ndarray:
     """DAgger from the controller ``start``: ``rounds`` rounds of ``episodes`` races each (tracks in turn) on
     ``pool`` (a pool of :func:`vmc.racing.make_racer` workers), each race with ``perturb`` steps of random actions
     from a random step (``spells`` of them, one per 150 steps, above 1; with ``crash`` one steering held at full
@@ -171,18 +179,24 @@ def dagger(pool, tracks: list[str], start: np.ndarray, rounds: int, episodes: in
     with ``recover`` the driver taking the wheel to back up (:class:`vmc.racing.DaggerDriver`); each step labelled
     with backing up counts ``recover_weight`` times in the fit. Returns the last fit (as many hidden units as
     ``start`` has). With ``focus`` above 1, each track whose race failed in a round gets that many of the next
-    round's races (:func:`round_tracks`)."""
+    round's races (:func:`round_tracks`), which with ``focus_before`` start that lap fraction before where it failed
+    (:func:`focus_starts`)."""
     xs: list[np.ndarray] = []
     ys: list[np.ndarray] = []
     backs: list[np.ndarray] = []
     params = start
-    failed: list[str] = []
+    failed_at: dict[str, float] = {}
     for r in range(rounds):
         beta = 0.5 ** r
         seeds = [seed * SEED_STRIDE + 500_000 + r * episodes + k for k in range(episodes)]
-        res = pool.map([DaggerRace(params, track, s, beta, perturb, recover=recover, crash=crash, spells=spells)
-                        for track, s in zip(round_tracks(tracks, episodes, r, failed, focus), seeds)])
-        failed = list(dict.fromkeys(x.track for x in res if not x.lap))
+        picks = round_tracks(tracks, episodes, r, list(failed_at), focus)
+        res = pool.map([DaggerRace(params, track, s, beta, perturb, recover=recover, crash=crash, spells=spells,
+                                   start=at)
+                        for track, s, at in zip(picks, seeds, focus_starts(picks, failed_at, focus, focus_before))])
+        failed_at = {}
+        for x in res:  # the first failed race of each track says where the next round's focus races go
+            if not x.lap:
+                failed_at.setdefault(x.track, x.lap_fraction)
         xs += [x.x for x in res]
         ys += [x.y for x in res]
         backs += [x.backing_up for x in res]
@@ -190,5 +204,6 @@ def dagger(pool, tracks: list[str], start: np.ndarray, rounds: int, episodes: in
         x, y = repeat_rows(np.concatenate(xs), np.concatenate(ys), back, recover_weight)
         params = fit_actions(x, y, controller_hidden(x.shape[1], np.asarray(start).size), init=params)
         log.info("DAgger round %d (expert share %.2f): scores %s, laps %d; refit on %d steps (%d backing up)", r, beta,
-                 " ".join(f"{x.track}:{x.score:.0f}" for x in res), sum(x.lap for x in res), len(back), int(back.sum()))
+                 " ".join(f"{x.track}{f'@{x.start:.2f}' if x.start else ''}:{x.score:.0f}" for x in res),
+                 sum(x.lap for x in res), len(back), int(back.sum()))
     return params

@@ -110,6 +110,11 @@ class EvolveConfig(Config):
     dagger_focus: int = 1
     """Races in the next DAgger round for each track whose DAgger race did not lap in a round (the other tracks
     share what is left, in turn); 1: every track in turn, one race each, as without it."""
+    dagger_focus_before: float = 0.0
+    """With ``--dagger-focus`` above 1, those races start this lap fraction before where the track's failed race
+    ended, at rest on the centre line (``reset(options={"start": ...})``), so that their steps are spent where the
+    controller failed; 0: from the line. A place the game cannot start a race at (``vmc.sim.env.StartError``) gets a
+    race from the line."""
     dagger_recover_weight: int = 1
     """Times each step labelled with backing up counts in DAgger's fits (1: once, like every other step)."""
     action_noise: float = 0.1
@@ -206,7 +211,9 @@ class EvolveConfig(Config):
                            dream_pick_steps=self.dream_pick_steps)
         check_positive(dagger_recover_weight=self.dagger_recover_weight, dagger_spells=self.dagger_spells,
                        dagger_focus=self.dagger_focus, dream_pick_rollouts=self.dream_pick_rollouts)
-        check_share(race_start=self.race_start)
+        check_share(race_start=self.race_start, dagger_focus_before=self.dagger_focus_before)
+        if self.dagger_focus_before and self.dagger_focus < 2:
+            raise ValueError("--dagger-focus-before places the races of --dagger-focus: it needs --dagger-focus 2 or more")
         if self.dream_noise is not None and not self.dream:
             raise ValueError("--dream-noise is the dream's fitness noise: it needs --dream")
         if self.dream_done != "head" and not (self.dream and self.dream_stuck_steps):
@@ -290,7 +297,7 @@ def initial_mean(cfg: EvolveConfig, models: WorldModels, pool, start: Optional[d
     if cfg.init == "dagger" and cfg.dagger_rounds:
         return dagger(pool, cfg.tracks, x0, cfg.dagger_rounds, cfg.dagger_episodes, cfg.seed, perturb=cfg.dagger_perturb,
                       recover=cfg.dagger_recover, recover_weight=cfg.dagger_recover_weight, crash=cfg.dagger_crash,
-                      spells=cfg.dagger_spells, focus=cfg.dagger_focus)
+                      spells=cfg.dagger_spells, focus=cfg.dagger_focus, focus_before=cfg.dagger_focus_before)
     return x0
 
 

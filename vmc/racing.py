@@ -27,7 +27,7 @@ import torch
 from vmc.checkpoints import WorldModels
 from vmc.models.controller import WorldModelAgent
 from vmc.sim.drivers import CentreLineDriver, GameAIDriver, run_episode
-from vmc.sim.env import EnvConfig, SuperTuxKartEnv, env_for
+from vmc.sim.env import EnvConfig, StartError, SuperTuxKartEnv, env_for
 
 log = logging.getLogger("vmc.racing")
 
@@ -77,6 +77,9 @@ class DaggerRace:
     """The spell is one steering held at full throttle (:class:`Perturbation`), not random actions."""
     spells: int = 1
     """Spells per race: above 1, one in each 150-step slice of the race (:class:`Perturbation`)."""
+    start: float = 0.0
+    """Lap fraction where the race starts, the kart at rest on the centre line (``reset(options={"start": ...})``);
+    0: the line. Where the game cannot start a race there (:class:`vmc.sim.env.StartError`), it starts at the line."""
 
 
 @dataclass(frozen=True)
@@ -118,6 +121,8 @@ class RaceResult:
     """Best progress in [0, 1]."""
     track: str = ""
     """The race's track."""
+    start: float = 0.0
+    """The lap fraction the race started at (0: the line; see :attr:`DaggerRace.start`)."""
     x: Optional[np.ndarray] = None
     """DAgger: the controller's inputs [z, h] at every step, (T, Z + H)."""
     y: Optional[np.ndarray] = None
@@ -344,10 +349,19 @@ def make_racer(models: Optional[WorldModels], env_config: dict, action_noise: fl
                                       task.recover, task.crash, task.spells)
             else:
                 driver = AgentDriver(agent, action_noise, task.seed, task.perturb, task.perturb_window)
+        def race_from(start: float):
+            return run_episode(race, driver, seed=seed, on_step=on_step, options={"start": start} if start else None,
+                               on_reset=(lambda o, _: frames.append(o)) if record else None)
+
+        start = getattr(task, "start", 0.0)
         with torch.no_grad():
-            r = run_episode(race, driver, seed=seed, on_step=on_step,
-                            on_reset=(lambda o, _: frames.append(o)) if record else None)
-        result = RaceResult(r.score, r.steps, r.end, r.lap_fraction, task.track, frames=frames,
+            try:
+                r = race_from(start)
+            except StartError as err:  # raised by the reset, before the driver's first step
+                log.warning("%s: this race starts at the line", err)
+                start = 0.0
+                r = race_from(start)
+        result = RaceResult(r.score, r.steps, r.end, r.lap_fraction, task.track, start=start, frames=frames,
                             actions=np.asarray(actions, np.float32).reshape(-1, 3))
         if isinstance(driver, DaggerDriver):
             result.x, result.y = np.stack(driver.x), np.stack(driver.y)

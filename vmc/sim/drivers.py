@@ -208,13 +208,14 @@ class EpisodeResult:
     """Game time (s) since the start."""
 
 
-def run_episode(env, driver: Driver, seed: Optional[int] = None, on_step=None, on_reset=None) -> EpisodeResult:
+def run_episode(env, driver: Driver, seed: Optional[int] = None, on_step=None, on_reset=None,
+                options: Optional[dict] = None) -> EpisodeResult:
     """Drive one episode of ``env`` (an unwrapped or wrapped SuperTuxKartEnv) with ``driver``.
 
     ``on_reset(obs, info)`` is called after the reset, ``on_step(obs, action, reward, terminated, truncated, info)``
-    after every step.
+    after every step; ``options`` go to the reset (``{"start": f}``: a race from lap fraction ``f``).
     """
-    obs, info = env.reset(seed=seed)
+    obs, info = env.reset(seed=seed, options=options)
     if on_reset is not None:
         on_reset(obs, info)
     driver.reset(env.unwrapped.track, seed)

@@ -150,6 +150,14 @@ _LIBC = ctypes.CDLL(None)
 _GO_PHASES = ("GO_PHASE", "MUSIC_PHASE", "RACE_PHASE")
 _COUNTDOWN_LIMIT = 300  # steps; the countdown takes about 51
 _THROWAWAY_STEPS = 60
+_HOP_FIRST_M = 5.0  # a mid-track start's first hop: past the line, where the game counts the lap as begun
+_HOP_M = 8.0  # then hops along the centre line, each crossing at most the next check line
+_DROP_M = 0.3  # the kart is put this far above the centre line and drops onto the road
+_START_TOLERANCE_M = 16.0  # how far the game's distance after a mid-track start may be from the place asked for
+
+
+class StartError(ValueError):
+    """A mid-track start (``reset(options={"start": f})``) the game does not count as that far down the track."""
 
 
 class SuperTuxKartEnv(gym.Env):
@@ -299,10 +307,17 @@ class SuperTuxKartEnv(gym.Env):
 
         Returns the first frame (the moment the kart can drive) and ``info``. The game's physics are
         deterministic, so ``seed`` only seeds ``self.np_random`` (for wrappers and policies).
+
+        ``options={"start": f}`` starts the race mid-track instead: after the countdown the kart is put at rest on
+        the centre line of the main loop, a lap fraction ``f`` in [0, 1) down the track, facing along it; the episode's
+        progress starts there (``info['lap_fraction']`` is ``f``, the score 0) and its lap ends at the line. For
+        training at the places where a controller fails; the game clock (``info['lap_time']``) also counts the
+        moves that take the kart there (:meth:`_move_to`).
         """
         super().reset(seed=seed)
         if self._closed:
             raise RuntimeError("reset() on a closed environment")
+        start = self._start_option(options)
         if self._race is None or self._needs_new_race:
             self._new_race()
             self._taken = False
@@ -310,12 +325,63 @@ class SuperTuxKartEnv(gym.Env):
             self._race.restart()
             self._restart.restore()
         self._countdown()
-        self.progress.reset()
+        try:
+            start_m = self._move_to(start * self.track.length) if start > 0.0 else 0.0
+        except StartError:
+            self.progress, self._needs_new_race = None, True  # no episode until a reset succeeds
+            raise
+        self.progress.reset(start_m)
         self._offtrack = 0
         self._obs = self._frame()
         state, kart = self._kart_state()
         info = self._info(state, kart, np.zeros(3, np.float32), off_track=False, lateral=self.track.lateral_offset(kart.location)[0])
         return self._obs, info
+
+    def _start_option(self, options: Optional[dict]) -> float:
+        """The lap fraction ``options`` asks the race to start at (0: the start line); refuses what it cannot do."""
+        options = dict(options or {})
+        start = options.pop("start", 0.0) or 0.0
+        if options:
+            raise ValueError(f"unknown reset options {sorted(options)}; known: start")
+        start = float(start)
+        if not 0.0 <= start < 1.0:
+            raise ValueError(f"options['start'] is a lap fraction in [0, 1), got {start}")
+        if start > 0.0 and self.config.controller == "ai":
+            raise ValueError("a mid-track start needs controller='player' (the game's AI drives from the line)")
+        return start
+
+    def _move_to(self, metres: float) -> float:
+        """Put the kart at rest on the centre line ``metres`` down the track, facing along it; returns the game's
+        distance down the track there.
+
+        pystk2's ``set_kart_location`` moves the kart but not the game's lap state: its distance down the track stays
+        at the line until the kart has triggered the lap line and every check line before the place (a far move
+        crosses none), so the move is made in hops of ``_HOP_M`` metres along the centre line, one idle game step
+        each (physics only: no frame is drawn), which cross them as driving would."""
+        idle = self._pystk2.Action()
+        d = min(_HOP_FIRST_M, metres)
+        while True:
+            self._place(d)
+            self._game_step(idle)
+            if d >= metres:
+                break
+            d = min(d + _HOP_M, metres)
+        _, kart = self._kart_state()
+        there = float(kart.overall_distance)
+        if abs(there - metres) > _START_TOLERANCE_M:
+            # A check structure the hops did not trigger as driving would (a cannon that flies the kart on, a check
+            # line whose height the centre line misses): the game's distance, and so progress, would be wrong.
+            raise StartError(f"{self.config.track}: cannot start {metres:.0f} m down the track (lap fraction "
+                             f"{metres / self.track.length:.3f}): after the moves there the game counts the kart "
+                             f"{there:.0f} m down it")
+        return float(np.clip(there, 0.0, np.nextafter(self.track.length, 0.0)))
+
+    def _place(self, metres: float) -> None:
+        """Put the kart at rest on the centre line ``metres`` down the track, facing along it."""
+        p, ahead = self.track.point_at(metres), self.track.point_at(metres + 1.0)
+        yaw = np.arctan2(ahead[0] - p[0], ahead[2] - p[2])  # the kart's nose is +z, turned about the vertical y axis
+        rotation = [0.0, float(np.sin(yaw / 2)), 0.0, float(np.cos(yaw / 2))]
+        self._pystk2.WorldState.set_kart_location(0, [float(p[0]), float(p[1]) + _DROP_M, float(p[2])], rotation, 0.0)
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
         """Drive 0.1 s of game time (x ``action_repeat``).

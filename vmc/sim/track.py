@@ -319,14 +319,17 @@ class LapProgress:
         self.max_gain_m = float(max_gain_m)
         self.reset()
 
-    def reset(self) -> None:
-        """Start a new episode: no progress, no score, no steps."""
-        self.best = 0.0
-        self.current = 0.0
-        self._frac = 0.0  # the lap fraction of ``current`` at the last step, for the signed reward
-        self._last_raw = 0.0  # karts start on (or just behind) the line
-        self._on_road = (0.0, 0.0, 0)  # game distance, progress and step count the last time on the road
-        self._last_on_road = False
+    def reset(self, start: float = 0.0) -> None:
+        """Start a new episode: no score, no steps, and the progress of a kart ``start`` metres down the track (0: on
+        or just behind the line; more for a race started mid-track, whose lap ends at the line)."""
+        if not 0.0 <= start < self.length:
+            raise ValueError(f"start must be in [0, {self.length:.1f}) m, got {start}")
+        self.best = start / self.length
+        self.current = float(start)
+        self._frac = self.best  # the lap fraction of ``current`` at the last step, for the signed reward
+        self._last_raw = float(start)
+        self._on_road = (float(start), float(start), 0)  # game distance, progress and step count the last time on the road
+        self._last_on_road = start > 0.0  # a mid-track start puts the kart on the road
         self.score = 0.0
         self.steps = 0
         self.steps_since_progress = 0
