@@ -349,6 +349,7 @@ def make_racer(models: Optional[WorldModels], env_config: dict, action_noise: fl
                                       task.recover, task.crash, task.spells)
             else:
                 driver = AgentDriver(agent, action_noise, task.seed, task.perturb, task.perturb_window)
+
         def race_from(start: float):
             return run_episode(race, driver, seed=seed, on_step=on_step, options={"start": start} if start else None,
                                on_reset=(lambda o, _: frames.append(o)) if record else None)
