@@ -152,11 +152,17 @@ def repeat_rows(x: np.ndarray, y: np.ndarray, chosen: np.ndarray, times: int) ->
     return np.concatenate([x, x[extra]]), np.concatenate([y, y[extra]])
 
 
+def focus_picks(failed: list[str], episodes: int, focus: int) -> list[str]:
+    """The focus races at the head of a round (:func:`round_tracks`): ``focus`` for each track in ``failed``, as many
+    as fit in ``episodes``; none when ``focus`` is 1."""
+    return [t for t in failed for _ in range(focus)][:episodes] if focus > 1 else []
+
+
 def round_tracks(tracks: list[str], episodes: int, r: int, failed: list[str], focus: int) -> list[str]:
     """The tracks of DAgger round ``r``'s ``episodes`` races: ``focus`` races for each track in ``failed`` (those
     whose races did not lap in the round before), as many as fit, then the other tracks in turn (all of them, in
     turn, when ``focus`` is 1 or nothing failed)."""
-    picks = [t for t in failed for _ in range(focus)][:episodes] if focus > 1 else []
+    picks = focus_picks(failed, episodes, focus)
     rest = [t for t in tracks if t not in picks] or tracks
     return picks + [rest[(r * episodes + k) % len(rest)] for k in range(episodes - len(picks))]
 
@@ -165,7 +171,7 @@ def focus_starts(picks: list[str], failed_at: dict[str, float], focus: int, befo
     """The lap fraction each of a round's races (``picks``, as :func:`round_tracks` gives them) starts at: ``before``
     ahead of where its track's race failed (``failed_at``: track → lap fraction reached) for the focus races at the
     head of ``picks``, the line (0) for the others and without ``before``."""
-    n_focus = min(len(failed_at) * focus, len(picks)) if focus > 1 and before > 0 else 0
+    n_focus = len(focus_picks(list(failed_at), len(picks), focus)) if before > 0 else 0
     return [max(0.0, failed_at[t] - before) if k < n_focus else 0.0 for k, t in enumerate(picks)]
 
 
